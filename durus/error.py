@@ -1,0 +1,51 @@
+"""Exceptions raised by durus."""
+
+from durus.utils import str_to_int8
+
+
+def _format_oid(oid) -> str:
+    return str(str_to_int8(oid)) if isinstance(oid, bytes) and len(oid) == 8 else repr(oid)
+
+
+class DurusError(Exception):
+    """Base class of every durus error."""
+
+
+class DurusKeyError(KeyError, DurusError):
+    """No record for this oid in the storage."""
+
+    def __str__(self):
+        return _format_oid(self.args[0]) if self.args else "unknown oid"
+
+
+class ConflictError(DurusError):
+    """A transaction conflicts with another one; abort() and retry.
+
+    oids: [bytes] | None, the conflicting oids.
+    """
+
+    def __init__(self, oids=None):
+        super().__init__(oids)
+        self.oids = oids
+
+    def __str__(self):
+        if not self.oids:
+            return "conflicting oids not available"
+        more = " ..." if len(self.oids) > 1 else ""
+        return "oids=[%s%s]" % (_format_oid(self.oids[0]), more)
+
+
+class WriteConflictError(ConflictError):
+    """Objects read or changed in this transaction were committed by another."""
+
+
+class ReadConflictError(ConflictError):
+    """An object changed by another transaction was loaded before sync."""
+
+
+class ProtocolError(DurusError):
+    """The peer on a storage-server connection broke the protocol."""
+
+
+class CorruptFileError(DurusError, ValueError):
+    """A storage file is damaged or is not a durus file."""
