@@ -1,0 +1,226 @@
+"""Persistent base classes: ghosts, change tracking and access bookkeeping.
+
+An instance is UNSAVED (its state is here and not yet stored), SAVED (its
+state is here and equals the stored state) or GHOST (its state is not loaded;
+the first attribute access loads it through its connection).
+
+PersistentBase and ConnectionBase hold the hot path: every attribute access
+goes through them. The C extension durus._persistent replaces them (and
+call_if_persistent) unless DURUS_PURE_PYTHON=1 is set in the environment.
+"""
+
+import os
+
+from durus.utils import str_to_int8
+
+UNSAVED = 1
+SAVED = 0
+GHOST = -1
+
+_setattribute = object.__setattr__
+_delattribute = object.__delattr__
+_getattribute = object.__getattribute__
+
+# Names a ghost answers without loading its state.
+_GHOST_SAFE_NAMES = frozenset(("__class__", "__repr__", "__setstate__"))
+
+
+def _hasattribute(obj, name: str) -> bool:
+    try:
+        _getattribute(obj, name)
+    except AttributeError:
+        return False
+    return True
+
+
+class ConnectionBase:
+    """Base of Connection: holds the serial of the current transaction.
+
+    transaction_serial: int, incremented by every commit() and abort().
+    """
+
+    __slots__ = ("transaction_serial",)
+
+    def __new__(cls, *args, **kwargs):
+        instance = object.__new__(cls)
+        instance.transaction_serial = 1
+        return instance
+
+
+class PersistentBase:
+    """The slots and attribute hooks every persistent object has.
+
+    _p_status: UNSAVED | SAVED | GHOST
+    _p_serial: int, the connection's transaction_serial at the last access.
+    _p_connection: the Connection that stores this object, or None.
+    _p_oid: bytes (8) | None, assigned when the object is first stored.
+    """
+
+    __slots__ = ("_p_status", "_p_serial", "_p_connection", "_p_oid")
+
+    def __new__(cls, *args, **kwargs):
+        instance = object.__new__(cls)
+        _setattribute(instance, "_p_status", UNSAVED)
+        _setattribute(instance, "_p_serial", 0)
+        _setattribute(instance, "_p_connection", None)
+        _setattribute(instance, "_p_oid", None)
+        return instance
+
+    def __getattribute__(self, name):
+        if name[:3] != "_p_" and name not in _GHOST_SAFE_NAMES:
+            if _getattribute(self, "_p_status") == GHOST:
+                self._p_load_state()
+            connection = _getattribute(self, "_p_connection")
+            if (connection is not None
+                    and _getattribute(self, "_p_serial") != connection.transaction_serial):
+                connection.note_access(self)
+        return _getattribute(self, name)
+
+    def __setattr__(self, name, value):
+        if name[:3] != "_p_" and name not in _GHOST_SAFE_NAMES:
+            self._p_note_change()
+        _setattribute(self, name, value)
+
+
+def call_if_persistent(f, x):
+    """Return f(x) if x is a persistent object, else None (the pickler's persistent_id hook)."""
+    if isinstance(x, PersistentBase):
+        return f(x)
+    return None
+
+
+if not os.environ.get("DURUS_PURE_PYTHON"):
+    try:
+        from durus._persistent import (  # noqa: F811
+            ConnectionBase, PersistentBase, call_if_persistent,
+            _setattribute, _getattribute, _delattribute, _hasattribute)
+    except ImportError:
+        pass
+
+
+class PersistentObject(PersistentBase):
+    """A persistent object whose state is its filled slots (and __dict__ if it has one)."""
+
+    __slots__ = ("__weakref__",)
+
+    def _p_gen_data_slots(self):
+        """Yield the names of data slots that hold a value."""
+        for cls in type(self).__mro__:
+            if cls is PersistentBase:
+                continue
+            slots = cls.__dict__.get("__slots__", ())
+            if isinstance(slots, str):
+                slots = (slots,)
+            for name in slots:
+                if name not in ("__weakref__", "__dict__") and _hasattribute(self, name):
+                    yield name
+
+    def __getstate__(self):
+        if _getattribute(self, "_p_status") == GHOST:
+            self._p_load_state()
+        state = {}
+        if _hasattribute(self, "__dict__"):
+            state.update(_getattribute(self, "__dict__"))
+        for name in self._p_gen_data_slots():
+            state[name] = _getattribute(self, name)
+        return state
+
+    def __setstate__(self, state):
+        if _hasattribute(self, "__dict__"):
+            _getattribute(self, "__dict__").clear()
+        for name in list(self._p_gen_data_slots()):
+            _delattribute(self, name)
+        if state is not None:
+            for name, value in state.items():
+                _setattribute(self, name, value)
+
+    def __repr__(self):
+        if _getattribute(self, "_p_oid") is None:
+            identifier = "@%x" % id(self)
+        else:
+            identifier = self._p_format_oid()
+        return "<%s %s>" % (type(self).__name__, identifier)
+
+    def __delattr__(self, name):
+        self._p_note_change()
+        _delattribute(self, name)
+
+    def _p_load_state(self):
+        """Load the stored state of this ghost through its connection."""
+        if self._p_connection is None:
+            raise ValueError("%r is a ghost without a connection" % self)
+        self._p_connection.load_state(self)
+        self._p_set_status_saved()
+
+    def _p_note_change(self):
+        """Mark this object changed, so that the next commit() stores it."""
+        if self._p_status != UNSAVED:
+            self._p_set_status_unsaved()
+            self._p_connection.note_change(self)
+
+    def _p_format_oid(self) -> str:
+        oid = self._p_oid
+        return str(oid and str_to_int8(oid))
+
+    def _p_set_status_ghost(self):
+        self.__setstate__({})
+        _setattribute(self, "_p_status", GHOST)
+
+    def _p_set_status_saved(self):
+        _setattribute(self, "_p_status", SAVED)
+
+    def _p_set_status_unsaved(self):
+        if self._p_status == GHOST:
+            self._p_load_state()
+        _setattribute(self, "_p_status", UNSAVED)
+
+    def _p_is_ghost(self) -> bool:
+        return self._p_status == GHOST
+
+    def _p_is_unsaved(self) -> bool:
+        return self._p_status == UNSAVED
+
+    def _p_is_saved(self) -> bool:
+        return self._p_status == SAVED
+
+
+class Persistent(PersistentObject):
+    """The usual persistent base class: state is the instance __dict__."""
+
+    def __getstate__(self):
+        return self.__dict__
+
+    def __setstate__(self, state):
+        instance_dict = _getattribute(self, "__dict__")
+        instance_dict.clear()
+        instance_dict.update(state)
+
+
+class ComputedAttribute(PersistentObject):
+    """A cached value computed from other persistent objects.
+
+    It stores no state, but has an oid, so invalidate() in one connection
+    makes every other connection forget its cached value at their next sync.
+    """
+
+    __slots__ = ("value",)
+
+    def __getstate__(self):
+        return None
+
+    def _p_load_state(self):
+        self._p_set_status_saved()
+
+    def invalidate(self):
+        """Forget the value here, and in other connections once committed."""
+        self.__setstate__(None)
+        self._p_note_change()
+
+    def get(self, compute):
+        """Return the cached value, calling compute() (no arguments) if there is none."""
+        # Filling the cache must not mark the object changed.
+        if _hasattribute(self, "value"):
+            return _getattribute(self, "value")
+        value = compute()
+        _setattribute(self, "value", value)
+        return value
