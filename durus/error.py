@@ -49,3 +49,11 @@ class ProtocolError(DurusError):
 
 class CorruptFileError(DurusError, ValueError):
     """A storage file is damaged or is not a durus file."""
+
+
+class FileLockedError(DurusError, OSError):
+    """Another process holds the write lock on a storage file."""
+
+
+class ReadOnlyError(DurusError, PermissionError):
+    """A change was attempted through a read-only storage."""

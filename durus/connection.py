@@ -1,0 +1,359 @@
+"""Connection: moves persistent objects between a Storage and memory, in transactions."""
+
+import heapq
+import os
+from pickle import loads
+from weakref import KeyedRef
+
+from durus.error import ConflictError, DurusKeyError, ReadConflictError, WriteConflictError
+from durus.persistent import GHOST, SAVED, ConnectionBase, _setattribute
+from durus.persistent_dict import PersistentDict
+from durus.serialize import ObjectReader, ObjectWriter, pack_record, unpack_record
+from durus.storage import ROOT_OID, Storage
+from durus.utils import as_bytes, int8_to_str
+
+
+class Connection(ConnectionBase):
+    """A cached, transactional view of the objects in a storage.
+
+    Changes to persistent objects are noted as they happen; commit() stores
+    them and abort() forgets them. Both then sync with the storage, making
+    objects that others changed into ghosts, and shrink the cache.
+
+    storage: Storage
+    changed: {oid: PersistentObject}, objects changed in this transaction.
+    invalid_oids: {oid}, oids found to conflict; abort() must clear them.
+    """
+
+    def __init__(self, storage, cache_size: int = 100000, root_class=None):
+        """storage: a Storage, or the file name of a FileStorage.
+        root_class: the class of the root object: it is created as
+        root_class() in a new database and checked in an existing one."""
+        if isinstance(storage, (str, os.PathLike)):
+            from durus.file_storage import FileStorage
+            storage = FileStorage(os.fspath(storage))
+        if not isinstance(storage, Storage):
+            raise TypeError("expected a Storage or a file name, got %r" % (storage,))
+        self.storage = storage
+        self.new_oid = storage.new_oid  # used by ObjectWriter
+        self.reader = ObjectReader(self)
+        self.changed = {}
+        self.invalid_oids = set()
+        self.cache = Cache(cache_size)
+        self.root = self.get(ROOT_OID)
+        if self.root is None:
+            self.root = self._create_root(root_class or PersistentDict)
+        if root_class is not None and type(self.root) is not root_class:
+            raise TypeError("the root is a %s, not a %s"
+                            % (type(self.root).__name__, root_class.__name__))
+
+    def _create_root(self, root_class):
+        oid = self.storage.new_oid()
+        if oid != ROOT_OID:
+            raise ValueError("storage has no root but allocated oid %r first" % oid)
+        root = self.cache.get_instance(ROOT_OID, root_class, self)
+        root._p_set_status_saved()
+        root_class.__init__(root)
+        root._p_note_change()
+        self.commit()
+        return root
+
+    def get_storage(self) -> Storage:
+        return self.storage
+
+    def get_cache(self) -> "Cache":
+        return self.cache
+
+    def get_cache_count(self) -> int:
+        """Return the number of objects (ghosts included) in the cache."""
+        return self.cache.get_count()
+
+    def get_cache_size(self) -> int:
+        """Return the target number of objects in the cache."""
+        return self.cache.get_size()
+
+    def set_cache_size(self, size: int) -> None:
+        self.cache.set_size(size)
+
+    def get_transaction_serial(self) -> int:
+        """Return 1 + the number of commit() and abort() calls so far."""
+        return self.transaction_serial
+
+    def get_root(self):
+        return self.root
+
+    def get_load_count(self) -> int:
+        """Return how many times any object's state has been loaded."""
+        return self.reader.get_load_count()
+
+    def get_stored_pickle(self, oid: bytes) -> bytes:
+        """Return the record data of oid from the storage.
+
+        Raises DurusKeyError if there is none, ReadConflictError if oid was
+        changed by another client and an object read in this transaction too.
+        """
+        if self.invalid_oids:
+            raise ConflictError(sorted(self.invalid_oids))
+        try:
+            record = self.storage.load(oid)
+        except ReadConflictError:
+            self._handle_invalidations(self.storage.sync(), read_oid=oid)
+            record = self.storage.load(oid)
+        record_oid, data, _ = unpack_record(record)
+        if record_oid != oid:
+            raise ValueError("storage returned the record of %r for %r" % (record_oid, oid))
+        return data
+
+    def get(self, oid):
+        """Return the object with this oid (bytes or int), or None if there is none."""
+        if isinstance(oid, int):
+            oid = int8_to_str(oid)
+        elif not isinstance(oid, bytes) or len(oid) != 8:
+            raise TypeError("an oid is an int or 8 bytes, not %r" % (oid,))
+        obj = self.cache.get(oid)
+        if obj is not None:
+            return obj
+        try:
+            data = self.get_stored_pickle(oid)
+        except DurusKeyError:
+            return None
+        return self._fill(self.cache.get_instance(oid, loads(data), self), data)
+
+    __getitem__ = get
+
+    def _fill(self, obj, data: bytes):
+        """Set obj's state from record data and mark it saved."""
+        obj.__setstate__(self.reader.get_state(data))
+        obj._p_set_status_saved()
+        return obj
+
+    def get_crawler(self, start_oid: bytes = ROOT_OID, batch_size: int = 100):
+        """Yield the objects reachable from start_oid, breadth first, with their
+        states loaded batch_size records at a time: a fast way to fill the cache."""
+        for oid, record in self.storage.gen_oid_record(start_oid=start_oid,
+                                                       batch_size=batch_size):
+            obj = self.cache.get(oid)
+            if obj is None or obj._p_is_ghost():
+                data = unpack_record(record)[1]
+                if obj is None:
+                    obj = self.cache.get_instance(oid, loads(data), self)
+                self._fill(obj, data)
+            yield obj
+
+    def load_state(self, obj) -> None:
+        """Load the state of the ghost obj from the storage."""
+        if self.storage is None:
+            raise ValueError("the connection is closed")
+        try:
+            data = self.get_stored_pickle(obj._p_oid)
+        except DurusKeyError:
+            # The object was removed by a pack while this connection held its ghost.
+            raise ReadConflictError([obj._p_oid]) from None
+        obj.__setstate__(self.reader.get_state(data))
+
+    def note_access(self, obj) -> None:
+        """Record that obj is used in the current transaction (called on first access)."""
+        _setattribute(obj, "_p_serial", self.transaction_serial)
+        self.cache.recent_objects[id(obj)] = obj
+
+    def note_change(self, obj) -> None:
+        """Record that obj must be stored by the next commit()."""
+        self.changed[obj._p_oid] = obj
+
+    def shrink_cache(self) -> None:
+        """Ghost least recently used objects until the cache is at its target size."""
+        self.cache.shrink(self.transaction_serial)
+
+    def _sync(self) -> None:
+        """Turn every object that others changed into a ghost."""
+        self.invalid_oids.update(self.storage.sync())
+        for oid in self.invalid_oids:
+            obj = self.cache.get(oid)
+            if obj is not None:
+                obj._p_set_status_ghost()
+        self.invalid_oids.clear()
+
+    def abort(self) -> None:
+        """Forget uncommitted changes, sync, and shrink the cache."""
+        for obj in self.changed.values():
+            obj._p_set_status_ghost()
+        self.changed.clear()
+        self._sync()
+        self.shrink_cache()
+        self.transaction_serial += 1
+
+    def commit(self) -> None:
+        """Store the changes of this transaction, sync, and shrink the cache.
+
+        Raises WriteConflictError if another client committed an object used
+        in this transaction: then call abort() and retry the transaction.
+        """
+        if self.changed:
+            if self.invalid_oids:
+                raise ConflictError(sorted(self.invalid_oids))
+            self._store_changes()
+        else:
+            self._sync()
+        self.shrink_cache()
+        self.transaction_serial += 1
+
+    def _store_changes(self) -> None:
+        """Write the changed objects and the new objects they reference as one
+        transaction. On any failure, leave the changes pending as they were."""
+        saved = list(self.changed.values())
+        new_objects = []
+        writer = ObjectWriter(self)
+        self.storage.begin()
+        try:
+            todo = list(saved)
+            while todo:
+                obj = todo.pop()
+                data, refs = writer.get_state(obj)
+                self.storage.store(obj._p_oid, pack_record(obj._p_oid, data, refs))
+                for new in writer.take_new_objects():
+                    self.cache[new._p_oid] = new
+                    new_objects.append(new)
+                    todo.append(new)
+            self.storage.end(self._handle_invalidations)
+        except BaseException:
+            self._forget_new_objects(new_objects)
+            raise
+        finally:
+            writer.close()
+        for obj in saved + new_objects:
+            obj._p_set_status_saved()
+        self.changed.clear()
+
+    def _forget_new_objects(self, new_objects) -> None:
+        """Undo the oid assignment of objects first met in a failed commit."""
+        for obj in new_objects:
+            self.cache.forget(obj._p_oid)
+            obj._p_oid = None
+            obj._p_connection = None
+
+    def _handle_invalidations(self, oids, read_oid: bytes | None = None) -> None:
+        """Ghost objects others changed; raise a conflict if any was used in this
+        transaction (ReadConflictError if this happened while loading read_oid)."""
+        conflicts = []
+        for oid in oids:
+            obj = self.cache.get(oid)
+            if obj is None:
+                continue
+            if obj._p_serial == self.transaction_serial or oid in self.changed:
+                conflicts.append(oid)
+                self.invalid_oids.add(oid)
+            elif obj._p_status != GHOST:
+                obj._p_set_status_ghost()
+        if conflicts:
+            if read_oid is None:
+                raise WriteConflictError(conflicts)
+            raise ReadConflictError([read_oid])
+
+    def pack(self) -> None:
+        """Abort this transaction and remove unreachable objects from the storage."""
+        self.abort()
+        self.storage.pack()
+
+
+class Cache:
+    """The objects of a connection, by oid, held weakly.
+
+    recent_objects holds strong references to the objects accessed since
+    they were last ghosted, so that hot objects stay in memory; shrink()
+    ghosts the least recently used of them beyond the target size.
+    """
+
+    def __init__(self, size: int):
+        self.objects = {}
+        self.recent_objects = {}
+        self.set_size(size)
+
+    def get_size(self) -> int:
+        return self.size
+
+    def set_size(self, size: int) -> None:
+        if not isinstance(size, int) or size <= 0:
+            raise ValueError("the cache size must be a positive int, not %r" % (size,))
+        self.size = size
+
+    def get_count(self) -> int:
+        return len(self.objects)
+
+    def _remove_dead(self, ref) -> None:
+        if self.objects.get(ref.key) is ref:
+            del self.objects[ref.key]
+
+    def get(self, oid: bytes):
+        ref = self.objects.get(oid)
+        return None if ref is None else ref()
+
+    def __setitem__(self, oid: bytes, obj) -> None:
+        self.objects[oid] = KeyedRef(obj, self._remove_dead, oid)
+
+    def forget(self, oid: bytes) -> None:
+        """Drop oid from the cache."""
+        obj = self.get(oid)
+        if obj is not None:
+            self.recent_objects.pop(id(obj), None)
+            del self.objects[oid]
+
+    def get_instance(self, oid: bytes, cls, connection):
+        """Return the cached object of oid if it is a cls, else a new ghost of cls."""
+        obj = self.get(oid)
+        if obj is None or type(obj) is not cls:
+            obj = cls.__new__(cls)
+            _setattribute(obj, "_p_oid", oid)
+            _setattribute(obj, "_p_connection", connection)
+            _setattribute(obj, "_p_status", GHOST)
+            self[oid] = obj
+        return obj
+
+    def __iter__(self):
+        for ref in list(self.objects.values()):
+            obj = ref()
+            if obj is not None:
+                yield obj
+
+    def shrink(self, current_serial: int) -> None:
+        """Ghost saved objects, least recently used first, until at most size
+        objects remain; objects used in the current transaction are kept."""
+        excess = len(self.objects) - self.size
+        if excess <= 0:
+            return
+        # Keep (serial, oid) pairs, not objects, so that ghosting can free them.
+        oldest = heapq.nsmallest(2 * excess, self._gen_serial_oid(current_serial))
+        for _, oid in oldest:
+            if len(self.objects) <= self.size:
+                break
+            self._ghost(oid)
+
+    def _gen_serial_oid(self, current_serial: int):
+        for oid, ref in list(self.objects.items()):
+            obj = ref()
+            if obj is not None and obj._p_serial != current_serial:
+                yield obj._p_serial, oid
+
+    def _ghost(self, oid: bytes) -> None:
+        obj = self.get(oid)
+        if obj is not None:
+            if obj._p_status == SAVED:
+                obj._p_set_status_ghost()
+            self.recent_objects.pop(id(obj), None)
+
+
+def touch_every_reference(connection: Connection, *words) -> None:
+    """Mark changed every object whose record mentions one of words (str or
+    bytes): after renaming a class, commit to rewrite every reference."""
+    words = [as_bytes(word) for word in words]
+    for oid, record in connection.get_storage().gen_oid_record():
+        data = unpack_record(record)[1]
+        state = connection.reader.get_state_pickle(data)
+        if any(word in data or word in state for word in words):
+            connection.get(oid)._p_note_change()
+
+
+def gen_every_instance(connection: Connection, *classes):
+    """Yield every stored object that is an instance of one of classes."""
+    for oid, record in connection.get_storage().gen_oid_record():
+        if issubclass(loads(unpack_record(record)[1]), classes):
+            yield connection.get(oid)

@@ -1,0 +1,163 @@
+"""FileStorage: a Storage kept in one append-only SHELF-1 file."""
+
+import os
+
+from durus.error import DurusKeyError, ReadOnlyError
+from durus.file import File
+from durus.serialize import split_oids, unpack_record
+from durus.shelf import PREFIX, Shelf, write_shelf
+from durus.storage import ROOT_OID, Storage
+
+
+class FileStorage(Storage):
+    """Objects in a file, one writer at a time.
+
+    By default every commit is on disk (fsynced) when end() returns; pass
+    fsync=False to trade that for speed during bulk loads (a crash may then
+    lose the last commits, but never leaves a damaged transaction readable).
+
+    shelf: Shelf, the open file.
+    pending: {oid: record}, the commit underway.
+    allocated: {oid}, oids handed out by new_oid() and not yet committed.
+    invalid: {oid}, oids removed by a pack since the last sync().
+    pack_extra: {oid} | None, oids committed while a pack runs.
+    """
+
+    def __init__(self, filename: str | None = None, readonly: bool = False,
+                 repair: bool = False, fsync: bool = True):
+        if readonly and repair:
+            raise ValueError("repair needs write access: open without readonly")
+        if filename is not None:
+            filename = os.fspath(filename)
+        self.shelf = Shelf(File(filename, readonly=readonly), repair=repair)
+        self.fsync = fsync
+        self.pending = {}
+        self.allocated = set()
+        self.invalid = set()
+        self.pack_extra = None
+
+    @classmethod
+    def has_format(cls, file: File) -> bool:
+        """Tell whether file starts like a SHELF-1 file."""
+        return file.pread(len(PREFIX), 0) == PREFIX
+
+    def get_filename(self) -> str:
+        return self.shelf.file.get_name()
+
+    def is_readonly(self) -> bool:
+        return self.shelf.file.is_readonly()
+
+    def _check_writable(self) -> None:
+        if self.is_readonly():
+            raise ReadOnlyError("%s is read-only" % self)
+
+    def load(self, oid: bytes) -> bytes:
+        record = self.shelf.get_value(oid)
+        if record is None:
+            raise DurusKeyError(oid)
+        return record
+
+    def begin(self) -> None:
+        self.pending = {}
+
+    def store(self, oid: bytes, record: bytes) -> None:
+        self._check_writable()
+        if not isinstance(record, bytes) or len(record) < 12 or record[:8] != oid:
+            raise ValueError("malformed record for oid %r" % (oid,))
+        if oid not in self.allocated and oid not in self.shelf and oid != ROOT_OID:
+            raise ValueError("oid %r was never allocated by this storage" % (oid,))
+        self.pending[oid] = record
+
+    def end(self, handle_invalidations=None) -> None:
+        self._check_writable()
+        self.shelf.append(self.pending.items(), fsync=self.fsync)
+        if self.pack_extra is not None:
+            self.pack_extra.update(self.pending)
+        self.allocated.difference_update(self.pending)
+        self.pending = {}
+
+    def sync(self) -> list:
+        invalid = list(self.invalid)
+        self.invalid.clear()
+        return invalid
+
+    def new_oid(self) -> bytes:
+        self._check_writable()
+        while True:
+            oid = self.shelf.next_free_oid()
+            if oid not in self.allocated and oid not in self.invalid:
+                self.allocated.add(oid)
+                return oid
+
+    def gen_oid_record(self, start_oid: bytes | None = None, batch_size: int = 100):
+        """Yield (oid, record): for every record in the file when start_oid is
+        None (unreachable ones included), else for those reachable from it."""
+        if start_oid is None:
+            return ((oid, self.load(oid)) for oid in self.shelf.gen_oids())
+        return self._gen_reachable(start_oid, set())
+
+    def _gen_reachable(self, start_oid: bytes, seen: set):
+        """Yield (oid, record) reachable from start_oid and not in seen (which grows)."""
+        todo = [start_oid]
+        while todo:
+            oid = todo.pop()
+            if oid in seen:
+                continue
+            seen.add(oid)
+            record = self.load(oid)
+            yield oid, record
+            todo.extend(split_oids(unpack_record(record)[2]))
+
+    def get_packer(self):
+        """Return a generator that packs the file a step at a time.
+
+        It writes the records reachable from the root to <name>.pack, then
+        the records of commits made meanwhile, and renames the old file to
+        <name>.prepack and the new one to <name>. Temporary and read-only
+        files, and storages in a commit or pack, are not packed.
+        """
+        file = self.shelf.file
+        if self.pending or self.pack_extra is not None or file.is_temporary() or file.is_readonly():
+            return iter(())
+        self.pack_extra = set()
+        return self._pack_steps()
+
+    def _pack_steps(self):
+        name = self.get_filename()
+        try:
+            new_file = File(name + ".pack")
+            new_file.truncate(0)
+            seen = set()
+            yield from write_shelf(new_file, self._gen_reachable(ROOT_OID, seen))
+            new_shelf = Shelf(new_file)
+            # No yield from here on: commits must not slip in while we switch.
+            seen.difference_update(self.pack_extra)
+            extra = {}
+            for oid in self.pack_extra:
+                extra.update(self._gen_reachable(oid, seen))
+            if extra:
+                new_shelf.append(extra.items())
+            old_shelf = self.shelf
+            self.invalid.update(oid for oid in old_shelf.gen_oids() if oid not in new_shelf)
+            old_shelf.file.rename(name + ".prepack")
+            new_file.rename(name)
+            old_shelf.close()
+            self.shelf = new_shelf
+        finally:
+            self.pack_extra = None
+        yield "packed"
+
+    def pack(self) -> None:
+        for _ in self.get_packer():
+            pass
+
+    def close(self) -> None:
+        self.shelf.close()
+
+    def __str__(self):
+        return "%s(%r)" % (type(self).__name__, self.get_filename())
+
+
+def TempFileStorage() -> FileStorage:
+    """A FileStorage on a temporary file that is removed when closed."""
+    return FileStorage()

@@ -1,0 +1,148 @@
+"""The Storage interface a Connection uses, MemoryStorage, and storage-wide tools."""
+
+import heapq
+from typing import Iterable, Iterator
+
+from durus.error import DurusKeyError
+from durus.serialize import extract_class_name, split_oids, unpack_record
+from durus.utils import int8_to_str
+
+ROOT_OID = int8_to_str(0)
+
+
+class Storage:
+    """Abstract base of storages: a mapping from oid to record, changed by commits.
+
+    A commit is begin(), store() for each record, then end().
+    """
+
+    def __init__(self):
+        raise RuntimeError("Storage is abstract")
+
+    def load(self, oid: bytes) -> bytes:
+        """Return the record of oid; raise DurusKeyError (a KeyError) if there is
+        none, or ReadConflictError if oid changed since the last sync()."""
+        raise NotImplementedError
+
+    def begin(self) -> None:
+        """Start collecting the records of a commit."""
+        raise NotImplementedError
+
+    def store(self, oid: bytes, record: bytes) -> None:
+        """Add a record to the commit underway."""
+        raise NotImplementedError
+
+    def end(self, handle_invalidations=None) -> None:
+        """Make the commit underway durable. May raise ConflictError;
+        handle_invalidations(oids) is called first where others committed."""
+        raise NotImplementedError
+
+    def sync(self) -> list:
+        """Return the oids whose cached state is obsolete since the last sync()."""
+        raise NotImplementedError
+
+    def new_oid(self) -> bytes:
+        """Return an oid nobody uses or has been given."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the storage's resources."""
+
+    def get_packer(self):
+        """Return a generator that packs a step at a time, or None if not supported."""
+        return None
+
+    def pack(self) -> None:
+        """Remove records not reachable from the root, if the storage can."""
+
+    def bulk_load(self, oids: Iterable[bytes]) -> Iterator[bytes]:
+        """Yield the records of oids, in order."""
+        for oid in oids:
+            yield self.load(oid)
+
+    def gen_oid_record(self, start_oid: bytes | None = None, batch_size: int = 100
+                       ) -> Iterator[tuple[bytes, bytes]]:
+        """Yield (oid, record) for every object reachable from start_oid (the root
+        by default), breadth first by oid, loading batch_size records at a time."""
+        return _gen_reachable(self, start_oid or ROOT_OID, batch_size)
+
+
+def _gen_reachable(storage, start_oid: bytes, batch_size: int):
+    todo = [start_oid]
+    seen = {start_oid}
+    while todo:
+        batch = [heapq.heappop(todo) for _ in range(min(batch_size, len(todo)))]
+        for record in storage.bulk_load(batch):
+            oid, _, refs = unpack_record(record)
+            yield oid, record
+            for ref in split_oids(refs):
+                if ref not in seen:
+                    seen.add(ref)
+                    heapq.heappush(todo, ref)
+
+
+def gen_referring_oid_record(storage: Storage, referred_oid: bytes):
+    """Yield (oid, record) of every object that references referred_oid."""
+    for oid, record in storage.gen_oid_record():
+        if referred_oid in split_oids(unpack_record(record)[2]):
+            yield oid, record
+
+
+def gen_oid_class(storage: Storage, *classes: str):
+    """Yield (oid, class name) of every object, or of those whose class name is in classes."""
+    for oid, record in storage.gen_oid_record():
+        class_name = extract_class_name(record)
+        if not classes or class_name in classes:
+            yield oid, class_name
+
+
+def get_census(storage: Storage) -> dict:
+    """Return {class name: number of instances}."""
+    census = {}
+    for _, class_name in gen_oid_class(storage):
+        census[class_name] = census.get(class_name, 0) + 1
+    return census
+
+
+def get_reference_index(storage: Storage) -> dict:
+    """Return {oid: [oids of the objects that reference it]}."""
+    index = {}
+    for oid, record in storage.gen_oid_record():
+        for ref in split_oids(unpack_record(record)[2]):
+            index.setdefault(ref, []).append(oid)
+    return index
+
+
+class MemoryStorage(Storage):
+    """A storage that keeps its records in a dict: for tests and scratch work."""
+
+    def __init__(self):
+        self.records = {}
+        self.pending = None
+        self.next_oid = 0
+
+    def new_oid(self) -> bytes:
+        oid = int8_to_str(self.next_oid)
+        self.next_oid += 1
+        return oid
+
+    def load(self, oid: bytes) -> bytes:
+        try:
+            return self.records[oid]
+        except KeyError:
+            raise DurusKeyError(oid) from None
+
+    def begin(self) -> None:
+        self.pending = {}
+
+    def store(self, oid: bytes, record: bytes) -> None:
+        if self.pending is None:
+            raise RuntimeError("store() called outside begin()/end()")
+        self.pending[oid] = record
+
+    def end(self, handle_invalidations=None) -> None:
+        self.records.update(self.pending)
+        self.pending = None
+
+    def sync(self) -> list:
+        return []
