@@ -108,12 +108,21 @@ class Shelf:
         position = self.map_end
         if position == size:
             return position
+        # Start of the run of empty transactions just before position: Durus
+        # writes a zero length first and the real one last, so a crash can
+        # leave an empty transaction followed by the records it should count.
+        empty_run_start = None
         with mmap.mmap(self.file.fd, size, access=mmap.ACCESS_READ) as view:
             while position < size:
                 try:
                     offsets, end = _read_transaction(view, position, size)
                 except TornTransaction as reason:
-                    return self._handle_torn(position, size, str(reason), repair)
+                    cut = position if empty_run_start is None else empty_run_start
+                    return self._handle_torn(cut, size, str(reason), repair)
+                if end != position + 8:
+                    empty_run_start = None
+                elif empty_run_start is None:
+                    empty_run_start = position
                 self.index.update(offsets)
                 position = end
         return position

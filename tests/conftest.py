@@ -1,0 +1,53 @@
+"""Shared fixtures: the real Durus 4.3 peer, and running scripts under it."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+
+
+def _peer_python() -> str:
+    python = os.environ.get("DURUS_PEER_PYTHON")
+    if python:
+        return python
+    venv = Path(os.environ.get("DURUS_PEER_VENV", ROOT / ".venv-peer"))
+    subprocess.run([str(ROOT / "scripts" / "setup-peer-venv.sh"), str(venv)], check=True)
+    return str(venv / "bin" / "python")
+
+
+@pytest.fixture(scope="session")
+def peer_python() -> str:
+    """Path of a python that imports the real durus==4.3."""
+    return _peer_python()
+
+
+def run_python(python: str, code: str, *args: str, cwd, path=(TESTS,), timeout: float = 300) -> str:
+    """Run code under python with path importable; return its stdout, fail on error.
+
+    For the peer, cwd must not be the repo root, or our durus would shadow its own.
+    """
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(map(str, path)))
+    done = subprocess.run([python, "-c", code, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if done.returncode:
+        raise AssertionError("%s failed (%d):\n%s\n%s"
+                             % (python, done.returncode, done.stdout, done.stderr))
+    return done.stdout
+
+
+@pytest.fixture
+def run_peer(peer_python, tmp_path):
+    """run_peer(code, *args) runs code under Durus 4.3 in tmp_path; returns stdout."""
+    return lambda code, *args: run_python(peer_python, code, *args, cwd=tmp_path)
+
+
+@pytest.fixture
+def run_ours(tmp_path):
+    """run_ours(code, *args) runs code under this project's durus in a new process."""
+    return lambda code, *args: run_python(sys.executable, code, *args, cwd=tmp_path,
+                                          path=(ROOT, TESTS))

@@ -1,0 +1,322 @@
+"""FileStorage on real files: format, durability, torn tails, repair, locking, pack."""
+
+import os
+import random
+import struct
+
+import pytest
+
+from durus.connection import Connection
+from durus.error import CorruptFileError, DurusKeyError, FileLockedError, ReadOnlyError
+from durus.file_storage import FileStorage, TempFileStorage
+from durus.persistent import Persistent
+from durus.serialize import pack_record
+from durus.shelf import PREFIX
+from durus.storage import get_census, get_reference_index, gen_oid_class, gen_referring_oid_record
+from durus.utils import int8_to_str
+
+
+class Counter(Persistent):
+    def __init__(self, n=0):
+        self.n = n
+
+
+def make_file(path, commits=5):
+    """Write a file of `commits` transactions after the root; return the file
+    size after each commit (the transaction boundaries)."""
+    storage = FileStorage(str(path))
+    connection = Connection(storage)
+    root = connection.get_root()
+    boundaries = [os.path.getsize(path)]
+    for i in range(commits):
+        root["c%d" % i] = Counter(i)
+        connection.commit()
+        boundaries.append(os.path.getsize(path))
+    storage.close()
+    return boundaries
+
+
+def committed_keys(path, **options):
+    storage = FileStorage(str(path), **options)
+    try:
+        return sorted(Connection(storage).get_root().keys())
+    finally:
+        storage.close()
+
+
+def test_new_file_has_shelf_header_and_empty_map(tmp_path):
+    path = tmp_path / "new.durus"
+    FileStorage(str(path)).close()
+    data = path.read_bytes()
+    # prefix, empty first transaction, offset map of 0 words of 1 byte
+    assert data == PREFIX + int8_to_str(0) + struct.pack(">QQQ", 16, 1, 0)
+
+
+def test_records_round_trip_and_missing_oid(tmp_path):
+    storage = FileStorage(str(tmp_path / "r.durus"))
+    oid = storage.new_oid()
+    record = pack_record(oid, b"data", b"")
+    storage.begin()
+    storage.store(oid, record)
+    storage.end()
+    assert storage.load(oid) == record
+    with pytest.raises(DurusKeyError):
+        storage.load(int8_to_str(999))
+    with pytest.raises(KeyError):  # DurusKeyError is a KeyError
+        storage.load(int8_to_str(998))
+
+
+def test_store_refuses_unallocated_oid_and_malformed_record(tmp_path):
+    storage = FileStorage(str(tmp_path / "s.durus"))
+    storage.begin()
+    with pytest.raises(ValueError, match="never allocated"):
+        storage.store(int8_to_str(77), pack_record(int8_to_str(77), b"x", b""))
+    oid = storage.new_oid()
+    with pytest.raises(ValueError, match="malformed"):
+        storage.store(oid, b"short")
+
+
+def test_new_oids_are_unique(tmp_path):
+    storage = FileStorage(str(tmp_path / "o.durus"))
+    oids = [storage.new_oid() for _ in range(1000)]
+    assert len(set(oids)) == 1000
+
+
+def test_each_commit_is_fsynced_once(tmp_path, monkeypatch):
+    calls = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (calls.append(fd), real(fd)))
+    storage = FileStorage(str(tmp_path / "f.durus"))
+    connection = Connection(storage)
+    calls.clear()
+    for i in range(5):
+        connection.get_root()[i] = i
+        connection.commit()
+    assert len(calls) == 5
+
+
+def test_fsync_can_be_turned_off(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(os, "fdatasync", lambda fd: calls.append(fd))
+    storage = FileStorage(str(tmp_path / "g.durus"), fsync=False)
+    connection = Connection(storage)
+    calls.clear()
+    connection.get_root()["x"] = 1
+    connection.commit()
+    assert calls == []
+
+
+def test_cut_at_every_offset_of_last_transaction(tmp_path):
+    path = tmp_path / "cut.durus"
+    boundaries = make_file(path, commits=3)
+    original = path.read_bytes()
+    start, end = boundaries[-2], boundaries[-1]
+    for cut in range(start + 1, end):
+        path.write_bytes(original[:cut])
+        with pytest.raises(CorruptFileError, match="repair"):
+            FileStorage(str(path))
+        assert committed_keys(path, repair=True) == ["c0", "c1"]
+        assert os.path.getsize(path) == start
+    path.write_bytes(original[:start])
+    assert committed_keys(path) == ["c0", "c1"]
+
+
+def test_damaged_bytes_inside_last_transaction_are_detected(tmp_path):
+    path = tmp_path / "dmg.durus"
+    boundaries = make_file(path, commits=3)
+    original = path.read_bytes()
+    start, end = boundaries[-2], boundaries[-1]
+    rng = random.Random(7)
+    for _ in range(60):
+        a = rng.randrange(start, end)
+        b = rng.randrange(a + 1, end + 1)
+        filler = bytes(b - a) if rng.random() < 0.5 else rng.randbytes(b - a)
+        damaged = original[:a] + filler + original[b:]
+        if damaged == original:
+            continue
+        path.write_bytes(damaged)
+        with pytest.raises(CorruptFileError):
+            FileStorage(str(path))
+        assert committed_keys(path, repair=True) == ["c0", "c1"]
+
+
+def test_zero_length_placeholder_followed_by_records_is_detected(tmp_path):
+    """Durus writes a zero length first: a crash leaves it before the records."""
+    path = tmp_path / "ph.durus"
+    boundaries = make_file(path, commits=2)
+    good = path.read_bytes()
+    oid = int8_to_str(1)
+    record = pack_record(oid, b"\x80\x02}q\x00.", b"")
+    torn = good + int8_to_str(0) + int8_to_str(8 + len(record)) + oid + record
+    path.write_bytes(torn)
+    with pytest.raises(CorruptFileError):
+        FileStorage(str(path))
+    assert committed_keys(path, repair=True) == ["c0", "c1"]
+    assert os.path.getsize(path) == boundaries[-1]
+
+
+def test_empty_transactions_written_by_durus_are_valid(tmp_path):
+    path = tmp_path / "empty.durus"
+    make_file(path, commits=1)
+    with open(path, "ab") as f:
+        f.write(int8_to_str(0) * 3)
+    make_more = FileStorage(str(path))
+    connection = Connection(make_more)
+    connection.get_root()["after"] = 1
+    connection.commit()
+    make_more.close()
+    assert committed_keys(path) == ["after", "c0"]
+
+
+def test_not_a_durus_file(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"hello, this is not a database\n" * 10)
+    with pytest.raises(CorruptFileError, match="not a durus file"):
+        FileStorage(str(path))
+    with pytest.raises(CorruptFileError, match="not a durus file"):
+        FileStorage(str(path), readonly=True)
+    assert path.read_bytes().startswith(b"hello")  # untouched
+
+
+def test_truncated_header_and_map(tmp_path):
+    path = tmp_path / "short.durus"
+    make_file(path, commits=1)
+    data = path.read_bytes()
+    for cut in (10, 20, 30):
+        path.write_bytes(data[:cut])
+        with pytest.raises(CorruptFileError):
+            FileStorage(str(path), repair=True)
+
+
+def test_second_writer_is_refused_with_the_file_name(tmp_path):
+    path = tmp_path / "locked.durus"
+    first = FileStorage(str(path))
+    with pytest.raises(FileLockedError, match="locked.durus"):
+        FileStorage(str(path))
+    reader = FileStorage(str(path), readonly=True)  # readers take no lock
+    reader.close()
+    first.close()
+    FileStorage(str(path)).close()
+
+
+def test_readonly_storage_refuses_changes(tmp_path):
+    path = tmp_path / "ro.durus"
+    make_file(path, commits=1)
+    storage = FileStorage(str(path), readonly=True)
+    connection = Connection(storage)
+    assert connection.get_root()["c0"].n == 0
+    connection.get_root()["new"] = 1
+    with pytest.raises(ReadOnlyError):
+        connection.commit()
+    with pytest.raises(FileNotFoundError):
+        FileStorage(str(tmp_path / "missing.durus"), readonly=True)
+    with pytest.raises(ValueError):
+        FileStorage(str(path), readonly=True, repair=True)
+
+
+def test_temp_file_storage_is_removed_on_close():
+    storage = TempFileStorage()
+    name = storage.get_filename()
+    connection = Connection(storage)
+    connection.get_root()["x"] = 1
+    connection.commit()
+    assert os.path.exists(name)
+    storage.close()
+    assert not os.path.exists(name)
+
+
+def test_failed_write_leaves_file_valid_and_storage_usable(tmp_path, monkeypatch):
+    path = tmp_path / "enospc.durus"
+    storage = FileStorage(str(path))
+    connection = Connection(storage)
+    connection.get_root()["before"] = 1
+    connection.commit()
+    real_pwrite = os.pwrite
+
+    def short_then_fail(fd, data, position):
+        real_pwrite(fd, bytes(data[:10]), position)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", short_then_fail)
+    connection.get_root()["failed"] = 2
+    with pytest.raises(OSError, match="No space"):
+        connection.commit()
+    monkeypatch.setattr(os, "pwrite", real_pwrite)
+    assert committed_keys_of(path) == ["before"]
+    connection.commit()  # the change is still pending; retry after space returns
+    storage.close()
+    assert committed_keys(path) == ["before", "failed"]
+
+
+def committed_keys_of(path):
+    return committed_keys(path, readonly=True)
+
+
+def test_pack_keeps_commits_made_during_the_pack(tmp_path):
+    path = tmp_path / "pack.durus"
+    storage = FileStorage(str(path))
+    connection = Connection(storage)
+    root = connection.get_root()
+    for i in range(300):
+        root[i] = Counter(i)
+    connection.commit()
+    for i in range(0, 300, 2):
+        del root[i]
+    connection.commit()
+    packer = storage.get_packer()
+    next(packer)
+    root["during"] = Counter("during")
+    root[1].n = "changed during pack"
+    connection.commit()
+    for _ in packer:
+        pass
+    assert os.path.exists(str(path) + ".prepack")
+    root["after"] = Counter("after")
+    connection.commit()
+    storage.close()
+    reopened = Connection(FileStorage(str(path))).get_root()
+    assert reopened["during"].n == "during" and reopened["after"].n == "after"
+    assert reopened[1].n == "changed during pack"
+    assert sorted(k for k in reopened.keys() if isinstance(k, int)) == list(range(1, 300, 2))
+    assert os.path.getsize(path) < os.path.getsize(str(path) + ".prepack")
+
+
+def test_pack_ignores_a_stale_pack_file(tmp_path):
+    path = tmp_path / "stale.durus"
+    make_file(path, commits=2)
+    (tmp_path / "stale.durus.pack").write_bytes(b"left over from a crash")
+    storage = FileStorage(str(path))
+    storage.pack()
+    storage.close()
+    assert committed_keys(path) == ["c0", "c1"]
+
+
+def test_packed_file_reuses_freed_oids(tmp_path):
+    path = tmp_path / "holes.durus"
+    storage = FileStorage(str(path))
+    connection = Connection(storage)
+    root = connection.get_root()
+    for i in range(10):
+        root[i] = Counter(i)
+    connection.commit()
+    freed = {root[i]._p_oid for i in (2, 5)}
+    del root[2], root[5]
+    connection.commit()
+    connection.pack()
+    connection.abort()
+    new_oids = {storage.new_oid(), storage.new_oid()}
+    assert new_oids == freed
+
+
+def test_storage_tools(tmp_path):
+    storage = FileStorage(str(tmp_path / "tools.durus"))
+    connection = Connection(storage)
+    root = connection.get_root()
+    root["a"], root["b"] = Counter(1), Counter(2)
+    connection.commit()
+    census = get_census(storage)
+    assert census == {"PersistentDict": 1, "Counter": 2}
+    assert sorted(name for _, name in gen_oid_class(storage, "Counter")) == ["Counter", "Counter"]
+    index = get_reference_index(storage)
+    assert index[root["a"]._p_oid] == [root._p_oid]
+    assert [oid for oid, _ in gen_referring_oid_record(storage, root["b"]._p_oid)] == [root._p_oid]
