@@ -40,13 +40,15 @@ def split_oids(s: bytes) -> list[bytes]:
     return [s[i:i + 8] for i in range(0, len(s), 8)]
 
 
-def extract_class_name(record: bytes) -> str:
-    """Return the class name in a record without unpickling it, or '?'."""
+def extract_class_name(record: bytes) -> bytes:
+    """Return the class name in a record without unpickling it, or b'?'.
+
+    Bytes, as Durus 4.3 returns it (get_census keys are bytes there too).
+    """
     try:
-        name = unpack_record(record)[1].split(b"\n", 2)[1]
+        return unpack_record(record)[1].split(b"\n", 2)[1]
     except IndexError:
-        return "?"
-    return name.decode("latin1")
+        return b"?"
 
 
 class ObjectWriter:

@@ -5,7 +5,7 @@ from typing import Iterable, Iterator
 
 from durus.error import DurusKeyError
 from durus.serialize import extract_class_name, split_oids, unpack_record
-from durus.utils import int8_to_str
+from durus.utils import as_bytes, int8_to_str
 
 ROOT_OID = int8_to_str(0)
 
@@ -88,8 +88,10 @@ def gen_referring_oid_record(storage: Storage, referred_oid: bytes):
             yield oid, record
 
 
-def gen_oid_class(storage: Storage, *classes: str):
-    """Yield (oid, class name) of every object, or of those whose class name is in classes."""
+def gen_oid_class(storage: Storage, *classes):
+    """Yield (oid, class name: bytes) of every object, or of those whose class
+    name is in classes (given as str or bytes)."""
+    classes = {as_bytes(name) for name in classes}
     for oid, record in storage.gen_oid_record():
         class_name = extract_class_name(record)
         if not classes or class_name in classes:
@@ -97,7 +99,7 @@ def gen_oid_class(storage: Storage, *classes: str):
 
 
 def get_census(storage: Storage) -> dict:
-    """Return {class name: number of instances}."""
+    """Return {class name (bytes): number of instances}."""
     census = {}
     for _, class_name in gen_oid_class(storage):
         census[class_name] = census.get(class_name, 0) + 1

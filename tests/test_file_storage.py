@@ -315,8 +315,9 @@ def test_storage_tools(tmp_path):
     root["a"], root["b"] = Counter(1), Counter(2)
     connection.commit()
     census = get_census(storage)
-    assert census == {"PersistentDict": 1, "Counter": 2}
-    assert sorted(name for _, name in gen_oid_class(storage, "Counter")) == ["Counter", "Counter"]
+    assert census == {b"PersistentDict": 1, b"Counter": 2}
+    assert [name for _, name in gen_oid_class(storage, "Counter")] == [b"Counter", b"Counter"]
+    assert len(list(gen_oid_class(storage, b"Counter", "PersistentDict"))) == 3
     index = get_reference_index(storage)
     assert index[root["a"]._p_oid] == [root._p_oid]
     assert [oid for oid, _ in gen_referring_oid_record(storage, root["b"]._p_oid)] == [root._p_oid]
