@@ -39,7 +39,7 @@ class Connection(ConnectionBase):
         self.reader = ObjectReader(self)
         self.changed = {}
         self.invalid_oids = set()
-        self.cache = Cache(cache_size)
+        self.cache = Cache(cache_size, self.recent_objects)
         self.root = self.get(ROOT_OID)
         if self.root is None:
             self.root = self._create_root(root_class or PersistentDict)
@@ -151,11 +151,6 @@ class Connection(ConnectionBase):
             raise ReadConflictError([obj._p_oid]) from None
         obj.__setstate__(self.reader.get_state(data))
 
-    def note_access(self, obj) -> None:
-        """Record that obj is used in the current transaction (called on first access)."""
-        _setattribute(obj, "_p_serial", self.transaction_serial)
-        self.cache.recent_objects[id(obj)] = obj
-
     def note_change(self, obj) -> None:
         """Record that obj must be stored by the next commit()."""
         self.changed[obj._p_oid] = obj
@@ -263,9 +258,10 @@ class Cache:
     ghosts the least recently used of them beyond the target size.
     """
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, recent_objects: dict):
+        """recent_objects: the connection's {id(obj): obj} of recently used objects."""
         self.objects = {}
-        self.recent_objects = {}
+        self.recent_objects = recent_objects
         self.set_size(size)
 
     def get_size(self) -> int:

@@ -6,10 +6,12 @@ the first attribute access loads it through its connection).
 
 PersistentBase and ConnectionBase hold the hot path: every attribute access
 goes through them. The C extension durus._persistent replaces them (and
-call_if_persistent) unless DURUS_PURE_PYTHON=1 is set in the environment.
+call_if_persistent and the _*attribute helpers) unless the environment sets
+DURUS_PURE_PYTHON=1; both implementations behave the same.
 """
 
 import os
+import warnings
 
 from durus.utils import str_to_int8
 
@@ -34,17 +36,25 @@ def _hasattribute(obj, name: str) -> bool:
 
 
 class ConnectionBase:
-    """Base of Connection: holds the serial of the current transaction.
+    """Base of Connection: the transaction serial and the recently used objects.
 
     transaction_serial: int, incremented by every commit() and abort().
+    recent_objects: {id(obj): obj}, strong references to the objects accessed
+      since the cache last ghosted them.
     """
 
-    __slots__ = ("transaction_serial",)
+    __slots__ = ("transaction_serial", "recent_objects")
 
     def __new__(cls, *args, **kwargs):
         instance = object.__new__(cls)
         instance.transaction_serial = 1
+        instance.recent_objects = {}
         return instance
+
+    def note_access(self, obj):
+        """Record that obj is used in the current transaction (its first access in it)."""
+        _setattribute(obj, "_p_serial", self.transaction_serial)
+        self.recent_objects[id(obj)] = obj
 
 
 class PersistentBase:
@@ -95,7 +105,9 @@ if not os.environ.get("DURUS_PURE_PYTHON"):
             ConnectionBase, PersistentBase, call_if_persistent,
             _setattribute, _getattribute, _delattribute, _hasattribute)
     except ImportError:
-        pass
+        warnings.warn("durus: the C accelerator durus._persistent is not built; "
+                      "using the slower pure-Python persistence classes",
+                      RuntimeWarning, stacklevel=2)
 
 
 class PersistentObject(PersistentBase):

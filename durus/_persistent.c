@@ -1,0 +1,477 @@
+/* durus._persistent: the hot path of durus.persistent in C.
+ *
+ * PersistentBase intercepts attribute access: the first access of an object
+ * in a transaction loads it if it is a ghost and records the access with its
+ * connection; setting an attribute notes the change. ConnectionBase holds
+ * the transaction serial and the dict of recently accessed objects, so the
+ * access bookkeeping needs no call into Python. Behaviour matches the
+ * pure-Python classes in persistent.py exactly.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+/* Must match UNSAVED, SAVED and GHOST in persistent.py. */
+enum { SAVED = 0, UNSAVED = 1, GHOST = -1 };
+
+typedef struct {
+    PyObject_HEAD
+    int status;
+    long long serial;
+    PyObject *connection;   /* NULL reads as None */
+    PyObject *oid;          /* NULL reads as None */
+} PersistentBaseObject;
+
+typedef struct {
+    PyObject_HEAD
+    long long transaction_serial;
+    PyObject *recent_objects;  /* {id(obj): obj} of objects accessed lately */
+} ConnectionBaseObject;
+
+static PyTypeObject PersistentBase_Type;
+static PyTypeObject ConnectionBase_Type;
+
+static PyObject *str_p_load_state;
+static PyObject *str_p_note_change;
+static PyObject *str_note_access;
+static PyObject *str_transaction_serial;
+
+/* Names that never load a ghost or count as an access. */
+static int
+is_exempt_name(PyObject *name)
+{
+    if (!PyUnicode_Check(name) || PyUnicode_GET_LENGTH(name) < 3
+            || PyUnicode_READ_CHAR(name, 0) != '_') {
+        return 0;
+    }
+    if (PyUnicode_READ_CHAR(name, 1) == 'p' && PyUnicode_READ_CHAR(name, 2) == '_') {
+        return 1;
+    }
+    return (PyUnicode_CompareWithASCIIString(name, "__class__") == 0
+            || PyUnicode_CompareWithASCIIString(name, "__repr__") == 0
+            || PyUnicode_CompareWithASCIIString(name, "__setstate__") == 0);
+}
+
+static int
+call_method_no_args(PyObject *self, PyObject *name)
+{
+    PyObject *result = PyObject_CallMethodNoArgs(self, name);
+    if (result == NULL) {
+        return -1;
+    }
+    Py_DECREF(result);
+    return 0;
+}
+
+/* ConnectionBase.note_access in C: record that obj is used in this transaction. */
+static int
+record_access(ConnectionBaseObject *connection, PersistentBaseObject *obj)
+{
+    PyObject *key;
+    int failed;
+
+    obj->serial = connection->transaction_serial;
+    if (connection->recent_objects == NULL) {
+        return 0;
+    }
+    key = PyLong_FromVoidPtr(obj);
+    if (key == NULL) {
+        return -1;
+    }
+    failed = PyDict_SetItem(connection->recent_objects, key, (PyObject *)obj);
+    Py_DECREF(key);
+    return failed;
+}
+
+/* The bookkeeping done before any ordinary attribute access. */
+static int
+before_access(PersistentBaseObject *self)
+{
+    PyObject *connection;
+
+    if (self->status == GHOST && call_method_no_args((PyObject *)self, str_p_load_state) < 0) {
+        return -1;
+    }
+    connection = self->connection;
+    if (connection == NULL || connection == Py_None) {
+        return 0;
+    }
+    if (PyObject_TypeCheck(connection, &ConnectionBase_Type)) {
+        ConnectionBaseObject *base = (ConnectionBaseObject *)connection;
+        if (self->serial == base->transaction_serial) {
+            return 0;
+        }
+        return record_access(base, self);
+    }
+    else {
+        /* Some other connection class: ask it, as the pure-Python code does. */
+        PyObject *serial, *result;
+        long long value;
+        serial = PyObject_GetAttr(connection, str_transaction_serial);
+        if (serial == NULL) {
+            return -1;
+        }
+        value = PyLong_AsLongLong(serial);
+        Py_DECREF(serial);
+        if (value == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (value == self->serial) {
+            return 0;
+        }
+        Py_INCREF(connection);
+        result = PyObject_CallMethodOneArg(connection, str_note_access, (PyObject *)self);
+        Py_DECREF(connection);
+        if (result == NULL) {
+            return -1;
+        }
+        Py_DECREF(result);
+        return 0;
+    }
+}
+
+static PyObject *
+pb_getattro(PersistentBaseObject *self, PyObject *name)
+{
+    if (!is_exempt_name(name) && before_access(self) < 0) {
+        return NULL;
+    }
+    return PyObject_GenericGetAttr((PyObject *)self, name);
+}
+
+static int
+pb_setattro(PersistentBaseObject *self, PyObject *name, PyObject *value)
+{
+    /* Deletion notes the change in PersistentObject.__delattr__, as in pure Python. */
+    if (value != NULL && !is_exempt_name(name)
+            && call_method_no_args((PyObject *)self, str_p_note_change) < 0) {
+        return -1;
+    }
+    return PyObject_GenericSetAttr((PyObject *)self, name, value);
+}
+
+static PyObject *
+pb_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PersistentBaseObject *self = (PersistentBaseObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->status = UNSAVED;
+    self->serial = 0;
+    self->connection = NULL;
+    self->oid = NULL;
+    return (PyObject *)self;
+}
+
+static int
+pb_traverse(PersistentBaseObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->connection);
+    Py_VISIT(self->oid);
+    return 0;
+}
+
+static int
+pb_clear(PersistentBaseObject *self)
+{
+    Py_CLEAR(self->connection);
+    Py_CLEAR(self->oid);
+    return 0;
+}
+
+static void
+pb_dealloc(PersistentBaseObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    pb_clear(self);
+    /* A Python subclass's dealloc releases the reference to its type. */
+    type->tp_free((PyObject *)self);
+}
+
+/* _p_connection and _p_oid: NULL is shown as None, and deleting sets None. */
+static PyObject *
+get_object_field(PyObject *field)
+{
+    PyObject *value = field ? field : Py_None;
+    Py_INCREF(value);
+    return value;
+}
+
+static void
+set_object_field(PyObject **field, PyObject *value)
+{
+    PyObject *old = *field;
+    *field = (value == NULL || value == Py_None) ? NULL : value;
+    Py_XINCREF(*field);
+    Py_XDECREF(old);
+}
+
+static PyObject *
+pb_get_connection(PersistentBaseObject *self, void *closure)
+{
+    return get_object_field(self->connection);
+}
+
+static int
+pb_set_connection(PersistentBaseObject *self, PyObject *value, void *closure)
+{
+    set_object_field(&self->connection, value);
+    return 0;
+}
+
+static PyObject *
+pb_get_oid(PersistentBaseObject *self, void *closure)
+{
+    return get_object_field(self->oid);
+}
+
+static int
+pb_set_oid(PersistentBaseObject *self, PyObject *value, void *closure)
+{
+    set_object_field(&self->oid, value);
+    return 0;
+}
+
+static PyGetSetDef pb_getset[] = {
+    {"_p_connection", (getter)pb_get_connection, (setter)pb_set_connection,
+     "The Connection that stores this object, or None.", NULL},
+    {"_p_oid", (getter)pb_get_oid, (setter)pb_set_oid,
+     "The 8-byte oid of this object, or None before it is first stored.", NULL},
+    {NULL}
+};
+
+static PyMemberDef pb_members[] = {
+    {"_p_status", T_INT, offsetof(PersistentBaseObject, status), 0,
+     "UNSAVED (1), SAVED (0) or GHOST (-1)."},
+    {"_p_serial", T_LONGLONG, offsetof(PersistentBaseObject, serial), 0,
+     "The connection's transaction serial at this object's last access."},
+    {NULL}
+};
+
+static PyTypeObject PersistentBase_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "durus._persistent.PersistentBase",
+    .tp_basicsize = sizeof(PersistentBaseObject),
+    .tp_dealloc = (destructor)pb_dealloc,
+    .tp_getattro = (getattrofunc)pb_getattro,
+    .tp_setattro = (setattrofunc)pb_setattro,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The slots and attribute hooks every persistent object has.",
+    .tp_traverse = (traverseproc)pb_traverse,
+    .tp_clear = (inquiry)pb_clear,
+    .tp_members = pb_members,
+    .tp_getset = pb_getset,
+    .tp_new = pb_new,
+};
+
+static PyObject *
+cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    ConnectionBaseObject *self = (ConnectionBaseObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->transaction_serial = 1;
+    self->recent_objects = PyDict_New();
+    if (self->recent_objects == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int
+cb_traverse(ConnectionBaseObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->recent_objects);
+    return 0;
+}
+
+static int
+cb_clear(ConnectionBaseObject *self)
+{
+    Py_CLEAR(self->recent_objects);
+    return 0;
+}
+
+static void
+cb_dealloc(ConnectionBaseObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    cb_clear(self);
+    /* A Python subclass's dealloc releases the reference to its type. */
+    type->tp_free((PyObject *)self);
+}
+
+static PyObject *
+cb_note_access(ConnectionBaseObject *self, PyObject *obj)
+{
+    if (!PyObject_TypeCheck(obj, &PersistentBase_Type)) {
+        PyErr_Format(PyExc_TypeError, "expected a persistent object, got %.200s",
+                     Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    if (record_access(self, (PersistentBaseObject *)obj) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef cb_methods[] = {
+    {"note_access", (PyCFunction)cb_note_access, METH_O,
+     "note_access(obj): record that obj is used in the current transaction."},
+    {NULL}
+};
+
+static PyMemberDef cb_members[] = {
+    {"transaction_serial", T_LONGLONG, offsetof(ConnectionBaseObject, transaction_serial), 0,
+     "1 + the number of commit() and abort() calls so far."},
+    {"recent_objects", T_OBJECT, offsetof(ConnectionBaseObject, recent_objects), READONLY,
+     "{id(obj): obj} of the objects accessed since they were last ghosted."},
+    {NULL}
+};
+
+static PyTypeObject ConnectionBase_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "durus._persistent.ConnectionBase",
+    .tp_basicsize = sizeof(ConnectionBaseObject),
+    .tp_dealloc = (destructor)cb_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Base of Connection: the transaction serial and the recently used objects.",
+    .tp_traverse = (traverseproc)cb_traverse,
+    .tp_clear = (inquiry)cb_clear,
+    .tp_methods = cb_methods,
+    .tp_members = cb_members,
+    .tp_new = cb_new,
+};
+
+static int
+check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t expected)
+{
+    if (nargs != expected) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments (%zd given)",
+                     name, expected, nargs);
+        return 0;
+    }
+    return 1;
+}
+
+/* Module functions: attribute access that bypasses PersistentBase's hooks
+ * (object.__setattr__ refuses to run on a C type with its own setattro). */
+
+static PyObject *
+m_setattribute(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!check_nargs("_setattribute", nargs, 3)
+            || PyObject_GenericSetAttr(args[0], args[1], args[2]) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+m_delattribute(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!check_nargs("_delattribute", nargs, 2)
+            || PyObject_GenericSetAttr(args[0], args[1], NULL) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+m_getattribute(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!check_nargs("_getattribute", nargs, 2)) {
+        return NULL;
+    }
+    return PyObject_GenericGetAttr(args[0], args[1]);
+}
+
+static PyObject *
+m_hasattribute(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *value;
+    if (!check_nargs("_hasattribute", nargs, 2)) {
+        return NULL;
+    }
+    value = PyObject_GenericGetAttr(args[0], args[1]);
+    if (value != NULL) {
+        Py_DECREF(value);
+        Py_RETURN_TRUE;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        return NULL;
+    }
+    PyErr_Clear();
+    Py_RETURN_FALSE;
+}
+
+static PyObject *
+m_call_if_persistent(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!check_nargs("call_if_persistent", nargs, 2)) {
+        return NULL;
+    }
+    if (PyObject_TypeCheck(args[1], &PersistentBase_Type)) {
+        return PyObject_CallOneArg(args[0], args[1]);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"_setattribute", (PyCFunction)(void (*)(void))m_setattribute, METH_FASTCALL,
+     "_setattribute(obj, name, value): set without noting a change."},
+    {"_delattribute", (PyCFunction)(void (*)(void))m_delattribute, METH_FASTCALL,
+     "_delattribute(obj, name): delete without noting a change."},
+    {"_getattribute", (PyCFunction)(void (*)(void))m_getattribute, METH_FASTCALL,
+     "_getattribute(obj, name): get without loading a ghost or noting an access."},
+    {"_hasattribute", (PyCFunction)(void (*)(void))m_hasattribute, METH_FASTCALL,
+     "_hasattribute(obj, name) -> bool, without loading a ghost."},
+    {"call_if_persistent", (PyCFunction)(void (*)(void))m_call_if_persistent, METH_FASTCALL,
+     "call_if_persistent(f, x): f(x) if x is persistent, else None."},
+    {NULL}
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "durus._persistent",
+    .m_doc = "C implementation of durus.persistent's base classes.",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+static int
+intern_names(void)
+{
+    str_p_load_state = PyUnicode_InternFromString("_p_load_state");
+    str_p_note_change = PyUnicode_InternFromString("_p_note_change");
+    str_note_access = PyUnicode_InternFromString("note_access");
+    str_transaction_serial = PyUnicode_InternFromString("transaction_serial");
+    return (str_p_load_state && str_p_note_change && str_note_access
+            && str_transaction_serial) ? 0 : -1;
+}
+
+PyMODINIT_FUNC
+PyInit__persistent(void)
+{
+    PyObject *module;
+    if (intern_names() < 0 || PyType_Ready(&PersistentBase_Type) < 0
+            || PyType_Ready(&ConnectionBase_Type) < 0) {
+        return NULL;
+    }
+    module = PyModule_Create(&module_def);
+    if (module == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddType(module, &PersistentBase_Type) < 0
+            || PyModule_AddType(module, &ConnectionBase_Type) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

@@ -1,0 +1,114 @@
+"""The C accelerator: chosen by default, switchable off, same behaviour, no leaks."""
+
+import gc
+import os
+import weakref
+
+import pytest
+
+import durus.persistent
+from durus.connection import Connection
+from durus.persistent import Persistent, PersistentBase, _getattribute, _setattribute
+from durus.storage import MemoryStorage
+
+PURE = bool(os.environ.get("DURUS_PURE_PYTHON"))
+
+
+class Node(Persistent):
+    def __init__(self, other=None):
+        self.other = other
+
+
+def test_implementation_follows_the_environment_switch():
+    module = PersistentBase.__module__
+    assert module == ("durus.persistent" if PURE else "durus._persistent")
+
+
+def test_missing_accelerator_warns_once_and_falls_back(run_ours):
+    out = run_ours("""
+import os, sys, warnings
+os.environ.pop("DURUS_PURE_PYTHON", None)
+sys.modules["durus._persistent"] = None  # as if the build had failed
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import durus.persistent
+    import durus.connection
+print(durus.persistent.PersistentBase.__module__, len(caught))
+print(caught[0].message)
+""")
+    first, message = out.splitlines()
+    assert first == "durus.persistent 1"
+    assert "pure-Python" in message
+
+
+def test_unpersisted_cycles_are_collected():
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    probe = weakref.ref(a)
+    del a, b
+    gc.collect()
+    assert probe() is None
+
+
+def test_cycles_through_stored_objects_and_connection_are_collected():
+    connection = Connection(MemoryStorage())
+    root = connection.get_root()
+    a = root["a"] = Node()
+    a.other = Node(a)
+    connection.commit()
+    probe = weakref.ref(a)
+    del root, a
+    connection = None
+    gc.collect()
+    assert probe() is None
+
+
+def test_bypass_helpers_do_not_load_or_note():
+    connection = Connection(MemoryStorage())
+    node = connection.get_root()["n"] = Node()
+    connection.commit()
+    node._p_set_status_ghost()
+    with pytest.raises(AttributeError):
+        _getattribute(node, "other")  # the ghost has no state and is not loaded
+    assert node._p_is_ghost()
+    _setattribute(node, "x", 1)
+    assert node._p_is_ghost() and not connection.changed
+
+
+def test_p_fields_accept_and_report_values():
+    node = Node()
+    node._p_serial = 2 ** 40
+    node._p_oid = b"\0" * 7 + b"\1"
+    assert (node._p_serial, node._p_oid, node._p_connection) == (2 ** 40, b"\0" * 7 + b"\1", None)
+    node._p_oid = None
+    assert node._p_oid is None
+
+
+def test_note_access_records_serial_and_recent_object():
+    connection = Connection(MemoryStorage())
+    node = Node()
+    connection.note_access(node)
+    assert node._p_serial == connection.transaction_serial
+    assert connection.recent_objects[id(node)] is node
+
+
+def test_load_and_ghost_loop_does_not_leak():
+    """Memory after many load/ghost cycles stays where it was after the first ones."""
+    import resource
+    connection = Connection(MemoryStorage())
+    root = connection.get_root()
+    nodes = root["nodes"] = [Node(i) for i in range(100)]
+    connection.commit()
+
+    def cycle(rounds):
+        for _ in range(rounds):
+            for node in nodes:
+                node._p_set_status_ghost()
+                node.other
+            connection.abort()
+
+    cycle(200)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cycle(2000)  # 200,000 loads
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert after - before < 2048  # KiB
