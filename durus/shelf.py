@@ -17,10 +17,10 @@ or damaged transaction fails the checksum or the structural checks that
 every transaction gets, and is refused (or cut off with repair).
 """
 
-import mmap
 import pickle
 import struct
 import zlib
+from array import array
 
 from durus.error import CorruptFileError
 from durus.file import File, fsync_directory
@@ -30,7 +30,8 @@ PREFIX = b"SHELF-1\n"
 CHECKSUM_OID = b"\xff" * 8
 
 _INT8 = struct.Struct(">Q")
-_RECORD_HEAD = struct.Struct(">Q8s8sL")  # m, shelf oid, record oid, len(data)
+_RECORD_HEAD = struct.Struct(">QQQL")  # m, shelf oid, record oid, len(data)
+_CHECKSUM_NUMBER = str_to_int8(CHECKSUM_OID)
 _MIN_RECORD_LENGTH = 8 + 12  # shelf oid + record oid + int4
 _OBJECT_CLASS_PICKLE = pickle.dumps(object, 2)
 # Records are usually small: one read of this size gets the length and the record.
@@ -49,6 +50,51 @@ def _shelf_record(oid: bytes, record: bytes) -> bytes:
 def _word_size(map_start: int, max_oid: int) -> int:
     """Bytes per offset-map word, as Durus computes it (max_oid -2 when empty)."""
     return ((map_start + max_oid + 3).bit_length() + 7) // 8
+
+
+class PositionIndex:
+    """{oid number: position} of the records written after the offset map.
+
+    Oids are allocated densely, so most live in an array of 8 bytes per oid;
+    the rare oid far beyond the others goes to a dict instead of growing it.
+    """
+
+    def __init__(self):
+        self.dense = array("q")
+        self.sparse = {}
+        self.count = 0
+
+    def get(self, n: int) -> int | None:
+        if n < len(self.dense):
+            return self.dense[n] or None
+        return self.sparse.get(n)
+
+    def __contains__(self, n: int) -> bool:
+        return self.get(n) is not None
+
+    def set(self, n: int, position: int) -> None:
+        dense = self.dense
+        if n >= len(dense) and n < 2 * self.count + 65536:
+            dense.frombytes(bytes(8 * (n + 1 + len(dense) // 4 - len(dense))))
+        if n < len(dense):
+            if not dense[n]:
+                self.count += 1
+            dense[n] = position
+        else:
+            if n not in self.sparse:
+                self.count += 1
+            self.sparse[n] = position
+
+    def update(self, pairs) -> None:
+        for n, position in pairs:
+            self.set(n, position)
+
+    def __iter__(self):
+        """Yield the oid numbers, ascending for the dense ones."""
+        for n, position in enumerate(self.dense):
+            if position:
+                yield n
+        yield from list(self.sparse)
 
 
 class TornTransaction(Exception):
@@ -74,7 +120,7 @@ class Shelf:
             if not file.is_temporary():
                 fsync_directory(file.get_name())
         self._read_header()
-        self.index = {}
+        self.index = PositionIndex()
         self.end = self._scan_transactions(repair)
         self._free_oids = None
 
@@ -105,27 +151,20 @@ class Shelf:
     def _scan_transactions(self, repair: bool) -> int:
         """Index every transaction after the offset map; return the end of the last good one."""
         size = self.file.size()
-        position = self.map_end
-        if position == size:
-            return position
         # Start of the run of empty transactions just before position: Durus
         # writes a zero length first and the real one last, so a crash can
         # leave an empty transaction followed by the records it should count.
         empty_run_start = None
-        with mmap.mmap(self.file.fd, size, access=mmap.ACCESS_READ) as view:
-            while position < size:
-                try:
-                    offsets, end = _read_transaction(view, position, size)
-                except TornTransaction as reason:
-                    cut = position if empty_run_start is None else empty_run_start
-                    return self._handle_torn(cut, size, str(reason), repair)
-                if end != position + 8:
-                    empty_run_start = None
-                elif empty_run_start is None:
-                    empty_run_start = position
-                self.index.update(offsets)
-                position = end
-        return position
+        for position, offsets_or_error in _gen_transactions(self.file, self.map_end, size):
+            if isinstance(offsets_or_error, TornTransaction):
+                cut = position if empty_run_start is None else empty_run_start
+                return self._handle_torn(cut, size, str(offsets_or_error), repair)
+            if offsets_or_error:
+                empty_run_start = None
+                self.index.update(offsets_or_error)
+            elif empty_run_start is None:
+                empty_run_start = position
+        return size
 
     def _handle_torn(self, position: int, size: int, reason: str, repair: bool) -> int:
         if not repair:
@@ -141,10 +180,10 @@ class Shelf:
 
     def get_position(self, oid: bytes) -> int | None:
         """Return the position of the newest record of oid, or None."""
-        position = self.index.get(oid)
+        j = str_to_int8(oid)
+        position = self.index.get(j)
         if position is not None:
             return position
-        j = str_to_int8(oid)
         if j < self.map_count:
             position = self._map_word(j)
             if position < self.map_start:
@@ -169,14 +208,12 @@ class Shelf:
 
     def gen_oids(self):
         """Yield every oid that has a record (the checksum oid excluded)."""
+        index = self.index
         for j in range(self.map_count):
-            if self._map_word(j) < self.map_start:
-                oid = int8_to_str(j)
-                if oid not in self.index:
-                    yield oid
-        for oid in list(self.index):
-            if oid != CHECKSUM_OID:
-                yield oid
+            if self._map_word(j) < self.map_start and j not in index:
+                yield int8_to_str(j)
+        for j in index:
+            yield int8_to_str(j)
 
     def gen_free_oids(self):
         """Yield oids without a record: the offset map's holes, then upwards from its end."""
@@ -199,7 +236,7 @@ class Shelf:
         if self._free_oids is None:
             self._free_oids = self.gen_free_oids()
         for oid in self._free_oids:
-            if oid not in self.index:
+            if str_to_int8(oid) not in self.index:
                 return oid
 
     def append(self, items, fsync: bool = True) -> None:
@@ -208,11 +245,11 @@ class Shelf:
         When this returns (with fsync) the transaction is on disk. If writing
         fails, the file is cut back so that it stays valid, and the error raised.
         """
-        offsets = {}
+        offsets = []
         parts = []
         position = self.end + 8
         for oid, record in items:
-            offsets[oid] = position
+            offsets.append((str_to_int8(oid), position))
             part = _shelf_record(oid, record)
             parts.append(part)
             position += len(part)
@@ -240,36 +277,65 @@ class Shelf:
         self.file.close()
 
 
-def _read_transaction(view, start: int, size: int):
-    """Check the transaction at start; return ({oid: position}, end).
+_SCAN_CHUNK = 1 << 22
 
-    Raises TornTransaction if it runs past the end of the file, is malformed,
-    or its checksum record does not match.
+
+def _gen_transactions(file: File, position: int, size: int):
+    """Yield (position, [(oid number, record position)]) for each transaction from
+    position to size, or finally (position, TornTransaction) for a bad one.
+
+    Reads in chunks, so that memory stays small whatever the file size.
     """
-    if start + 8 > size:
-        raise TornTransaction("its length field is cut off")
-    end = start + 8 + _INT8.unpack_from(view, start)[0]
-    if end > size:
-        raise TornTransaction("it claims %d bytes but the file ends first" % (end - start))
-    offsets = {}
+    buffer, base = b"", position
+    while position < size:
+        offset = position - base
+        if offset + 8 > len(buffer):
+            buffer, base, offset = file.pread(_SCAN_CHUNK, position), position, 0
+        if offset + 8 > len(buffer):
+            yield position, TornTransaction("its length field is cut off")
+            return
+        length = 8 + _INT8.unpack_from(buffer, offset)[0]
+        if position + length > size:
+            yield position, TornTransaction(
+                "it claims %d bytes but the file ends first" % length)
+            return
+        if offset + length > len(buffer):
+            buffer, base, offset = file.pread(max(_SCAN_CHUNK, length), position), position, 0
+        end = offset + length
+        try:
+            offsets = _read_transaction(buffer, offset, end, base)
+        except TornTransaction as reason:
+            yield position, reason
+            return
+        yield position, offsets
+        position = base + end
+
+
+def _read_transaction(buffer: bytes, start: int, end: int, base: int) -> list:
+    """Check the transaction in buffer[start:end], which is at file position
+    base + start; return [(oid number, record position)].
+
+    Raises TornTransaction if it is malformed or its checksum does not match.
+    """
+    offsets = []
     position = start + 8
     while position < end:
         if position + _RECORD_HEAD.size > end:
-            raise TornTransaction("a record header is cut off at byte %d" % position)
-        length, oid, record_oid, data_length = _RECORD_HEAD.unpack_from(view, position)
+            raise TornTransaction("a record header is cut off at byte %d" % (base + position))
+        length, oid, record_oid, data_length = _RECORD_HEAD.unpack_from(buffer, position)
         record_end = position + 8 + length
         refs_length = length - _MIN_RECORD_LENGTH - data_length
         if (length < _MIN_RECORD_LENGTH or record_end > end or oid != record_oid
                 or refs_length < 0 or refs_length % 8):
-            raise TornTransaction("malformed record at byte %d" % position)
-        if oid == CHECKSUM_OID:
-            expected = _checksum_record(zlib.crc32(view[start + 8:position]))
-            if record_end != end or view[position + 16:record_end] != expected:
+            raise TornTransaction("malformed record at byte %d" % (base + position))
+        if oid == _CHECKSUM_NUMBER:
+            expected = _checksum_record(zlib.crc32(buffer[start + 8:position]))
+            if record_end != end or buffer[position + 16:record_end] != expected:
                 raise TornTransaction("checksum mismatch")
         else:
-            offsets[oid] = position
+            offsets.append((oid, base + position))
         position = record_end
-    return offsets, end
+    return offsets
 
 
 def write_shelf(file: File, items):
