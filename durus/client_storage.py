@@ -1,0 +1,207 @@
+"""ClientStorage: the Storage of a Durus storage server, used over a socket."""
+
+import socket
+from typing import NoReturn
+
+from durus.error import DurusKeyError, ProtocolError, ReadConflictError, WriteConflictError
+from durus.serialize import split_oids
+from durus.socket_address import DEFAULT_HOST, DEFAULT_PORT, SocketAddress
+from durus.storage import Storage
+from durus.storage_server import PROTOCOL, STATUS_INVALID, STATUS_KEYERROR, STATUS_OKAY
+from durus.utils import int4_to_str, join_bytes, str_to_int4
+
+# Seconds to wait for a server's reply before declaring it gone. Generous,
+# because a server may be busy with other clients' commits.
+DEFAULT_TIMEOUT = 60.0
+
+
+class ClientStorage(Storage):
+    """The storage served at address (or (host, port)).
+
+    A server that cannot be reached, stops answering for timeout seconds, or
+    closes the connection raises ConnectionError naming its address; after
+    that the ClientStorage is unusable and must be replaced.
+
+    oid_pool: [oid], reserved by the server for this client, last used first.
+    oid_pool_size: int, how many oids to reserve at a time (at most 255).
+    records: {oid: record}, the commit underway.
+    held_invalidations: [oid], from a commit without handle_invalidations,
+        for the next sync().
+    """
+
+    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, address=None,
+                 timeout: float | None = DEFAULT_TIMEOUT):
+        self.address = SocketAddress.new(address or (host, port))
+        try:
+            self.s = self.address.connect(timeout)
+        except OSError as exc:
+            raise ConnectionError("cannot connect to the Durus server at %s: %s"
+                                  % (self.address, exc.strerror or exc)) from exc
+        self.broken = None
+        self.oid_pool = []
+        self.oid_pool_size = 32
+        self.held_invalidations = []
+        self.begin()
+        self._send(b"V" + PROTOCOL)
+        server_protocol = self._receive(4)
+        if server_protocol != PROTOCOL:
+            self.close()
+            raise ProtocolError("the server at %s speaks protocol %d, not %d"
+                                % (self.address, str_to_int4(server_protocol),
+                                   str_to_int4(PROTOCOL)))
+
+    def __str__(self):
+        return "ClientStorage(%s)" % self.address
+
+    # Socket I/O: any failure leaves the protocol out of step, so it breaks
+    # the connection for good.
+
+    def _fail(self, reason: str, cause: BaseException | None = None,
+              error: type = ConnectionError) -> NoReturn:
+        self.broken = "the connection to the Durus server at %s failed: %s" % (
+            self.address, reason)
+        self.s.close()
+        raise error(self.broken) from cause
+
+    def _send(self, data: bytes) -> None:
+        if self.broken:
+            raise ConnectionError(self.broken)
+        try:
+            self.s.sendall(data)
+        except OSError as exc:
+            self._fail(str(exc) or type(exc).__name__, exc)
+
+    def _receive(self, n: int) -> bytes:
+        if self.broken:
+            raise ConnectionError(self.broken)
+        chunks = []
+        remaining = n
+        while remaining:
+            try:
+                chunk = self.s.recv(min(remaining, 1 << 20))
+            except socket.timeout as exc:
+                self._fail("no reply within %s seconds" % self.s.gettimeout(), exc)
+            except OSError as exc:
+                self._fail(str(exc), exc)
+            if not chunk:
+                self._fail("the server closed the connection")
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return join_bytes(chunks)
+
+    def _receive_int4(self) -> int:
+        return str_to_int4(self._receive(4))
+
+    def _receive_oids(self) -> list:
+        return split_oids(self._receive(8 * self._receive_int4()))
+
+    # The Storage interface.
+
+    def new_oid(self) -> bytes:
+        if not self.oid_pool:
+            batch = max(1, min(self.oid_pool_size, 255))
+            self._send(b"M" + bytes([batch]))
+            self.oid_pool = split_oids(self._receive(8 * batch))
+            self.oid_pool.reverse()
+        oid = self.oid_pool.pop()
+        self.transaction_new_oids.append(oid)
+        return oid
+
+    def load(self, oid: bytes) -> bytes:
+        self._send(b"L" + oid)
+        return self._receive_load_response(oid)
+
+    def _receive_load_response(self, oid: bytes) -> bytes:
+        """Return the record in a load reply; raise the error it reports."""
+        status = self._receive(1)
+        if status == STATUS_OKAY:
+            return self._receive(self._receive_int4())
+        if status == STATUS_INVALID:
+            raise ReadConflictError([oid])
+        if status == STATUS_KEYERROR:
+            raise DurusKeyError(oid)
+        self._fail("unexpected load status %r for oid %r" % (status, oid), error=ProtocolError)
+
+    def bulk_load(self, oids):
+        """Return an iterator over the records of oids, loaded in one request."""
+        oids = list(oids)
+        self._send(b"B" + int4_to_str(len(oids)) + join_bytes(oids))
+        records = []
+        error = None
+        # Read every reply before raising, to stay in step with the server.
+        for oid in oids:
+            try:
+                records.append(self._receive_load_response(oid))
+            except (DurusKeyError, ReadConflictError) as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+        return iter(records)
+
+    def begin(self) -> None:
+        self.records = {}
+        self.transaction_new_oids = []
+
+    def store(self, oid: bytes, record: bytes) -> None:
+        if len(oid) != 8:
+            raise ValueError("an oid is 8 bytes, not %r" % (oid,))
+        self.records[oid] = record
+
+    def end(self, handle_invalidations=None) -> None:
+        """Commit the stored records. Raises the ConflictError that
+        handle_invalidations raises on what others committed, or
+        WriteConflictError if the server refuses the commit."""
+        try:
+            self._send(b"C")
+            invalid = self._receive_oids()
+            if invalid:
+                if handle_invalidations is None:
+                    self.held_invalidations.extend(invalid)
+                else:
+                    handle_invalidations(invalid)
+        except ConnectionError:
+            raise
+        except BaseException:
+            self._send(int4_to_str(0))  # tell the server we give up
+            self._abandon_commit()
+            raise
+        payload = join_bytes(int4_to_str(8 + len(record)) + oid + record
+                             for oid, record in self.records.items())
+        self._send(int4_to_str(len(payload)) + payload)
+        if not payload:
+            return
+        status = self._receive(1)
+        if status == STATUS_INVALID:
+            self._abandon_commit()
+            raise WriteConflictError()
+        if status != STATUS_OKAY:
+            self._fail("unexpected commit status %r" % status, error=ProtocolError)
+        self.begin()
+
+    def _abandon_commit(self) -> None:
+        """Forget the records; the server still reserves their new oids for us."""
+        self.oid_pool.extend(reversed(self.transaction_new_oids))
+        self.begin()
+
+    def sync(self) -> list:
+        self._send(b"S")
+        invalid = self.held_invalidations + self._receive_oids()
+        self.held_invalidations = []
+        return invalid
+
+    def pack(self) -> None:
+        """Ask the server to pack; it does so while serving, after replying."""
+        self._send(b"P")
+        status = self._receive(1)
+        if status != STATUS_OKAY:
+            self._fail("unexpected pack status %r" % status, error=ProtocolError)
+
+    def close(self) -> None:
+        """Say goodbye to the server and close the connection; safe to repeat."""
+        if not self.broken:
+            try:
+                self.s.sendall(b".")
+            except OSError:
+                pass
+            self.s.close()
+            self.broken = "the ClientStorage for %s is closed" % self.address

@@ -1,0 +1,199 @@
+"""Storage server processes for tests: ours (`python -m durus -s`, or a
+StorageServer with custom limits) and Durus 4.3's, each stopped at the end of
+the test that started it."""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+
+# Runs a StorageServer with keyword arguments the command line has no options for.
+_CUSTOM_SERVER = """
+import json, sys
+from durus.file_storage import FileStorage
+from durus.logger import direct_output, logger
+from durus.storage_server import StorageServer
+options = json.loads(sys.argv[1])
+direct_output(open(options.pop("logfile"), "a"))
+logger.setLevel(options.pop("logginglevel"))
+address = options.pop("address")
+StorageServer(FileStorage(options.pop("file")), address=address, **options).serve()
+"""
+
+
+def free_port() -> int:
+    """Return a TCP port that was free a moment ago (for servers that cannot bind port 0)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def connect_raw(address, timeout: float = 5) -> socket.socket:
+    """Return a plain socket connected to a server at (host, port), a socket
+    path or '@name'."""
+    if isinstance(address, str):
+        family = socket.AF_UNIX
+        target = "\0" + address[1:] if address.startswith("@") else address
+    else:
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        target = tuple(address)
+    sock = socket.socket(family)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(target)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def our_env() -> dict:
+    """The environment for a process that must import this project's durus."""
+    return dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+class ServerProcess:
+    """A storage server in a child process.
+
+    address: (host, port) or a socket path, known once start() returns.
+    log_path: Path of its log file.
+    """
+
+    def __init__(self, command: list, address, log_path: Path, cwd: Path, env: dict):
+        self.address = address
+        self.log_path = log_path
+        self.process = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text()
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_log(self, pattern: str, timeout: float = 20) -> re.Match:
+        """Return the match of pattern in the log, waiting for it to appear."""
+        deadline = time.monotonic() + timeout
+        while True:
+            match = re.search(pattern, self.log_text())
+            if match:
+                return match
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("no %r in the server log (exit code %s):\n%s"
+                                     % (pattern, self.process.poll(), self.log_text()))
+            time.sleep(0.02)
+
+    def wait_until_connectable(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._connectable():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("server at %s never came up (exit code %s):\n%s"
+                                     % (self.address, self.process.poll(), self.log_text()))
+            time.sleep(0.05)
+
+    def _connectable(self) -> bool:
+        try:
+            connect_raw(self.address).close()
+        except OSError:
+            return False
+        return True
+
+    def quit(self, timeout: float = 15) -> int:
+        """Ask the server to quit with 'Q' (or SIGTERM if it does not listen);
+        return its exit code."""
+        if self.process.poll() is None:
+            try:
+                with connect_raw(self.address) as sock:
+                    sock.sendall(b"Q")
+            except OSError:
+                self.process.terminate()
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+class Servers:
+    """Starts servers for one test; stop_all() ends every one still running."""
+
+    def __init__(self, tmp_path: Path):
+        self.tmp_path = tmp_path
+        self.started = []
+
+    def _log_path(self) -> Path:
+        return self.tmp_path / ("server-%d.log" % len(self.started))
+
+    def ours(self, *args: str, address=None) -> ServerProcess:
+        """Start `python -m durus -s *args` on address (default: a free
+        loopback port chosen by the server itself)."""
+        log_path = self._log_path()
+        args = list(args) + ["--logfile", str(log_path)]
+        if address is None:
+            args += ["--port", "0"]
+        elif isinstance(address, str):
+            args += ["--address", address]
+        else:
+            args += ["--host", address[0], "--port", str(address[1])]
+        command = [sys.executable, "-m", "durus", "-s", *args]
+        return self._start(ServerProcess(command, address, log_path, self.tmp_path, our_env()))
+
+    def custom(self, file: Path, **options) -> ServerProcess:
+        """Start a StorageServer(FileStorage(file), **options) on a free loopback port."""
+        log_path = self._log_path()
+        options = dict(options, file=str(file), logfile=str(log_path),
+                       address=["127.0.0.1", 0], logginglevel=options.get("logginglevel", 20))
+        command = [sys.executable, "-c", _CUSTOM_SERVER, json.dumps(options)]
+        return self._start(ServerProcess(command, None, log_path, self.tmp_path, our_env()))
+
+    def peer(self, python: str, *args: str, address=None) -> ServerProcess:
+        """Start Durus 4.3's server (`python -m durus -s *args`) on address
+        (default: a free loopback port)."""
+        address = address or ("127.0.0.1", free_port())
+        log_path = self._log_path()
+        args = list(args) + ["--logfile", str(log_path)]
+        if isinstance(address, str):
+            args += ["--address", address]
+        else:
+            args += ["--host", address[0], "--port", str(address[1])]
+        env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+        server = ServerProcess([python, "-m", "durus", "-s", *args], address, log_path,
+                               self.tmp_path, env)
+        self.started.append(server)
+        server.wait_until_connectable()
+        return server
+
+    def _start(self, server: ServerProcess) -> ServerProcess:
+        self.started.append(server)
+        ready = server.wait_for_log(r"Ready on (\S+)").group(1)
+        if server.address is None or (not isinstance(server.address, str)
+                                      and server.address[1] == 0):
+            host, _, port = ready.rpartition(":")
+            server.address = (host.strip("[]"), int(port))
+        return server
+
+    def stop_all(self) -> None:
+        for server in self.started:
+            try:
+                server.quit(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            server.kill()
+
+
+@pytest.fixture
+def servers(tmp_path):
+    """A Servers factory; every server it starts is stopped after the test."""
+    factory = Servers(tmp_path)
+    yield factory
+    factory.stop_all()
