@@ -61,7 +61,6 @@ class FileStorage(Storage):
         self.pending = {}
 
     def store(self, oid: bytes, record: bytes) -> None:
-        self._check_writable()
         if not isinstance(record, bytes) or len(record) < 12 or record[:8] != oid:
             raise ValueError("malformed record for oid %r" % (oid,))
         if oid not in self.allocated and oid not in self.shelf and oid != ROOT_OID:

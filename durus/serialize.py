@@ -5,6 +5,7 @@ data   = class pickle + zlib-compressed state pickle (protocol 2, one pickler)
 refs   = sorted 8-byte oids the state references, the object's own excluded
 """
 
+from functools import partial
 from io import BytesIO
 from pickle import Pickler, Unpickler, loads
 from zlib import compress, decompress, error as ZlibError
@@ -17,6 +18,10 @@ WRITE_COMPRESSED_STATE_PICKLES = True
 
 # Every zlib stream at default settings starts with this byte.
 COMPRESSED_START_BYTE = 0x78
+
+# Smaller states are stored as plain pickles: compressing them costs time and
+# saves no space. Readers tell them apart by the first byte (0x80, not 0x78).
+_COMPRESS_MIN_BYTES = 64
 
 # A pickler's memo gets slow to clear once large: start afresh past this.
 _PICKLER_RESET_BYTES = 20000
@@ -68,11 +73,10 @@ class ObjectWriter:
     def _reset_pickler(self):
         self.buffer = BytesIO()
         self.pickler = Pickler(self.buffer, PICKLE_PROTOCOL)
-        self.pickler.persistent_id = self._persistent_id
+        # The pickler asks about every object it meets: keep the common "not
+        # persistent" answer in C, calling Python only for persistent objects.
+        self.pickler.persistent_id = partial(call_if_persistent, self._reference)
         self.bytes_written = 0
-
-    def _persistent_id(self, obj):
-        return call_if_persistent(self._reference, obj)
 
     def _reference(self, obj) -> tuple:
         """Return the persistent id (oid, class) of a referenced object."""
@@ -107,7 +111,7 @@ class ObjectWriter:
         self.pickler.dump(obj.__getstate__())
         pickled = self.buffer.getvalue()
         state = pickled[class_end:]
-        if WRITE_COMPRESSED_STATE_PICKLES:
+        if WRITE_COMPRESSED_STATE_PICKLES and len(state) > _COMPRESS_MIN_BYTES:
             state = compress(state)
         data = pickled[:class_end] + state
         self.bytes_written += len(data)
