@@ -5,6 +5,7 @@ opens an interactive client, `durus -p` packs a storage.
 """
 
 import argparse
+import atexit
 import code
 import importlib
 import os
@@ -183,7 +184,8 @@ def run_durus_main(argv: list) -> None:
 # durus -c
 
 def configure_readline(namespace: dict, history_path: str) -> None:
-    """Give the console tab completion on namespace and a persistent history."""
+    """Give the console tab completion on namespace, and a history kept in
+    history_path to which each session adds its lines when it exits."""
     try:
         import readline
         import rlcompleter
@@ -191,19 +193,25 @@ def configure_readline(namespace: dict, history_path: str) -> None:
         return
     readline.set_completer(rlcompleter.Completer(namespace).complete)
     readline.parse_and_bind("tab: complete")
-    readline.set_history_length(1000)
     try:
         readline.read_history_file(history_path)
     except OSError:
         pass  # No history yet.
+    atexit.register(_save_history, readline, history_path,
+                    readline.get_current_history_length())
 
 
-def _save_history(history_path: str) -> None:
+def _save_history(readline, history_path: str, old_length: int) -> None:
+    # Appending, rather than rewriting, keeps the lines of sessions that ran
+    # at the same time.
     try:
-        import readline
-        readline.write_history_file(history_path)
-    except (ImportError, OSError):
-        pass
+        if os.path.exists(history_path):
+            new_lines = readline.get_current_history_length() - old_length
+            readline.append_history_file(new_lines, history_path)
+        else:
+            readline.write_history_file(history_path)
+    except OSError:
+        pass  # Keeping history is a convenience, not worth an error at exit.
 
 
 def interactive_client(file: str | None, address, cache_size: int, readonly: bool,
@@ -224,21 +232,17 @@ def interactive_client(file: str | None, address, cache_size: int, readonly: boo
                      "root": connection.get_root(), "get": connection.get,
                      "sys": sys, "os": os, "int8_to_str": int8_to_str,
                      "str_to_int8": str_to_int8, "pp": pprint}
-        history_path = os.path.expanduser(HISTORY_FILE)
-        configure_readline(namespace, history_path)
+        configure_readline(namespace, os.path.expanduser(HISTORY_FILE))
         console = code.InteractiveConsole(namespace)
         if startup:
             path = os.path.expanduser(startup)
             with open(path) as f:
                 console.runcode(compile(f.read(), path, "exec"))
-        try:
-            console.interact("Durus %s\n"
-                             "    connection -> the Connection\n"
-                             "    root       -> the root instance\n"
-                             "    get(oid)   -> the object with that oid" % description,
-                             exitmsg="")
-        finally:
-            _save_history(history_path)
+        console.interact("Durus %s\n"
+                         "    connection -> the Connection\n"
+                         "    root       -> the root instance\n"
+                         "    get(oid)   -> the object with that oid" % description,
+                         exitmsg="")
     finally:
         storage.close()
 
