@@ -108,6 +108,7 @@ class ClientStorage(Storage):
         return oid
 
     def load(self, oid: bytes) -> bytes:
+        _check_oid(oid)
         self._send(b"L" + oid)
         return self._receive_load_response(oid)
 
@@ -123,8 +124,10 @@ class ClientStorage(Storage):
         self._fail("unexpected load status %r for oid %r" % (status, oid), error=ProtocolError)
 
     def bulk_load(self, oids):
-        """Return an iterator over the records of oids, loaded in one request."""
+        """Yield the records of oids, loaded in one request when iteration starts."""
         oids = list(oids)
+        for oid in oids:
+            _check_oid(oid)
         self._send(b"B" + int4_to_str(len(oids)) + join_bytes(oids))
         records = []
         error = None
@@ -136,15 +139,14 @@ class ClientStorage(Storage):
                 error = error or exc
         if error is not None:
             raise error
-        return iter(records)
+        yield from records
 
     def begin(self) -> None:
         self.records = {}
         self.transaction_new_oids = []
 
     def store(self, oid: bytes, record: bytes) -> None:
-        if len(oid) != 8:
-            raise ValueError("an oid is 8 bytes, not %r" % (oid,))
+        _check_oid(oid)
         self.records[oid] = record
 
     def end(self, handle_invalidations=None) -> None:
@@ -205,3 +207,9 @@ class ClientStorage(Storage):
                 pass
             self.s.close()
             self.broken = "the ClientStorage for %s is closed" % self.address
+
+
+def _check_oid(oid: bytes) -> None:
+    # A malformed oid would put the request stream out of step with the server.
+    if not isinstance(oid, bytes) or len(oid) != 8:
+        raise ValueError("an oid is 8 bytes, not %r" % (oid,))

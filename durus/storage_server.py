@@ -177,11 +177,11 @@ class StorageServer:
                 events = self._selector.select(self._select_timeout())
                 for key, mask in events:
                     self._dispatch(key.data, mask, listener)
-                self._grant_commit_turn()
                 now = time.monotonic()
                 if now >= next_sweep:
                     self._sweep(now, listener)
                     next_sweep = now + _SWEEP_INTERVAL
+                self._grant_commit_turn()
                 self._start_automatic_pack()
                 if self.packer is not None and (
                         not events or now - self._last_pack_step > _PACK_STARVATION):

@@ -16,7 +16,10 @@ from durus.connection import Connection
 from durus.file_storage import FileStorage
 from durus.persistent_dict import PersistentDict
 
-from server_processes import ROOT, free_port, our_env, servers  # noqa: F401 - a fixture
+import server_processes
+from server_processes import free_port, our_env
+
+servers = server_processes.servers  # the fixture, for the tests here
 
 
 def durus_command(*args: str) -> list:

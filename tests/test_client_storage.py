@@ -18,9 +18,11 @@ from durus.persistent_dict import PersistentDict
 from durus.serialize import pack_record
 from durus.utils import int8_to_str
 
-from server_processes import TESTS, free_port, our_env, servers  # noqa: F401 - a fixture
-
 import counter_worker
+import server_processes
+from server_processes import TESTS, free_port, our_env
+
+servers = server_processes.servers  # the fixture, for the tests here
 
 PACK_DONE = r"Pack finished|gc at"  # ours | Durus 4.3's log line
 

@@ -21,7 +21,10 @@ from durus.storage_server import (DEFAULT_HOST, DEFAULT_PORT, STATUS_INVALID,
                                   UnixDomainSocketAddress)
 from durus.utils import int4_to_str, int8_to_str, str_to_int4
 
-from server_processes import connect_raw, servers  # noqa: F401 - servers is a fixture
+import server_processes
+from server_processes import connect_raw
+
+servers = server_processes.servers  # the fixture, for the tests here
 
 ROOT_OID = int8_to_str(0)
 PROTOCOL = int4_to_str(1)
