@@ -1,0 +1,189 @@
+"""Storage server throughput: this durus's server (fsync on and off) beside
+Durus 4.3's, all driven by this durus's ClientStorage over loopback TCP.
+
+Measures, per server:
+  load one by one:  10,000 'L' requests, one at a time (records/second)
+  load in bulk:     one 'B' request for the same 10,000 records (records/second)
+  commits, 1 client:  small commits, each changing one object (commits/second)
+  commits, 8 clients: the same from 8 processes at once, each on its own object
+
+Usage: python bench/server_bench.py [--peer PYTHON] [--commits N]
+The peer defaults to .venv-peer beside the repo (scripts/setup-peer-venv.sh).
+"""
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from durus.client_storage import ClientStorage  # noqa: E402
+from durus.connection import Connection  # noqa: E402
+from durus.persistent_dict import PersistentDict  # noqa: E402
+
+OBJECTS = 10000
+CLIENTS = 8
+
+NO_FSYNC_SERVER = """
+import sys
+from durus.file_storage import FileStorage
+from durus.storage_server import StorageServer
+StorageServer(FileStorage(sys.argv[1], fsync=False), port=int(sys.argv[2])).serve()
+"""
+
+COMMIT_WORKER = """
+import sys, time
+from durus.client_storage import ClientStorage
+from durus.connection import Connection
+port, commits, name = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+connection = Connection(ClientStorage(port=port))
+mine = connection.get_root()[name]
+print("ready", flush=True)
+sys.stdin.readline()
+start = time.perf_counter()
+for _ in range(commits):
+    mine["n"] += 1
+    connection.commit()
+print(time.perf_counter() - start, flush=True)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("server on port %d did not start" % port)
+
+
+def start_server(kind: str, peer: str, path: str, port: int) -> subprocess.Popen:
+    ours_env = dict(os.environ, PYTHONPATH=str(ROOT))
+    peer_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    quiet = ["--logginglevel", "30"]
+    commands = {
+        "this durus": ([sys.executable, "-m", "durus", "-s", "--file", path,
+                        "--port", str(port)] + quiet, ours_env),
+        "this durus, no fsync": ([sys.executable, "-c", NO_FSYNC_SERVER, path, str(port)],
+                                 ours_env),
+        "durus 4.3": ([peer, "-m", "durus", "-s", "--file", path, "--port", str(port)] + quiet,
+                      peer_env),
+    }
+    command, env = commands[kind]
+    # The peer must not run with the repo as its directory, or it imports our durus.
+    process = subprocess.Popen(command, cwd=os.path.dirname(path), env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port, process)
+    return process
+
+
+def stop_server(process: subprocess.Popen, port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"Q")
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def populate(port: int) -> list:
+    """Commit OBJECTS small objects, and one for each commit worker; return
+    the oids of the former."""
+    connection = Connection(ClientStorage(port=port))
+    items = [PersistentDict(n=i, name="item %d" % i) for i in range(OBJECTS)]
+    connection.get_root()["items"] = items
+    for i in range(CLIENTS):
+        connection.get_root()["worker%d" % i] = PersistentDict(n=0)
+    connection.commit()
+    oids = [item._p_oid for item in items]
+    connection.get_storage().close()
+    return oids
+
+
+def rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds else float("inf")
+
+
+def measure_loads(port: int, oids: list) -> tuple:
+    storage = ClientStorage(port=port)
+    start = time.perf_counter()
+    for oid in oids:
+        storage.load(oid)
+    one_by_one = rate(len(oids), time.perf_counter() - start)
+    start = time.perf_counter()
+    assert len(list(storage.bulk_load(oids))) == len(oids)
+    bulk = rate(len(oids), time.perf_counter() - start)
+    storage.close()
+    return one_by_one, bulk
+
+
+def measure_commits(port: int, clients: int, commits: int, cwd: str) -> float:
+    """Return total commits/second of clients processes committing at once."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    workers = [subprocess.Popen([sys.executable, "-c", COMMIT_WORKER, str(port), str(commits),
+                                 "worker%d" % i], cwd=cwd, env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+               for i in range(clients)]
+    for worker in workers:
+        assert worker.stdout.readline().strip() == "ready"
+    start = time.perf_counter()
+    for worker in workers:
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+    for worker in workers:
+        worker.communicate(timeout=600)
+    return rate(clients * commits, time.perf_counter() - start)
+
+
+def bench(kind: str, peer: str, commits: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="durus-bench-") as directory:
+        path = os.path.join(directory, "bench.durus")
+        port = free_port()
+        server = start_server(kind, peer, path, port)
+        try:
+            oids = populate(port)
+            one_by_one, bulk = measure_loads(port, oids)
+            single = measure_commits(port, 1, commits, directory)
+            many = measure_commits(port, CLIENTS, commits, directory)
+        finally:
+            stop_server(server, port)
+    return {"server": kind, "load one by one": one_by_one, "load in bulk": bulk,
+            "commits, 1 client": single, "commits, %d clients" % CLIENTS: many}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--peer", default=str(ROOT / ".venv-peer" / "bin" / "python"),
+                        help="python with durus==4.3 installed")
+    parser.add_argument("--commits", type=int, default=300,
+                        help="commits per client in the commit measurements")
+    options = parser.parse_args()
+    kinds = ["this durus", "this durus, no fsync"]
+    if os.path.exists(options.peer):
+        kinds.append("durus 4.3")
+    else:
+        print("(no durus 4.3 at %s: left out)" % options.peer)
+    rows = [bench(kind, options.peer, options.commits) for kind in kinds]
+    columns = list(rows[0])
+    print(" | ".join("%-20s" % column for column in columns))
+    for row in rows:
+        print(" | ".join("%-20s" % (row[c] if isinstance(row[c], str) else "%.0f/s" % row[c])
+                         for c in columns))
+
+
+if __name__ == "__main__":
+    main()
