@@ -1,0 +1,139 @@
+"""PersistentDict: a dict whose changes are tracked for the next commit."""
+
+import copy as _copy
+from collections.abc import MutableMapping
+
+from durus.persistent import PersistentObject
+
+
+class PersistentDict(PersistentObject, MutableMapping):
+    """A persistent mapping backed by a plain dict.
+
+    data: dict, the whole state (pickled as {'data': <dict>}).
+
+    As in Durus 4.3, keys(), values() and items() return lists, so callers
+    may change the mapping while looping over them, and a PersistentDict
+    equals only another PersistentDict (compare dict(pd) with a dict).
+    """
+
+    __slots__ = ("data",)
+
+    data_is = dict  # the attribute type, declared for QP's spec checking
+
+    def __init__(self, *args, **kwargs):
+        self.data = dict(*args, **kwargs)
+
+    @classmethod
+    def fromkeys(cls, iterable, value=None) -> "PersistentDict":
+        """Return a new instance mapping each key of iterable to value."""
+        result = cls()
+        result.update(dict.fromkeys(iterable, value))
+        return result
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, PersistentDict) and self.data == other.data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __iter__(self):
+        return iter(self.data)
+
+    def __reversed__(self):
+        return reversed(self.data)
+
+    def __contains__(self, key) -> bool:
+        return key in self.data
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def get(self, key, default=None):
+        return self.data.get(key, default)
+
+    def has_key(self, key) -> bool:
+        """Durus's spelling of `key in self`."""
+        return key in self.data
+
+    def keys(self) -> list:
+        return list(self.data)
+
+    def values(self) -> list:
+        return list(self.data.values())
+
+    def items(self) -> list:
+        return list(self.data.items())
+
+    def iterkeys(self):
+        return iter(self.data)
+
+    def itervalues(self):
+        return iter(self.data.values())
+
+    def iteritems(self):
+        return iter(self.data.items())
+
+    def copy(self) -> "PersistentDict":
+        """Return a new, unsaved instance of the same class holding the same items."""
+        # copy.copy keeps any further state a subclass adds to its slots.
+        duplicate = _copy.copy(self)
+        duplicate.data = self.data.copy()
+        return duplicate
+
+    def __or__(self, other):
+        if isinstance(other, PersistentDict):
+            other = other.data
+        elif not isinstance(other, dict):
+            return NotImplemented
+        result = self.copy()
+        result.data.update(other)
+        return result
+
+    def __ror__(self, other):
+        if not isinstance(other, dict):
+            return NotImplemented
+        return type(self)(other | self.data)
+
+    # Mutations note the change first, so that a partial failure (say, of
+    # update() from a generator that raises) is still committed.
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+    def __setitem__(self, key, value):
+        self._p_note_change()
+        self.data[key] = value
+
+    def __delitem__(self, key):
+        self._p_note_change()
+        del self.data[key]
+
+    def clear(self):
+        self._p_note_change()
+        self.data.clear()
+
+    def update(self, other=(), /, **kwargs):
+        """Like dict.update(): other is a mapping or an iterable of (key, value) pairs."""
+        self._p_note_change()
+        if isinstance(other, PersistentDict):
+            other = other.data
+        self.data.update(other, **kwargs)
+
+    def setdefault(self, key, default=None):
+        """Return self[key], first setting it to default if key is absent."""
+        if key in self.data:
+            return self.data[key]
+        self._p_note_change()
+        self.data[key] = default
+        return default
+
+    def pop(self, key, *default):
+        """Like dict.pop(key[, default])."""
+        self._p_note_change()
+        return self.data.pop(key, *default)
+
+    def popitem(self) -> tuple:
+        """Remove and return the last inserted (key, value) pair, like dict.popitem()."""
+        self._p_note_change()
+        return self.data.popitem()
