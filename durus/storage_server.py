@@ -23,6 +23,7 @@ import selectors
 import socket
 import time
 from datetime import datetime
+from logging import DEBUG, ERROR, INFO, WARNING
 
 from durus.error import ConflictError, DurusError, ReadConflictError
 from durus.logger import is_logging, log
@@ -66,11 +67,6 @@ _SWEEP_INTERVAL = 0.25
 # (seconds), and for at most this long (seconds) at a time.
 _PACK_STARVATION = 0.1
 _PACK_SLICE = 0.02
-
-_DEBUG = 10
-_INFO = 20
-_WARNING = 30
-_ERROR = 40
 
 
 class ClientError(Exception):
@@ -170,7 +166,7 @@ class StorageServer:
             sock.setblocking(False)
         self._selector.register(listener, selectors.EVENT_READ, "listener")
         self._selector.register(self._wakeup[0], selectors.EVENT_READ, "wakeup")
-        log(_INFO, "Ready on %s", self.address)
+        log(INFO, "Ready on %s", self.address)
         next_sweep = time.monotonic() + _SWEEP_INTERVAL
         try:
             while not self._stopping:
@@ -221,18 +217,18 @@ class StorageServer:
 
     def _shut_down(self, listener: socket.socket) -> None:
         for client in list(self.clients):
-            self._drop(client, "the server is stopping", _DEBUG)
+            self._drop(client, "the server is stopping", DEBUG)
         if self.packer is not None:
             self.packer.close()
             self.packer = None
-            log(_INFO, "Pack abandoned: the server is stopping")
+            log(INFO, "Pack abandoned: the server is stopping")
         self._selector.close()
         for sock in self._wakeup:
             sock.close()
         self._wakeup = None
         self.address.close(listener)
         self.storage.close()
-        log(_INFO, "Stopped at %s", datetime.now())
+        log(INFO, "Stopped at %s", datetime.now())
 
     # Connections.
 
@@ -245,7 +241,7 @@ class StorageServer:
             except OSError as exc:
                 # Out of file descriptors, most likely: stop accepting for a
                 # while rather than spin on a listener that stays readable.
-                log(_WARNING, "Cannot accept connections for now: %s", exc)
+                log(WARNING, "Cannot accept connections for now: %s", exc)
                 self._selector.unregister(listener)
                 self._accept_paused_until = time.monotonic() + 1.0
                 return
@@ -260,7 +256,7 @@ class StorageServer:
             client.want = next(client.session)
             self.clients.append(client)
             self._set_events(client, selectors.EVENT_READ)
-            log(_DEBUG, "Client %s connected", name)
+            log(DEBUG, "Client %s connected", name)
 
     def _on_readable(self, client: _Client) -> None:
         size = _READ_SIZE
@@ -271,14 +267,14 @@ class StorageServer:
         except BlockingIOError:
             return
         except OSError as exc:
-            self._drop(client, "receive failed: %s" % exc, _WARNING)
+            self._drop(client, "receive failed: %s" % exc, WARNING)
             return
         if not data:
             if client.is_mid_request() and client.want is not _Wait.COMMIT_TURN:
                 self._drop(client, "disconnected in the middle of a request "
-                           "(waiting for %s)" % _describe(client), _WARNING)
+                           "(waiting for %s)" % _describe(client), WARNING)
             else:
-                self._drop(client, "disconnected", _DEBUG)
+                self._drop(client, "disconnected", DEBUG)
             return
         client.inbuf += data
         client.progress = time.monotonic()
@@ -297,7 +293,7 @@ class StorageServer:
         except BlockingIOError:
             return
         except OSError as exc:
-            self._drop(client, "send failed: %s" % exc, _WARNING)
+            self._drop(client, "send failed: %s" % exc, WARNING)
             return
         del client.outbuf[:sent]
         client.progress = time.monotonic()
@@ -357,11 +353,11 @@ class StorageServer:
             if waiting_on_client and now - client.progress > self.timeout:
                 self._drop(client, "no progress for %.0f s while waiting for %s"
                            % (now - client.progress, "it to read its replies" if client.outbuf
-                              else _describe(client)), _WARNING)
+                              else _describe(client)), WARNING)
         committer = self._committer
         if (committer is not None and self._parked
                 and now - committer.progress > self.commit_grace):
-            log(_INFO, "Client %s lost the commit turn: silent for %.1f s",
+            log(INFO, "Client %s lost the commit turn: silent for %.1f s",
                 committer.name, now - committer.progress)
             self._committer = None
         if self._accept_paused_until is not None and now >= self._accept_paused_until:
@@ -382,15 +378,15 @@ class StorageServer:
                     break
                 client.want = client.session.send(value)
         except StopIteration:
-            self._drop(client, "closed by the client", _DEBUG)
+            self._drop(client, "closed by the client", DEBUG)
         except ClientError as exc:
-            self._drop(client, str(exc), _WARNING)
+            self._drop(client, str(exc), WARNING)
         except DurusError as exc:
             # Refused by the storage, e.g. a read-only one asked for new oids.
-            self._drop(client, "request refused by the storage: %r" % exc, _WARNING)
+            self._drop(client, "request refused by the storage: %r" % exc, WARNING)
         except Exception as exc:  # noqa: BLE001 - one client's failure must not stop the server
-            log(_ERROR, "Client %s: request failed", client.name, exc_info=True)
-            self._drop(client, "request failed: %r" % exc, _ERROR)
+            log(ERROR, "Client %s: request failed", client.name, exc_info=True)
+            self._drop(client, "request failed: %r" % exc, ERROR)
         self._flush(client)
         self._update_events(client)
 
@@ -398,10 +394,12 @@ class StorageServer:
         """Return what the session waits for, or _BLOCKED if it is not there yet."""
         want = client.want
         if want is _Wait.COMMIT_TURN:
-            if self._committer is not None:
-                if client not in self._parked:
-                    self._parked.append(client)
+            # First come, first served.
+            if client not in self._parked:
+                self._parked.append(client)
+            if self._committer is not None or self._parked[0] is not client:
                 return _BLOCKED
+            self._parked.popleft()
             self._committer = client
             client.progress = time.monotonic()
             return None
@@ -424,7 +422,7 @@ class StorageServer:
     def _grant_commit_turn(self) -> None:
         """Let waiting committers go ahead, in order, while the turn is free."""
         while self._committer is None and self._parked:
-            self._advance(self._parked.popleft())
+            self._advance(self._parked[0])
 
     def _session(self, client: _Client):
         while True:
@@ -525,7 +523,7 @@ class StorageServer:
             if client.invalid:
                 # Others committed after this client got its invalidations (it
                 # lost the turn): it could not check those against its reads.
-                log(_INFO, "Client %s: conflict, others committed during its commit",
+                log(INFO, "Client %s: conflict, others committed during its commit",
                     client.name)
                 self._send(client, STATUS_INVALID)
                 return
@@ -561,14 +559,14 @@ class StorageServer:
         self.storage.begin()
         try:
             for oid, record in records:
-                if is_logging(_DEBUG):
-                    log(_DEBUG, "  oid=%-6s rlen=%-6s %s",
+                if is_logging(DEBUG):
+                    log(DEBUG, "  oid=%-6s rlen=%-6s %s",
                         str_to_int8(oid), len(record), extract_class_name(record))
                 self.storage.store(oid, record)
             self.storage.end(handle_invalidations=self._invalidate_all)
             committed = True
         except ConflictError:
-            log(_INFO, "Client %s: conflict reported by the storage", client.name)
+            log(INFO, "Client %s: conflict reported by the storage", client.name)
             self._send(client, STATUS_INVALID)
             return
         except ValueError as exc:
@@ -583,18 +581,18 @@ class StorageServer:
             if other is not client:
                 other.invalid.update(oids)
         self.bytes_since_pack += size + 8
-        log(_INFO, "Committed %3s objects %s bytes at %s", len(records), size, datetime.now())
+        log(INFO, "Committed %3s objects %s bytes at %s", len(records), size, datetime.now())
 
     def _handle_pack(self, client: _Client) -> None:
         if self.packer is None:
-            log(_INFO, "Pack started at %s", datetime.now())
+            log(INFO, "Pack started at %s", datetime.now())
             self._start_pack()
         else:
-            log(_INFO, "Pack already in progress at %s", datetime.now())
+            log(INFO, "Pack already in progress at %s", datetime.now())
         self._send(client, STATUS_OKAY)
 
     def _handle_quit(self, client: _Client) -> None:
-        log(_INFO, "Quit requested by client %s", client.name)
+        log(INFO, "Quit requested by client %s", client.name)
         self._stopping = True
 
     # Packing.
@@ -608,7 +606,7 @@ class StorageServer:
 
     def _start_automatic_pack(self) -> None:
         if self.packer is None and 0 < self.gcbytes <= self.bytes_since_pack:
-            log(_INFO, "Automatic pack started at %s after %d bytes committed",
+            log(INFO, "Automatic pack started at %s after %d bytes committed",
                 datetime.now(), self.bytes_since_pack)
             self._start_pack()
 
@@ -623,14 +621,14 @@ class StorageServer:
         except StopIteration:
             self._pack_finished()
         except Exception:  # noqa: BLE001 - a failed pack must not stop the server
-            log(_ERROR, "Pack failed", exc_info=True)
+            log(ERROR, "Pack failed", exc_info=True)
             self.packer = None
         self._last_pack_step = time.monotonic()
 
     def _pack_finished(self) -> None:
         self.packer = None
         self.bytes_since_pack = 0
-        log(_INFO, "Pack finished at %s", datetime.now())
+        log(INFO, "Pack finished at %s", datetime.now())
 
 
 def _check_record(oid: bytes, record: bytes) -> None:
@@ -659,6 +657,8 @@ def wait_for_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, maxtries
         if connected is not None:
             connected.close()
             return
+        if attempt == 0:
+            log(INFO, "Waiting for a Durus server at %s", server_address)
         if attempt + 1 < maxtries:
             time.sleep(sleeptime)
     raise SystemExit("Timeout waiting for address: %s." % server_address)

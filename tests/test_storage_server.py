@@ -5,6 +5,8 @@ import os
 import signal
 import socket
 import stat
+import subprocess
+import sys
 import time
 
 import pytest
@@ -18,11 +20,11 @@ from durus.storage import MemoryStorage
 from durus.storage_server import (DEFAULT_HOST, DEFAULT_PORT, STATUS_INVALID,
                                   STATUS_KEYERROR, STATUS_OKAY, HostPortAddress,
                                   SocketAddress, StorageServer, UnixAbstractAddress,
-                                  UnixDomainSocketAddress)
+                                  UnixDomainSocketAddress, wait_for_server)
 from durus.utils import int4_to_str, int8_to_str, str_to_int4
 
 import server_processes
-from server_processes import connect_raw
+from server_processes import connect_raw, free_port, our_env
 
 servers = server_processes.servers  # the fixture, for the tests here
 
@@ -404,6 +406,36 @@ def test_temporary_file_is_removed_when_the_server_stops(servers):
     connection.pack()  # nothing to pack in a temporary file; must not fail
     assert server.quit() == 0
     assert not os.path.exists(temporary)
+
+
+def test_socket_from_systemd_socket_activation(tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    log_path = tmp_path / "server.log"
+    # systemd passes the socket as descriptor 3 and names the process in LISTEN_PID.
+    command = ["sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"', sys.executable,
+               "-m", "durus", "-s", "--logfile", str(log_path)]
+    server = subprocess.Popen(command, cwd=tmp_path, env=our_env(), close_fds=False,
+                              preexec_fn=lambda: os.dup2(listener.fileno(), 3))
+    listener.close()
+    try:
+        connection = Connection(ClientStorage(port=port))
+        connection.get_root()["activated"] = True
+        connection.commit()
+        assert "Ready on 127.0.0.1:%d" % port in log_path.read_text()
+        connection.get_storage().close()
+    finally:
+        with connect_raw(("127.0.0.1", port)) as sock:
+            sock.sendall(b"Q")
+        assert server.wait(10) == 0
+
+
+def test_wait_for_server_gives_up_naming_the_address():
+    port = free_port()
+    with pytest.raises(SystemExit, match="127.0.0.1:%d" % port):
+        wait_for_server(port=port, maxtries=2, sleeptime=0.05)
 
 
 def test_socket_addresses():
