@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import time
+from logging import ERROR
 from pprint import pprint
 
 from durus.client_storage import ClientStorage
@@ -307,8 +308,15 @@ def main(argv: list | None = None) -> None:
         commands[argv[0]](argv[1:])
     except (OSError, DurusError, ValueError) as exc:
         # Setup problems (a locked or damaged file, an address in use, a
-        # server that is not there) deserve a message, not a traceback.
-        sys.exit("durus %s: %s" % (argv[0], exc))
+        # server that is not there) deserve a message, not a traceback. It
+        # goes to the log, and to the terminal if the log is a file.
+        message = "durus %s: %s" % (argv[0], exc)
+        log(ERROR, message)
+        if sys.stderr is not sys.__stderr__:
+            sys.__stderr__.write(message + "\n")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)  # as shells report an interrupted command
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from durus.client_storage import ClientStorage
 from durus.connection import Connection
 from durus.file_storage import FileStorage
 from durus.persistent_dict import PersistentDict
+from durus import serialize
 from durus.serialize import pack_record
 from durus.storage import MemoryStorage
 from durus.storage_server import (DEFAULT_HOST, DEFAULT_PORT, STATUS_INVALID,
@@ -279,14 +280,17 @@ def test_client_that_never_reads_is_dropped_without_holding_up_others(servers, t
         server.wait_for_log("no progress for .* it to read its replies")
 
 
-def test_pack_runs_while_other_clients_commit(servers, tmp_path):
+def test_pack_runs_while_other_clients_commit(servers, tmp_path, monkeypatch):
     path = tmp_path / "db.durus"
     server = servers.ours("--file", str(path))
     packer = Connection(ClientStorage(address=server.address))
     root = packer.get_root()
+    # Enough live data for the pack to take many steps, and quick to make.
+    monkeypatch.setattr(serialize, "WRITE_COMPRESSED_STATE_PICKLES", False)
     for name in "live", "garbage":
-        root[name] = PersistentDict((i, PersistentDict(value=os.urandom(50)))
-                                    for i in range(5000))
+        root[name] = PersistentDict((i, PersistentDict(value="%d" % i * 20000))
+                                    for i in range(300))
+        packer.commit()
     root["counter"] = PersistentDict(n=0)
     packer.commit()
     del root["garbage"]
@@ -308,7 +312,7 @@ def test_pack_runs_while_other_clients_commit(servers, tmp_path):
     assert server.quit() == 0
     reopened = Connection(FileStorage(str(path), readonly=True)).get_root()
     assert reopened["counter"]["n"] == commits and "garbage" not in reopened
-    assert len(reopened["live"]) == 5000
+    assert len(reopened["live"]) == 300
 
 
 def test_gcbytes_packs_automatically(servers, tmp_path):
