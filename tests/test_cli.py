@@ -222,3 +222,22 @@ def test_errors_are_messages_not_tracebacks(tmp_path, servers):
     assert "is not a Durus storage file" in wrong.stderr and "Traceback" not in wrong.stderr
     absent = run_durus("-s", "--stop", "--port", str(free_port()), cwd=tmp_path)
     assert "doesn't seem to be running" in absent.stderr
+
+
+def test_damaged_file_needs_repair_and_readonly_file_refuses_changes(tmp_path, servers):
+    path = tmp_path / "db.durus"
+    connection = Connection(FileStorage(str(path)))
+    connection.get_root()["kept"] = 1
+    connection.commit()
+    connection.get_storage().close()
+    with open(path, "ab") as f:
+        f.write(b"\0\0\0\0\0\0\1\0torn")  # a transaction cut short
+    damaged = run_durus("-s", "--file", str(path), "--port", "0", cwd=tmp_path)
+    assert damaged.returncode == 1 and "--repair" in damaged.stderr
+    server = servers.ours("--file", str(path), "--repair")
+    assert Connection(ClientStorage(address=server.address)).get_root()["kept"] == 1
+    assert server.quit() == 0
+    readonly = run_durus("-c", "--file", str(path), "--readonly", cwd=tmp_path,
+                         stdin="print('kept', root['kept'])\nroot['x'] = 2\n"
+                               "connection.commit()\n")
+    assert "kept 1" in readonly.stdout and "ReadOnlyError" in readonly.stderr

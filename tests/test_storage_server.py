@@ -329,6 +329,22 @@ def test_gcbytes_packs_automatically(servers, tmp_path):
     assert connection.get_root()["blob"]["i"] == 9
 
 
+def test_readonly_server_serves_loads_and_refuses_commits(servers, tmp_path):
+    path = tmp_path / "db.durus"
+    connection = Connection(FileStorage(str(path)))
+    connection.get_root()["kept"] = 1
+    connection.commit()
+    connection.get_storage().close()
+    server = servers.ours("--file", str(path), "--readonly")
+    reader = Connection(ClientStorage(address=server.address))
+    assert reader.get_root()["kept"] == 1
+    reader.get_root()["x"] = 2
+    with pytest.raises(ConnectionError, match="closed the connection"):
+        reader.commit()
+    server.wait_for_log("refused by the storage: ReadOnlyError")
+    assert Connection(ClientStorage(address=server.address)).get_root()["kept"] == 1
+
+
 def test_unix_domain_socket_with_umask_owner_and_group(servers, tmp_path):
     path = str(tmp_path / "durus.sock")
     user = os.getuid()
