@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import time
-from logging import ERROR
+from logging import ERROR, INFO
 from pprint import pprint
 
 from durus.client_storage import ClientStorage
@@ -23,7 +23,7 @@ from durus.storage_server import (DEFAULT_GCBYTES, DEFAULT_HOST, DEFAULT_PORT, S
                                   StorageServer, wait_for_server)
 from durus.utils import int8_to_str, str_to_int8
 
-DEFAULT_LOGGING_LEVEL = 20
+DEFAULT_LOGGING_LEVEL = INFO
 HISTORY_FILE = "~/.durushistory"
 
 USAGE = """\
@@ -88,7 +88,7 @@ def start_durus(logfile: str | None, logginglevel: int, address, storage,
     logger.setLevel(logginglevel)
     socket_address = SocketAddress.new(address)
     if hasattr(storage, "get_filename"):
-        log(20, "Storage file=%s address=%s", storage.get_filename(), socket_address)
+        log(INFO, "Storage file=%s address=%s", storage.get_filename(), socket_address)
     server = StorageServer(storage, address=socket_address, gcbytes=gcbytes)
     # A signal must not cut a commit short: it only asks the loop to stop.
     previous = {signum: signal.signal(signum, lambda *_: server.stop())
@@ -106,7 +106,7 @@ def stop_durus(address) -> bool:
     socket_address = SocketAddress.new(address)
     sock = socket_address.get_connected_socket(timeout=10)
     if sock is None:
-        log(20, "Durus server %s doesn't seem to be running.", socket_address)
+        log(INFO, "Durus server %s doesn't seem to be running.", socket_address)
         return False
     with sock:
         sock.sendall(b"Q")
