@@ -411,6 +411,26 @@ def test_every_mutation_is_noted_and_committed(mutate):
     check_shape(loaded)
 
 
+@pytest.mark.parametrize("node_class", [BNode, BNode4])
+def test_every_step_of_a_workload_is_committed(node_class):
+    # Each commit must store every node a step changed, however deep the change.
+    rnd = random.Random(node_class.minimum_degree)
+    tree = filled(node_class, rnd.sample(range(300), 300))
+    connection = stored(tree)
+    storage = connection.get_storage()
+    for step in range(400):
+        key = rnd.randrange(330)
+        if key in tree:
+            del tree[key]
+        else:
+            tree[key] = step
+        connection.commit()
+        if step % 20 == 0:
+            loaded = Connection(storage).get_root()["tree"]
+            assert loaded.items() == tree.items()
+            check_shape(loaded)
+
+
 @pytest.mark.parametrize("read", READS.values(), ids=READS.keys())
 def test_reads_and_failed_deletions_change_nothing(read):
     tree = filled(BNode4, range(100))
