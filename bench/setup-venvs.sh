@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Create the venvs of the peers the benchmarks compare against:
-# .venv-peer (durus==4.3) and .venv-zodb (ZODB 6).
+# .venv-peer (durus==4.3) and .venv-zodb (ZODB 6 and ZEO).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/setup-peer-venv.sh"
-if ! (cd / && "$root/.venv-zodb/bin/python" -c "import ZODB") 2>/dev/null; then
+if ! (cd / && "$root/.venv-zodb/bin/python" -c "import ZODB, ZEO") 2>/dev/null; then
     python3 -m venv "$root/.venv-zodb"
-    "$root/.venv-zodb/bin/python" -m pip install --quiet --disable-pip-version-check "ZODB==6.4"
+    "$root/.venv-zodb/bin/python" -m pip install --quiet --disable-pip-version-check "ZODB==6.4" "ZEO==6.2"
 fi

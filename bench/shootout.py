@@ -1,0 +1,275 @@
+"""Side-by-side benchmark of this durus, durus 4.3 and ZODB 6, modelled on zodbshootout.
+
+Every measurement runs in a fresh process of the contender's own Python, and
+the table gives medians over --rounds rounds (objects/second unless noted):
+  add, btree_add, update   N small objects added to a dict / a BTree, updated; one commit each
+  small_commits            1,000 commits of one changed object each (transactions/s)
+  cold_read                reading N objects in a new process
+  warm_read                reading them again after making them ghosts
+  hot_read                 reading them in memory, each first touched in a new transaction
+  btree_lookup             looking up N keys of the BTree
+  open_ms, open_peak_mb    opening a file of --big objects (unpacked and packed) in a new process
+  server_*                 the same through each one's server (ZEO for ZODB), and small
+                           commits from 1 and 4 concurrent clients
+
+Contenders: plain Python objects (the floor, where it applies); this durus with
+the C accelerator (fsync on, and off) and pure Python; durus 4.3 (never fsyncs);
+ZODB 6 FileStorage and ZEO (fsync every commit). Peers missing from .venv-peer /
+.venv-zodb (see bench/setup-venvs.sh) are left out.
+
+Usage: python bench/shootout.py [--objects N] [--rounds R] [--big N] [--json FILE]
+"""
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+CACHE = BENCH / ".cache"
+
+PLAIN = r"""
+import json, sys, time
+class Item:
+    def __init__(self, n):
+        self.n = n
+        self.name = "item %d" % n
+def read_all(items):
+    for item in items:
+        item.n
+def main(n):
+    started = time.perf_counter()
+    items = {i: Item(i) for i in range(n)}
+    add = n / (time.perf_counter() - started)
+    objects = list(items.values())
+    rounds = []
+    for _ in range(5):
+        started = time.perf_counter()
+        read_all(objects)
+        rounds.append(n / (time.perf_counter() - started))
+    print(json.dumps({"add": add, "hot_read": max(rounds)}))
+main(int(sys.argv[1]))
+"""
+
+
+class Contender:
+    """One implementation: how to run its workload and its server."""
+
+    def __init__(self, name, python, workload, env=None, options=None, server=None):
+        self.name = name
+        self.python = python
+        self.workload = workload
+        self.env = env or {}
+        self.options = options or {}
+        self.server = server  # (argv builder, env) or None
+
+    def available(self) -> bool:
+        return os.path.exists(self.python)
+
+    def run(self, phase: str, db: str, n: int, **options) -> dict:
+        argv = [self.python, str(BENCH / self.workload), phase, db, str(n),
+                json.dumps(dict(self.options, **options))]
+        return json.loads(_run(argv, self.env))
+
+
+def _run(argv, extra_env, cwd=None) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DURUS_PURE_PYTHON")}
+    env.update(extra_env)
+    done = subprocess.run(argv, env=env, cwd=cwd or tempfile.gettempdir(),
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError("%s failed:\n%s" % (argv[:4], done.stderr[-3000:]))
+    return done.stdout.strip().splitlines()[-1]
+
+
+def contenders(peer_python: str, zodb_python: str) -> list:
+    ours = {"PYTHONPATH": str(ROOT)}
+    zodb_bin = Path(zodb_python).parent
+    return [
+        Contender("this (C)", sys.executable, "workload_durus.py", ours,
+                  server=(lambda port, f: [sys.executable, "-m", "durus", "-s", "--port", str(port),
+                                           "--file", f], ours)),
+        Contender("this (C, no fsync)", sys.executable, "workload_durus.py", ours, {"nofsync": True}),
+        Contender("this (pure)", sys.executable, "workload_durus.py",
+                  dict(ours, DURUS_PURE_PYTHON="1")),
+        Contender("durus 4.3", peer_python, "workload_durus.py",
+                  server=(lambda port, f: [peer_python, "-m", "durus", "-s", "--port", str(port),
+                                           "--file", f], {})),
+        Contender("ZODB 6", zodb_python, "workload_zodb.py",
+                  server=(lambda port, f: [str(zodb_bin / "runzeo"), "-a", "127.0.0.1:%d" % port,
+                                           "-f", f], {})),
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A contender's server process on a free loopback port, stopped on exit."""
+
+    def __init__(self, contender: Contender, path: str):
+        self.port = free_port()
+        argv, env = contender.server
+        full_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        full_env.update(env)
+        self.process = subprocess.Popen(argv(self.port, path), env=full_env,
+                                        cwd=tempfile.gettempdir(),
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("%s server did not start" % contender.name)
+
+    def address(self) -> str:
+        return "127.0.0.1:%d" % self.port
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def file_round(contender: Contender, n: int, tmp: str) -> dict:
+    db = os.path.join(tmp, "file.db")
+    result = contender.run("write", db, n)
+    result.update(contender.run("read", db, n))
+    return result
+
+
+def server_round(contender: Contender, n: int, tmp: str, clients: int = 4) -> dict:
+    server = Server(contender, os.path.join(tmp, "server.db"))
+    try:
+        address = server.address()
+        written = contender.run("write", "-", n, server=address)
+        read = contender.run("read", "-", n, server=address)
+        result = {"server_" + key: value for key, value in {**written, **read}.items()
+                  if key in ("add", "cold_read", "warm_read", "small_commits")}
+        result["server_small_commits_4"] = concurrent_commits(contender, address, clients, tmp)
+        return result
+    finally:
+        server.stop()
+
+
+def concurrent_commits(contender: Contender, address: str, clients: int, tmp: str) -> float:
+    """Transactions/second of `clients` processes committing at once."""
+    go = os.path.join(tmp, "go")
+    argv = [contender.python, str(BENCH / contender.workload), "client_commits", "-", "500",
+            json.dumps(dict(contender.options, server=address, go=go))]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(contender.env)
+    processes = [subprocess.Popen(argv, env=env, cwd=tmp, stdout=subprocess.PIPE, text=True)
+                 for _ in range(clients)]
+    time.sleep(2)  # let them connect and create their counters
+    Path(go).touch()
+    results = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in processes]
+    os.unlink(go)
+    span = max(r["end"] for r in results) - min(r["start"] for r in results)
+    return sum(r["count"] for r in results) / span
+
+
+def open_round(contender: Contender, big: int) -> dict:
+    """Open time and peak memory of a big file, unpacked and packed (files cached)."""
+    result = {}
+    for packed in (False, True):
+        CACHE.mkdir(exist_ok=True)
+        kind = "packed" if packed else "unpacked"
+        db = str(CACHE / ("%s-%d-%s.db" % (contender.workload.split(".")[0], big, kind)))
+        if not os.path.exists(db):
+            contender.run("make_big", db + ".tmp", big, pack=packed)
+            os.replace(db + ".tmp", db)
+        opened = contender.run("open_big", db, big)
+        result["open_ms_" + kind] = opened["open_ms"]
+        result["open_peak_mb_" + kind] = opened["open_peak_mb"]
+    return result
+
+
+def median_rounds(rounds: list) -> dict:
+    keys = rounds[0].keys()
+    return {key: statistics.median(r[key] for r in rounds) for key in keys}
+
+
+LOWER_IS_BETTER = ("open_ms", "open_peak_mb")
+
+
+def print_table(results: dict) -> None:
+    names = list(results)
+    metrics = []
+    for values in results.values():
+        metrics += [m for m in values if m not in metrics]
+    width = max(len(n) for n in names) + 2
+    print("%-28s" % "" + "".join(n.rjust(width) for n in names)
+          + "  this (C) / durus 4.3".rjust(24) + "  / best peer".rjust(14))
+    for metric in metrics:
+        row = "%-28s" % metric
+        for name in names:
+            value = results[name].get(metric)
+            row += ("%.4g" % value if value is not None else "-").rjust(width)
+        ours = results.get("this (C)", {}).get(metric)
+        peers = [results[p][metric] for p in ("durus 4.3", "ZODB 6")
+                 if p in results and metric in results[p]]
+        durus = results.get("durus 4.3", {}).get(metric)
+        lower = metric.startswith(LOWER_IS_BETTER)
+        best = (min if lower else max)(peers) if peers else None
+        for reference in (durus, best):
+            if ours and reference:
+                ratio = reference / ours if lower else ours / reference
+                row += ("%.2fx" % ratio).rjust(24 if reference is durus else 14)
+        print(row)
+    print("(ratios > 1 mean this durus is better; durus 4.3 never fsyncs, ZODB and "
+          "'this (C)' fsync every commit)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description="durus / durus 4.3 / ZODB benchmark")
+    parser.add_argument("--objects", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--big", type=int, default=1000000, help="objects in the open-time file (0: skip)")
+    parser.add_argument("--peer", default=str(ROOT / ".venv-peer" / "bin" / "python"))
+    parser.add_argument("--zodb", default=str(ROOT / ".venv-zodb" / "bin" / "python"))
+    parser.add_argument("--only", help="comma-separated contender names")
+    parser.add_argument("--json", help="write the results here too")
+    args = parser.parse_args()
+    results = {"plain Python": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = [json.loads(_run([sys.executable, "-c", PLAIN, str(args.objects)], {}))
+                 for _ in range(args.rounds)]
+        results["plain Python"] = median_rounds(plain)
+        for contender in contenders(args.peer, args.zodb):
+            if not contender.available() or (args.only and contender.name not in args.only.split(",")):
+                continue
+            rounds = []
+            for r in range(args.rounds):
+                round_dir = tempfile.mkdtemp(dir=tmp)
+                measured = file_round(contender, args.objects, round_dir)
+                if contender.server:
+                    measured.update(server_round(contender, args.objects, round_dir))
+                rounds.append(measured)
+            results[contender.name] = median_rounds(rounds)
+            if args.big and contender.name in ("this (C)", "durus 4.3", "ZODB 6"):
+                results[contender.name].update(open_round(contender, args.big))
+            print("measured", contender.name, file=sys.stderr)
+    print_table(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
