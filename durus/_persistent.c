@@ -15,8 +15,15 @@
 /* Must match UNSAVED, SAVED and GHOST in persistent.py. */
 enum { SAVED = 0, UNSAVED = 1, GHOST = -1 };
 
+/* A link in a connection's list of held objects, oldest access first. */
+typedef struct Link {
+    struct Link *prev;
+    struct Link *next;  /* NULL when the object is not held */
+} Link;
+
 typedef struct {
     PyObject_HEAD
+    Link link;          /* first, so that a Link * is the object's address + offset 0 */
     int status;
     long long serial;
     PyObject *connection;   /* NULL reads as None */
@@ -26,8 +33,11 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     long long transaction_serial;
-    PyObject *recent_objects;  /* {id(obj): obj} of objects accessed lately */
+    Link held;              /* sentinel of the circular list of held objects */
+    Py_ssize_t held_count;  /* each held object is a strong reference */
 } ConnectionBaseObject;
+
+#define OBJECT_OF(l) ((PersistentBaseObject *)((char *)(l) - offsetof(PersistentBaseObject, link)))
 
 static PyTypeObject PersistentBase_Type;
 static PyTypeObject ConnectionBase_Type;
@@ -64,24 +74,55 @@ call_method_no_args(PyObject *self, PyObject *name)
     return 0;
 }
 
+static void
+unlink_object(PersistentBaseObject *obj)
+{
+    obj->link.prev->next = obj->link.next;
+    obj->link.next->prev = obj->link.prev;
+    obj->link.next = obj->link.prev = NULL;
+}
+
+/* Put obj at the newest (or oldest) end of the held list, holding a reference. */
+static void
+hold_object(ConnectionBaseObject *connection, PersistentBaseObject *obj, int newest)
+{
+    Link *sentinel = &connection->held;
+    if (obj->link.next != NULL) {
+        unlink_object(obj);
+    }
+    else {
+        Py_INCREF(obj);
+        connection->held_count++;
+    }
+    if (newest) {
+        obj->link.prev = sentinel->prev;
+        obj->link.next = sentinel;
+    }
+    else {
+        obj->link.prev = sentinel;
+        obj->link.next = sentinel->next;
+    }
+    obj->link.prev->next = &obj->link;
+    obj->link.next->prev = &obj->link;
+}
+
+/* Drop the connection's reference to obj; obj may be freed by this. */
+static void
+release_object(ConnectionBaseObject *connection, PersistentBaseObject *obj)
+{
+    if (obj->link.next != NULL) {
+        unlink_object(obj);
+        connection->held_count--;
+        Py_DECREF(obj);
+    }
+}
+
 /* ConnectionBase.note_access in C: record that obj is used in this transaction. */
-static int
+static void
 record_access(ConnectionBaseObject *connection, PersistentBaseObject *obj)
 {
-    PyObject *key;
-    int failed;
-
     obj->serial = connection->transaction_serial;
-    if (connection->recent_objects == NULL) {
-        return 0;
-    }
-    key = PyLong_FromVoidPtr(obj);
-    if (key == NULL) {
-        return -1;
-    }
-    failed = PyDict_SetItem(connection->recent_objects, key, (PyObject *)obj);
-    Py_DECREF(key);
-    return failed;
+    hold_object(connection, obj, 1);
 }
 
 /* The bookkeeping done before any ordinary attribute access. */
@@ -99,10 +140,10 @@ before_access(PersistentBaseObject *self)
     }
     if (PyObject_TypeCheck(connection, &ConnectionBase_Type)) {
         ConnectionBaseObject *base = (ConnectionBaseObject *)connection;
-        if (self->serial == base->transaction_serial) {
-            return 0;
+        if (self->serial != base->transaction_serial) {
+            record_access(base, self);
         }
-        return record_access(base, self);
+        return 0;
     }
     else {
         /* Some other connection class: ask it, as the pure-Python code does. */
@@ -275,25 +316,27 @@ cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     self->transaction_serial = 1;
-    self->recent_objects = PyDict_New();
-    if (self->recent_objects == NULL) {
-        Py_DECREF(self);
-        return NULL;
-    }
+    self->held.prev = self->held.next = &self->held;
+    self->held_count = 0;
     return (PyObject *)self;
 }
 
 static int
 cb_traverse(ConnectionBaseObject *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->recent_objects);
+    Link *link;
+    for (link = self->held.next; link != &self->held; link = link->next) {
+        Py_VISIT((PyObject *)OBJECT_OF(link));
+    }
     return 0;
 }
 
 static int
 cb_clear(ConnectionBaseObject *self)
 {
-    Py_CLEAR(self->recent_objects);
+    while (self->held.next != &self->held) {
+        release_object(self, OBJECT_OF(self->held.next));
+    }
     return 0;
 }
 
@@ -307,31 +350,88 @@ cb_dealloc(ConnectionBaseObject *self)
     type->tp_free((PyObject *)self);
 }
 
-static PyObject *
-cb_note_access(ConnectionBaseObject *self, PyObject *obj)
+static PersistentBaseObject *
+as_persistent(PyObject *obj)
 {
     if (!PyObject_TypeCheck(obj, &PersistentBase_Type)) {
         PyErr_Format(PyExc_TypeError, "expected a persistent object, got %.200s",
                      Py_TYPE(obj)->tp_name);
         return NULL;
     }
-    if (record_access(self, (PersistentBaseObject *)obj) < 0) {
+    return (PersistentBaseObject *)obj;
+}
+
+static PyObject *
+cb_note_access(ConnectionBaseObject *self, PyObject *obj)
+{
+    PersistentBaseObject *persistent = as_persistent(obj);
+    if (persistent == NULL) {
         return NULL;
+    }
+    record_access(self, persistent);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+cb_hold_loaded(ConnectionBaseObject *self, PyObject *obj)
+{
+    PersistentBaseObject *persistent = as_persistent(obj);
+    if (persistent == NULL) {
+        return NULL;
+    }
+    if (persistent->link.next == NULL) {
+        hold_object(self, persistent, 0);
     }
     Py_RETURN_NONE;
 }
 
+static PyObject *
+cb_release(ConnectionBaseObject *self, PyObject *obj)
+{
+    PersistentBaseObject *persistent = as_persistent(obj);
+    if (persistent == NULL) {
+        return NULL;
+    }
+    release_object(self, persistent);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+cb_oldest_held(ConnectionBaseObject *self, PyObject *unused)
+{
+    PyObject *oldest;
+    if (self->held.next == &self->held) {
+        Py_RETURN_NONE;
+    }
+    oldest = (PyObject *)OBJECT_OF(self->held.next);
+    Py_INCREF(oldest);
+    return oldest;
+}
+
+static PyObject *
+cb_held_count(ConnectionBaseObject *self, PyObject *unused)
+{
+    return PyLong_FromSsize_t(self->held_count);
+}
+
 static PyMethodDef cb_methods[] = {
     {"note_access", (PyCFunction)cb_note_access, METH_O,
-     "note_access(obj): record that obj is used in the current transaction."},
+     "note_access(obj): record that obj is used in the current transaction:\n"
+     "set its _p_serial and hold it as the most recently used object."},
+    {"hold_loaded", (PyCFunction)cb_hold_loaded, METH_O,
+     "hold_loaded(obj): hold a just-loaded obj, as the least recently used, if not held."},
+    {"release", (PyCFunction)cb_release, METH_O,
+     "release(obj): stop holding obj (held by this connection, or not at all)."},
+    {"oldest_held", (PyCFunction)cb_oldest_held, METH_NOARGS,
+     "oldest_held() -> the least recently used held object, or None."},
+    {"held_count", (PyCFunction)cb_held_count, METH_NOARGS,
+     "held_count() -> the number of objects held."},
     {NULL}
 };
 
 static PyMemberDef cb_members[] = {
     {"transaction_serial", T_LONGLONG, offsetof(ConnectionBaseObject, transaction_serial), 0,
      "1 + the number of commit() and abort() calls so far."},
-    {"recent_objects", T_OBJECT, offsetof(ConnectionBaseObject, recent_objects), READONLY,
-     "{id(obj): obj} of the objects accessed since they were last ghosted."},
     {NULL}
 };
 
@@ -341,7 +441,8 @@ static PyTypeObject ConnectionBase_Type = {
     .tp_basicsize = sizeof(ConnectionBaseObject),
     .tp_dealloc = (destructor)cb_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Base of Connection: the transaction serial and the recently used objects.",
+    .tp_doc = "Base of Connection: the transaction serial, and strong references to\n"
+              "the objects used lately (held), least recently used first.",
     .tp_traverse = (traverseproc)cb_traverse,
     .tp_clear = (inquiry)cb_clear,
     .tp_methods = cb_methods,

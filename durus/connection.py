@@ -1,7 +1,7 @@
 """Connection: moves persistent objects between a Storage and memory, in transactions."""
 
-import heapq
 import os
+from collections import deque
 from pickle import loads
 from weakref import KeyedRef
 
@@ -39,7 +39,7 @@ class Connection(ConnectionBase):
         self.reader = ObjectReader(self)
         self.changed = {}
         self.invalid_oids = set()
-        self.cache = Cache(cache_size, self.recent_objects)
+        self.cache = Cache(cache_size)
         self.root = self.get(ROOT_OID)
         if self.root is None:
             self.root = self._create_root(root_class or PersistentDict)
@@ -122,9 +122,11 @@ class Connection(ConnectionBase):
     __getitem__ = get
 
     def _fill(self, obj, data: bytes):
-        """Set obj's state from record data and mark it saved."""
+        """Set obj's state from record data, mark it saved, and hold it (as the
+        least recently used) so that shrink_cache() can ghost it."""
         obj.__setstate__(self.reader.get_state(data))
         obj._p_set_status_saved()
+        self.hold_loaded(obj)
         return obj
 
     def get_crawler(self, start_oid: bytes = ROOT_OID, batch_size: int = 100):
@@ -157,7 +159,7 @@ class Connection(ConnectionBase):
 
     def shrink_cache(self) -> None:
         """Ghost least recently used objects until the cache is at its target size."""
-        self.cache.shrink(self.transaction_serial)
+        self.cache.shrink(self)
 
     def _sync(self) -> None:
         """Turn every object that others changed into a ghost."""
@@ -200,15 +202,16 @@ class Connection(ConnectionBase):
         writer = ObjectWriter(self)
         self.storage.begin()
         try:
-            todo = list(saved)
-            while todo:
-                obj = todo.pop()
-                data, refs = writer.get_state(obj)
-                self.storage.store(obj._p_oid, pack_record(obj._p_oid, data, refs))
-                for new in writer.take_new_objects():
+            for obj in saved:
+                self._store(writer, obj)
+                # New objects in the order they were met, as Durus numbers them.
+                found = deque(writer.take_new_objects())
+                while found:
+                    new = found.popleft()
                     self.cache[new._p_oid] = new
                     new_objects.append(new)
-                    todo.append(new)
+                    self._store(writer, new)
+                    found.extend(writer.take_new_objects())
             self.storage.end(self._handle_invalidations)
         except BaseException:
             self._forget_new_objects(new_objects)
@@ -219,10 +222,14 @@ class Connection(ConnectionBase):
             obj._p_set_status_saved()
         self.changed.clear()
 
+    def _store(self, writer: ObjectWriter, obj) -> None:
+        data, refs = writer.get_state(obj)
+        self.storage.store(obj._p_oid, pack_record(obj._p_oid, data, refs))
+
     def _forget_new_objects(self, new_objects) -> None:
         """Undo the oid assignment of objects first met in a failed commit."""
         for obj in new_objects:
-            self.cache.forget(obj._p_oid)
+            self.cache.forget(obj)
             obj._p_oid = None
             obj._p_connection = None
 
@@ -253,15 +260,14 @@ class Connection(ConnectionBase):
 class Cache:
     """The objects of a connection, by oid, held weakly.
 
-    recent_objects holds strong references to the objects accessed since
-    they were last ghosted, so that hot objects stay in memory; shrink()
-    ghosts the least recently used of them beyond the target size.
+    The connection itself holds strong references to the objects used
+    lately (see ConnectionBase), so that hot objects stay in memory;
+    shrink() ghosts and lets go of the least recently used of them while
+    the cache is beyond its target size.
     """
 
-    def __init__(self, size: int, recent_objects: dict):
-        """recent_objects: the connection's {id(obj): obj} of recently used objects."""
+    def __init__(self, size: int):
         self.objects = {}
-        self.recent_objects = recent_objects
         self.set_size(size)
 
     def get_size(self) -> int:
@@ -286,12 +292,11 @@ class Cache:
     def __setitem__(self, oid: bytes, obj) -> None:
         self.objects[oid] = KeyedRef(obj, self._remove_dead, oid)
 
-    def forget(self, oid: bytes) -> None:
-        """Drop oid from the cache."""
-        obj = self.get(oid)
-        if obj is not None:
-            self.recent_objects.pop(id(obj), None)
-            del self.objects[oid]
+    def forget(self, obj) -> None:
+        """Drop obj from the cache and from its connection's held objects."""
+        obj._p_connection.release(obj)
+        if self.get(obj._p_oid) is obj:
+            del self.objects[obj._p_oid]
 
     def get_instance(self, oid: bytes, cls, connection):
         """Return the cached object of oid if it is a cls, else a new ghost of cls."""
@@ -310,31 +315,25 @@ class Cache:
             if obj is not None:
                 yield obj
 
-    def shrink(self, current_serial: int) -> None:
-        """Ghost saved objects, least recently used first, until at most size
-        objects remain; objects used in the current transaction are kept."""
-        excess = len(self.objects) - self.size
-        if excess <= 0:
-            return
-        # Keep (serial, oid) pairs, not objects, so that ghosting can free them.
-        oldest = heapq.nsmallest(2 * excess, self._gen_serial_oid(current_serial))
-        for _, oid in oldest:
-            if len(self.objects) <= self.size:
+    def shrink(self, connection) -> None:
+        """Ghost and let go of held objects, least recently used first, while
+        the cache is beyond its size; objects used in the current transaction
+        are kept."""
+        while len(self.objects) > self.size:
+            if not self._let_go_of_oldest(connection):
                 break
-            self._ghost(oid)
 
-    def _gen_serial_oid(self, current_serial: int):
-        for oid, ref in list(self.objects.items()):
-            obj = ref()
-            if obj is not None and obj._p_serial != current_serial:
-                yield obj._p_serial, oid
-
-    def _ghost(self, oid: bytes) -> None:
-        obj = self.get(oid)
-        if obj is not None:
-            if obj._p_status == SAVED:
-                obj._p_set_status_ghost()
-            self.recent_objects.pop(id(obj), None)
+    @staticmethod
+    def _let_go_of_oldest(connection) -> bool:
+        """Ghost (if saved) and release the oldest held object; False if none
+        is older than the current transaction."""
+        obj = connection.oldest_held()
+        if obj is None or obj._p_serial == connection.transaction_serial:
+            return False
+        if obj._p_status == SAVED:
+            obj._p_set_status_ghost()
+        connection.release(obj)
+        return True
 
 
 def touch_every_reference(connection: Connection, *words) -> None:

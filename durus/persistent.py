@@ -12,6 +12,7 @@ DURUS_PURE_PYTHON=1; both implementations behave the same.
 
 import os
 import warnings
+from collections import OrderedDict
 
 from durus.utils import str_to_int8
 
@@ -35,26 +36,52 @@ def _hasattribute(obj, name: str) -> bool:
     return True
 
 
+def _check_persistent(obj) -> None:
+    if not isinstance(obj, PersistentBase):
+        raise TypeError("expected a persistent object, got %s" % type(obj).__name__)
+
+
 class ConnectionBase:
-    """Base of Connection: the transaction serial and the recently used objects.
+    """Base of Connection: the transaction serial, and strong references to
+    the objects used lately ("held"), least recently used first.
 
     transaction_serial: int, incremented by every commit() and abort().
-    recent_objects: {id(obj): obj}, strong references to the objects accessed
-      since the cache last ghosted them.
     """
 
-    __slots__ = ("transaction_serial", "recent_objects")
+    __slots__ = ("transaction_serial", "_held")
 
     def __new__(cls, *args, **kwargs):
         instance = object.__new__(cls)
         instance.transaction_serial = 1
-        instance.recent_objects = {}
+        instance._held = OrderedDict()  # {id(obj): obj}, oldest access first
         return instance
 
     def note_access(self, obj):
-        """Record that obj is used in the current transaction (its first access in it)."""
+        """Record that obj is used in the current transaction: set its
+        _p_serial and hold it as the most recently used object."""
+        _check_persistent(obj)
         _setattribute(obj, "_p_serial", self.transaction_serial)
-        self.recent_objects[id(obj)] = obj
+        self._held[id(obj)] = obj
+        self._held.move_to_end(id(obj))
+
+    def hold_loaded(self, obj):
+        """Hold a just-loaded obj, as the least recently used, if not held."""
+        _check_persistent(obj)
+        if id(obj) not in self._held:
+            self._held[id(obj)] = obj
+            self._held.move_to_end(id(obj), last=False)
+
+    def release(self, obj):
+        """Stop holding obj (held by this connection, or not at all)."""
+        _check_persistent(obj)
+        self._held.pop(id(obj), None)
+
+    def oldest_held(self):
+        """Return the least recently used held object, or None."""
+        return next(iter(self._held.values()), None)
+
+    def held_count(self) -> int:
+        return len(self._held)
 
 
 class PersistentBase:

@@ -84,12 +84,27 @@ def test_p_fields_accept_and_report_values():
     assert node._p_oid is None
 
 
-def test_note_access_records_serial_and_recent_object():
+def test_held_objects_are_ordered_by_last_access():
     connection = Connection(MemoryStorage())
-    node = Node()
-    connection.note_access(node)
-    assert node._p_serial == connection.transaction_serial
-    assert connection.recent_objects[id(node)] is node
+    connection.release(connection.get_root())
+    a, b, c = Node(), Node(), Node()
+    assert connection.oldest_held() is None and connection.held_count() == 0
+    for node in (a, b, c):
+        connection.note_access(node)
+    assert a._p_serial == connection.transaction_serial
+    connection.note_access(a)
+    assert connection.oldest_held() is b and connection.held_count() == 3
+    connection.hold_loaded(a)  # already held: stays where it is
+    connection.release(b)
+    assert connection.oldest_held() is c
+    d = Node()
+    connection.hold_loaded(d)
+    assert connection.oldest_held() is d and d._p_serial == 0
+    for node in (a, b, c, d):
+        connection.release(node)
+    assert connection.held_count() == 0
+    with pytest.raises(TypeError):
+        connection.note_access(object())
 
 
 def test_load_and_ghost_loop_does_not_leak():
