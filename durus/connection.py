@@ -2,7 +2,6 @@
 
 import os
 from collections import deque
-from pickle import loads
 from weakref import KeyedRef
 
 from durus.error import ConflictError, DurusKeyError, ReadConflictError, WriteConflictError
@@ -117,7 +116,7 @@ class Connection(ConnectionBase):
             data = self.get_stored_pickle(oid)
         except DurusKeyError:
             return None
-        return self._fill(self.cache.get_instance(oid, loads(data), self), data)
+        return self._fill(self.cache.get_instance(oid, self.reader.get_class(data), self), data)
 
     __getitem__ = get
 
@@ -138,7 +137,7 @@ class Connection(ConnectionBase):
             if obj is None or obj._p_is_ghost():
                 data = unpack_record(record)[1]
                 if obj is None:
-                    obj = self.cache.get_instance(oid, loads(data), self)
+                    obj = self.cache.get_instance(oid, self.reader.get_class(data), self)
                 self._fill(obj, data)
             yield obj
 
@@ -350,5 +349,5 @@ def touch_every_reference(connection: Connection, *words) -> None:
 def gen_every_instance(connection: Connection, *classes):
     """Yield every stored object that is an instance of one of classes."""
     for oid, record in connection.get_storage().gen_oid_record():
-        if issubclass(loads(unpack_record(record)[1]), classes):
+        if issubclass(connection.reader.get_class(unpack_record(record)[1]), classes):
             yield connection.get(oid)

@@ -18,6 +18,7 @@ WRITE_COMPRESSED_STATE_PICKLES = True
 
 # Every zlib stream at default settings starts with this byte.
 COMPRESSED_START_BYTE = 0x78
+_COMPRESSED_START = bytes([COMPRESSED_START_BYTE])
 
 # Smaller states are stored as plain pickles: compressing them costs time and
 # saves no space. Readers tell them apart by the first byte (0x80, not 0x78).
@@ -123,57 +124,103 @@ class ObjectWriter:
         self.buffer = None
 
 
+class _WholeInput:
+    """A file for an Unpickler whose read() hands over all that is left at once.
+
+    Given more than it asked for, the C unpickler parses on from that one
+    buffer instead of calling read() for each opcode: loading gets several
+    times faster.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes = b""):
+        self.data = data
+
+    def read(self, n: int = -1) -> bytes:
+        data, self.data = self.data, b""
+        return data
+
+    readline = read
+
+
+def _class_pickle_length(data: bytes) -> int | None:
+    """Return the length of the class pickle that starts data, when it has the
+    form every writer produces, b'\\x80\\x02c<module>\\n<name>\\nq\\x00.', else None."""
+    if data[:3] != b"\x80\x02c":
+        return None
+    module_end = data.find(b"\n", 3)
+    name_end = data.find(b"\n", module_end + 1) if module_end > 0 else -1
+    if name_end < 0 or data[name_end:name_end + 4] != b"\nq\x00.":
+        return None
+    return name_end + 4
+
+
+class _Unpickler(Unpickler):
+    """An Unpickler whose find_class and persistent_load a reader sets per instance."""
+
+
 class ObjectReader:
     """Turns record data back into classes and states for one connection."""
 
     def __init__(self, connection):
         self.connection = connection
         self.load_count = 0
+        self.classes = {}  # {(module, name): class}, so each is imported once
+        self._importer = Unpickler(BytesIO())  # its find_class does the import
+
+    def _find_class(self, module: str, name: str) -> type:
+        try:
+            return self.classes[module, name]
+        except KeyError:
+            cls = self.classes[module, name] = self._importer.find_class(module, name)
+            return cls
+
+    def _new_unpickler(self, file):
+        unpickler = _Unpickler(file)
+        unpickler.find_class = self._find_class
+        unpickler.persistent_load = self._persistent_load
+        return unpickler
 
     def _persistent_load(self, oid_class):
         oid, cls = oid_class
         return self.connection.get_cache().get_instance(oid, cls, self.connection)
 
-    def _start(self, data: bytes):
-        """Return (unpickler, buffer, class) with the buffer at the state pickle,
-        decompressed in place when it is compressed."""
-        buffer = BytesIO(data)
-        unpickler = Unpickler(buffer)
-        unpickler.persistent_load = self._persistent_load
-        cls = unpickler.load()
-        position = buffer.tell()
-        if position < len(data) and data[position] == COMPRESSED_START_BYTE:
-            try:
-                state = decompress(data[position:])
-            except ZlibError:
-                pass  # Not compressed after all: a plain pickle that starts with 'x'.
-            else:
-                buffer.truncate(position)
-                buffer.write(state)
-                buffer.seek(position)
-        return unpickler, buffer, cls
+    def get_class(self, data: bytes) -> type:
+        """Return the class named by a record's data."""
+        return self._new_unpickler(_WholeInput(data)).load()
+
+    def _split(self, data: bytes) -> tuple[int, bytes]:
+        """Return (length of the class pickle, uncompressed state pickle)."""
+        length = _class_pickle_length(data)
+        if length is None:  # an unusual class pickle: find its end by loading it
+            buffer = BytesIO(data)
+            self._new_unpickler(buffer).load()
+            length = buffer.tell()
+        return length, _uncompressed(data[length:])
 
     def get_state(self, data: bytes, load: bool = True):
         """Return the unpickled state of a record's data (or, with load False, its pickle)."""
         self.load_count += 1
-        unpickler, buffer, _ = self._start(data)
-        if load:
-            return unpickler.load()
-        return buffer.read()
+        length, state = self._split(data)
+        if not load:
+            return state
+        return self._load_class_and_state(data[:length] + state)
+
+    def _load_class_and_state(self, pickles: bytes):
+        """Load the class pickle, then the state pickle that may refer back to
+        the class through the memo, as the writer's one pickler wrote them."""
+        unpickler = self._new_unpickler(_WholeInput(pickles))
+        unpickler.load()
+        return unpickler.load()
 
     def get_state_pickle(self, data: bytes) -> bytes:
         """Return the uncompressed state pickle of a record's data."""
         return self.get_state(data, load=False)
 
-    def get_class_and_state(self, data: bytes):
-        """Return (class, state) of a record's data."""
-        self.load_count += 1
-        unpickler, _, cls = self._start(data)
-        return cls, unpickler.load()
-
     def get_ghost(self, data: bytes):
         """Return a new ghost of the record's class, without connection or oid."""
-        cls = loads(data)
+        cls = self.get_class(data)
         ghost = cls.__new__(cls)
         ghost._p_set_status_ghost()
         return ghost
@@ -181,3 +228,12 @@ class ObjectReader:
     def get_load_count(self) -> int:
         return self.load_count
 
+
+def _uncompressed(state: bytes) -> bytes:
+    """Return state decompressed if it is a zlib stream, else as it is."""
+    if state[:1] == _COMPRESSED_START:
+        try:
+            return decompress(state)
+        except ZlibError:
+            pass  # a plain pickle that happens to start with 'x'
+    return state
