@@ -2,6 +2,9 @@
 
 from setuptools import Extension, setup
 
-# optional: if the compiler fails, the package installs without it and
-# durus.persistent warns once and uses the pure-Python classes.
-setup(ext_modules=[Extension("durus._persistent", ["durus/_persistent.c"], optional=True)])
+# optional: if the compiler fails, the package installs without them; then
+# durus.persistent warns once and the pure-Python code is used.
+setup(ext_modules=[
+    Extension("durus._persistent", ["durus/_persistent.c"], optional=True),
+    Extension("durus._shelf", ["durus/_shelf.c"], optional=True),
+])

@@ -17,6 +17,7 @@ or damaged transaction fails the checksum or the structural checks that
 every transaction gets, and is refused (or cut off with repair).
 """
 
+import os
 import pickle
 import struct
 import zlib
@@ -33,14 +34,20 @@ _INT8 = struct.Struct(">Q")
 _RECORD_HEAD = struct.Struct(">QQQL")  # m, shelf oid, record oid, len(data)
 _CHECKSUM_NUMBER = str_to_int8(CHECKSUM_OID)
 _MIN_RECORD_LENGTH = 8 + 12  # shelf oid + record oid + int4
-_OBJECT_CLASS_PICKLE = pickle.dumps(object, 2)
+# The checksum record's data: the class pickle of `object`, then the CRC-32
+# as a protocol-2 pickle of an int in a fixed-size form (LONG1, 5 bytes).
+_CHECKSUM_DATA_HEAD = pickle.dumps(object, 2) + b"\x80\x02\x8a\x05"
+_CHECKSUM_DATA_LENGTH = len(_CHECKSUM_DATA_HEAD) + 6
+
+
 # Records are usually small: one read of this size gets the length and the record.
 _READ_AHEAD = 1024
 
 
 def _checksum_record(crc: int) -> bytes:
-    data = _OBJECT_CLASS_PICKLE + pickle.dumps(crc, 2)
-    return CHECKSUM_OID + len(data).to_bytes(4, "big") + data
+    """The object record holding a transaction's CRC-32."""
+    return (CHECKSUM_OID + _CHECKSUM_DATA_LENGTH.to_bytes(4, "big")
+            + _CHECKSUM_DATA_HEAD + crc.to_bytes(5, "little") + b".")
 
 
 def _shelf_record(oid: bytes, record: bytes) -> bytes:
@@ -72,11 +79,17 @@ class PositionIndex:
     def __contains__(self, n: int) -> bool:
         return self.get(n) is not None
 
+    def _grow_for(self, n: int, count: int) -> bool:
+        """Make the dense array reach n if that keeps it dense enough for
+        count entries; tell whether n is within it."""
+        dense = self.dense
+        if n >= len(dense) and n < 2 * count + 65536:
+            dense.frombytes(bytes(8 * (n + 1 + len(dense) // 4 - len(dense))))
+        return n < len(dense)
+
     def set(self, n: int, position: int) -> None:
         dense = self.dense
-        if n >= len(dense) and n < 2 * self.count + 65536:
-            dense.frombytes(bytes(8 * (n + 1 + len(dense) // 4 - len(dense))))
-        if n < len(dense):
+        if self._grow_for(n, self.count):
             if not dense[n]:
                 self.count += 1
             dense[n] = position
@@ -85,9 +98,13 @@ class PositionIndex:
                 self.count += 1
             self.sparse[n] = position
 
-    def update(self, pairs) -> None:
-        for n, position in pairs:
-            self.set(n, position)
+    def update(self, oids: array, positions: array) -> None:
+        """Set the positions of the oid numbers, pairwise (arrays of "Q" and "q")."""
+        if oids and self._grow_for(max(oids), self.count + len(oids)):
+            self.count += assign_positions(self.dense, oids, positions)
+        else:
+            for n, position in zip(oids, positions):
+                self.set(n, position)
 
     def __iter__(self):
         """Yield the oid numbers, ascending for the dense ones."""
@@ -95,10 +112,6 @@ class PositionIndex:
             if position:
                 yield n
         yield from list(self.sparse)
-
-
-class TornTransaction(Exception):
-    """Internal: the transaction being scanned is incomplete or damaged."""
 
 
 class Shelf:
@@ -151,22 +164,31 @@ class Shelf:
     def _scan_transactions(self, repair: bool) -> int:
         """Index every transaction after the offset map; return the end of the last good one."""
         size = self.file.size()
-        # Start of the run of empty transactions just before position: Durus
-        # writes a zero length first and the real one last, so a crash can
-        # leave an empty transaction followed by the records it should count.
-        empty_run_start = None
-        for position, offsets_or_error in _gen_transactions(self.file, self.map_end, size):
-            if isinstance(offsets_or_error, TornTransaction):
-                cut = position if empty_run_start is None else empty_run_start
-                return self._handle_torn(cut, size, str(offsets_or_error), repair)
-            if offsets_or_error:
-                empty_run_start = None
-                self.index.update(offsets_or_error)
-            elif empty_run_start is None:
-                empty_run_start = position
-        return size
+        position = self.map_end
+        # Where the run of empty transactions just before position starts, or
+        # -1: Durus writes a zero length first and the real one last, so a
+        # crash can leave an empty transaction followed by the records it counts.
+        empty_run_start = -1
+        needed = 0
+        while position < size:
+            if position + needed > size:
+                reason = ("its length field is cut off" if size - position < 8 else
+                          "it claims %d bytes but the file ends first" % needed)
+                return self._handle_torn(empty_run_start, position, size, reason, repair)
+            buffer = self.file.pread(max(_SCAN_CHUNK, needed), position)
+            end, oids, positions, run_start, error, needed = scan_buffer(buffer, position)
+            self.index.update(oids, positions)
+            if end and (run_start == -1 or run_start > position or empty_run_start == -1):
+                empty_run_start = run_start
+            position += end
+            if error:
+                return self._handle_torn(empty_run_start, position, size, error, repair)
+        return position
 
-    def _handle_torn(self, position: int, size: int, reason: str, repair: bool) -> int:
+    def _handle_torn(self, empty_run_start: int, position: int, size: int, reason: str,
+                     repair: bool) -> int:
+        if empty_run_start != -1:
+            position = empty_run_start
         if not repair:
             raise CorruptFileError(
                 "%r: the transaction at byte %d is incomplete or damaged (%s); "
@@ -263,7 +285,8 @@ class Shelf:
         except BaseException:
             self._cut_back()
             raise
-        self.index.update(offsets)
+        for n, position in offsets:
+            self.index.set(n, position)
         self.end += len(transaction)
 
     def _cut_back(self) -> None:
@@ -280,62 +303,86 @@ class Shelf:
 _SCAN_CHUNK = 1 << 22
 
 
-def _gen_transactions(file: File, position: int, size: int):
-    """Yield (position, [(oid number, record position)]) for each transaction from
-    position to size, or finally (position, TornTransaction) for a bad one.
+def assign_positions(dense: array, oids: array, positions: array) -> int:
+    """dense[oid] = position, pairwise; return how many entries were 0 before.
+    The C accelerator durus._shelf replaces this."""
+    new = 0
+    for n, position in zip(oids, positions):
+        if not dense[n]:
+            new += 1
+        dense[n] = position
+    return new
 
-    Reads in chunks, so that memory stays small whatever the file size.
+
+def scan_buffer(buffer: bytes, base: int) -> tuple:
+    """Check and index the whole transactions in buffer, read at file position base.
+
+    Returns (end, oids, positions, empty_run_start, error, needed):
+    end, the offset in buffer after the last good transaction; oids and
+    positions, arrays of the oid numbers and file positions of the records in
+    them (checksum records left out); empty_run_start, the file position of
+    the run of empty transactions that ends at end, or -1; error, why the
+    transaction at end is bad, or None; needed, the length of the transaction
+    at end when the buffer ends inside it, else 0. The C accelerator
+    durus._shelf replaces this.
     """
-    buffer, base = b"", position
-    while position < size:
-        offset = position - base
-        if offset + 8 > len(buffer):
-            buffer, base, offset = file.pread(_SCAN_CHUNK, position), position, 0
-        if offset + 8 > len(buffer):
-            yield position, TornTransaction("its length field is cut off")
-            return
-        length = 8 + _INT8.unpack_from(buffer, offset)[0]
-        if position + length > size:
-            yield position, TornTransaction(
-                "it claims %d bytes but the file ends first" % length)
-            return
-        if offset + length > len(buffer):
-            buffer, base, offset = file.pread(max(_SCAN_CHUNK, length), position), position, 0
-        end = offset + length
-        try:
-            offsets = _read_transaction(buffer, offset, end, base)
-        except TornTransaction as reason:
-            yield position, reason
-            return
-        yield position, offsets
-        position = base + end
+    oids, positions = array("Q"), array("q")
+    empty_run_start = -1
+    start, size = 0, len(buffer)
+    while start < size:
+        if start + 8 > size:
+            return start, oids, positions, empty_run_start, None, 8
+        end = start + 8 + _INT8.unpack_from(buffer, start)[0]
+        if end > size:
+            return start, oids, positions, empty_run_start, None, end - start
+        error = _check_transaction(buffer, start, end, base, oids, positions)
+        if error:
+            return start, oids, positions, empty_run_start, error, 0
+        if end == start + 8:
+            if empty_run_start == -1:
+                empty_run_start = base + start
+        else:
+            empty_run_start = -1
+        start = end
+    return start, oids, positions, empty_run_start, None, 0
 
 
-def _read_transaction(buffer: bytes, start: int, end: int, base: int) -> list:
-    """Check the transaction in buffer[start:end], which is at file position
-    base + start; return [(oid number, record position)].
-
-    Raises TornTransaction if it is malformed or its checksum does not match.
-    """
-    offsets = []
+def _check_transaction(buffer: bytes, start: int, end: int, base: int, oids, positions):
+    """Check the transaction in buffer[start:end]; append the oid numbers and
+    file positions of its records. Return None, or why it is bad."""
+    count = len(oids)
     position = start + 8
     while position < end:
         if position + _RECORD_HEAD.size > end:
-            raise TornTransaction("a record header is cut off at byte %d" % (base + position))
+            error = "a record header is cut off at byte %d" % (base + position)
+            break
         length, oid, record_oid, data_length = _RECORD_HEAD.unpack_from(buffer, position)
         record_end = position + 8 + length
         refs_length = length - _MIN_RECORD_LENGTH - data_length
         if (length < _MIN_RECORD_LENGTH or record_end > end or oid != record_oid
                 or refs_length < 0 or refs_length % 8):
-            raise TornTransaction("malformed record at byte %d" % (base + position))
+            error = "malformed record at byte %d" % (base + position)
+            break
         if oid == _CHECKSUM_NUMBER:
             expected = _checksum_record(zlib.crc32(buffer[start + 8:position]))
             if record_end != end or buffer[position + 16:record_end] != expected:
-                raise TornTransaction("checksum mismatch")
+                error = "checksum mismatch"
+                break
         else:
-            offsets.append((oid, base + position))
+            oids.append(oid)
+            positions.append(base + position)
         position = record_end
-    return offsets
+    else:
+        return None
+    del oids[count:], positions[count:]
+    return error
+
+
+if not os.environ.get("DURUS_PURE_PYTHON"):
+    try:
+        from durus._shelf import assign_positions, scan_buffer  # noqa: F811
+    except ImportError:
+        pass  # durus.persistent has warned that the accelerator is missing
 
 
 def write_shelf(file: File, items):

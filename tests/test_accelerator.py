@@ -1,13 +1,19 @@
 """The C accelerator: chosen by default, switchable off, same behaviour, no leaks."""
 
 import gc
+import importlib.util
 import os
+import random
+import struct
 import weakref
+from array import array
 
 import pytest
 
 import durus.persistent
+import durus.shelf
 from durus.connection import Connection
+from durus.file_storage import FileStorage
 from durus.persistent import Persistent, PersistentBase, _getattribute, _setattribute
 from durus.storage import MemoryStorage
 
@@ -127,3 +133,52 @@ def test_load_and_ghost_loop_does_not_leak():
     cycle(2000)  # 200,000 loads
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert after - before < 2048  # KiB
+
+
+@pytest.fixture
+def pure_shelf(monkeypatch):
+    """durus.shelf loaded afresh with the pure-Python scan."""
+    monkeypatch.setenv("DURUS_PURE_PYTHON", "1")
+    spec = importlib.util.spec_from_file_location("pure_shelf", durus.shelf.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _result(scanned):
+    end, oids, positions, empty_run_start, error, needed = scanned
+    return end, list(oids), list(positions), empty_run_start, error, needed
+
+
+@pytest.mark.skipif(PURE, reason="compares the C scan with the pure-Python one")
+def test_c_scan_matches_python_scan_on_damaged_files(tmp_path, pure_shelf):
+    from durus import _shelf
+    path = tmp_path / "scan.durus"
+    storage = FileStorage(str(path))
+    connection = Connection(storage)
+    root = connection.get_root()
+    for i in range(20):
+        root[i] = Node(i)
+        connection.commit()
+    storage.close()
+    data = path.read_bytes()
+    base = len(data) // 2
+    tail = data[base:]
+    rng = random.Random(5)
+    cases = [tail, tail[:-1], tail[:3], b"", bytes(16), struct.pack(">Q", 2 ** 64 - 1) + tail]
+    for _ in range(400):
+        a = rng.randrange(len(tail))
+        b = min(len(tail), a + rng.randrange(1, 24))
+        filler = bytes(b - a) if rng.random() < 0.3 else rng.randbytes(b - a)
+        cases.append(tail[:a] + filler + tail[b:])
+        cases.append(tail[:rng.randrange(len(tail))])
+    for case in cases:
+        for start in (0, 8 + len(data) % 7):
+            buffer = case[start:]
+            assert _result(_shelf.scan_buffer(buffer, base)) == \
+                _result(pure_shelf.scan_buffer(buffer, base))
+    oids, positions = array("Q", [3, 1, 3]), array("q", [30, 10, 31])
+    dense_c, dense_py = array("q", bytes(40)), array("q", bytes(40))
+    assert _shelf.assign_positions(dense_c, oids, positions) == \
+        pure_shelf.assign_positions(dense_py, oids, positions) == 2
+    assert dense_c == dense_py
