@@ -7,4 +7,5 @@ from setuptools import Extension, setup
 setup(ext_modules=[
     Extension("durus._persistent", ["durus/_persistent.c"], optional=True),
     Extension("durus._shelf", ["durus/_shelf.c"], optional=True),
+    Extension("durus._btree", ["durus/_btree.c"], optional=True),
 ])

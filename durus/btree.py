@@ -12,6 +12,7 @@ are costly in pure Python, so the hot paths read node.items and node.nodes
 once per node, into locals.
 """
 
+import os
 from bisect import bisect_left, bisect_right
 from collections.abc import MutableMapping
 from operator import itemgetter
@@ -145,6 +146,13 @@ def _search(node: "BNode", key):
         if nodes is None:
             return None
         node = nodes[i]
+
+
+if not os.environ.get("DURUS_PURE_PYTHON"):
+    try:
+        from durus._btree import search as _search  # noqa: F811
+    except ImportError:
+        pass  # durus.persistent has warned that the accelerator is missing
 
 
 def _delete(node: "BNode", key, t: int, present: bool = False):

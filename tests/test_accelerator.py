@@ -135,14 +135,18 @@ def test_load_and_ghost_loop_does_not_leak():
     assert after - before < 2048  # KiB
 
 
+def _load_pure(monkeypatch, module):
+    monkeypatch.setenv("DURUS_PURE_PYTHON", "1")
+    spec = importlib.util.spec_from_file_location("pure_" + module.__name__, module.__file__)
+    fresh = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fresh)
+    return fresh
+
+
 @pytest.fixture
 def pure_shelf(monkeypatch):
     """durus.shelf loaded afresh with the pure-Python scan."""
-    monkeypatch.setenv("DURUS_PURE_PYTHON", "1")
-    spec = importlib.util.spec_from_file_location("pure_shelf", durus.shelf.__file__)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load_pure(monkeypatch, durus.shelf)
 
 
 def _result(scanned):
@@ -182,3 +186,30 @@ def test_c_scan_matches_python_scan_on_damaged_files(tmp_path, pure_shelf):
     assert _shelf.assign_positions(dense_c, oids, positions) == \
         pure_shelf.assign_positions(dense_py, oids, positions) == 2
     assert dense_c == dense_py
+
+
+def _outcome(search, node, key):
+    try:
+        return "found", search(node, key)
+    except Exception as error:
+        return "raised", type(error)
+
+
+@pytest.mark.skipif(PURE, reason="compares the C search with the pure-Python one")
+def test_c_btree_search_matches_python_search(monkeypatch):
+    import durus.btree
+    from durus import _btree
+    pure_search = _load_pure(monkeypatch, durus.btree)._search
+    rng = random.Random(11)
+    nan = float("nan")
+    for node_class in (durus.btree.BNode, durus.btree.BNode4, durus.btree.BNode16):
+        tree = durus.btree.BTree(node_class)
+        for key in rng.sample(range(2000), 600):
+            tree[key] = str(key)
+        tree[1.5] = "float"
+        probes = list(range(-5, 2005, 7)) + [1.5, 1, 1.0, True, nan, "text", None, (1,)]
+        for key in probes:
+            assert _outcome(_btree.search, tree.root, key) == _outcome(pure_search, tree.root, key)
+    mixed = durus.btree.BTree()
+    mixed[nan] = "nan"
+    assert _outcome(_btree.search, mixed.root, nan) == _outcome(pure_search, mixed.root, nan)
