@@ -40,8 +40,9 @@ _CHECKSUM_DATA_HEAD = pickle.dumps(object, 2) + b"\x80\x02\x8a\x05"
 _CHECKSUM_DATA_LENGTH = len(_CHECKSUM_DATA_HEAD) + 6
 
 
-# Records are usually small: one read of this size gets the length and the record.
-_READ_AHEAD = 1024
+# Bytes read at once from a record's position: the file stays unchanged up to
+# its end, so they serve later reads of the records that follow.
+_READ_AHEAD = 16384
 
 
 def _checksum_record(crc: int) -> bytes:
@@ -135,6 +136,7 @@ class Shelf:
         self._read_header()
         self.index = PositionIndex()
         self.end = self._scan_transactions(repair)
+        self._chunk_start, self._chunk = 0, b""
         self._free_oids = None
 
     def _read_header(self) -> None:
@@ -217,11 +219,19 @@ class Shelf:
 
     def read_record(self, position: int) -> bytes:
         """Return the object record stored at position."""
-        chunk = self.file.pread(_READ_AHEAD, position)
-        length = _INT8.unpack_from(chunk)[0]
-        if length + 8 > len(chunk):
-            chunk += self.file.pread(length + 8 - len(chunk), position + len(chunk))
-        return chunk[16:8 + length]
+        offset = position - self._chunk_start
+        chunk = self._chunk
+        if not 0 <= offset <= len(chunk) - 8:
+            # Records written together are read together: keep the next
+            # _READ_AHEAD bytes, which hold many small records (but none past
+            # the end of the last transaction, the only bytes that may change).
+            chunk = self._chunk = self.file.pread(max(8, min(_READ_AHEAD, self.end - position)),
+                                                  position)
+            self._chunk_start, offset = position, 0
+        end = offset + 8 + _INT8.unpack_from(chunk, offset)[0]
+        if end > len(chunk):
+            return self.file.pread(end - offset - 16, position + 16)
+        return chunk[offset + 16:end]
 
     def get_value(self, oid: bytes) -> bytes | None:
         """Return the newest record of oid, or None."""
