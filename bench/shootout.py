@@ -62,10 +62,10 @@ main(int(sys.argv[1]))
 class Contender:
     """One implementation: how to run its workload and its server."""
 
-    def __init__(self, name, python, workload, env=None, options=None, server=None):
+    def __init__(self, name, python, api, env=None, options=None, server=None):
         self.name = name
         self.python = python
-        self.workload = workload
+        self.api = api
         self.env = env or {}
         self.options = options or {}
         self.server = server  # (argv builder, env) or None
@@ -74,7 +74,7 @@ class Contender:
         return os.path.exists(self.python)
 
     def run(self, phase: str, db: str, n: int, **options) -> dict:
-        argv = [self.python, str(BENCH / self.workload), phase, db, str(n),
+        argv = [self.python, str(BENCH / "workload.py"), self.api, phase, db, str(n),
                 json.dumps(dict(self.options, **options))]
         return json.loads(_run(argv, self.env))
 
@@ -93,16 +93,16 @@ def contenders(peer_python: str, zodb_python: str) -> list:
     ours = {"PYTHONPATH": str(ROOT)}
     zodb_bin = Path(zodb_python).parent
     return [
-        Contender("this (C)", sys.executable, "workload_durus.py", ours,
+        Contender("this (C)", sys.executable, "durus", ours,
                   server=(lambda port, f: [sys.executable, "-m", "durus", "-s", "--port", str(port),
                                            "--file", f], ours)),
-        Contender("this (C, no fsync)", sys.executable, "workload_durus.py", ours, {"nofsync": True}),
-        Contender("this (pure)", sys.executable, "workload_durus.py",
+        Contender("this (C, no fsync)", sys.executable, "durus", ours, {"nofsync": True}),
+        Contender("this (pure)", sys.executable, "durus",
                   dict(ours, DURUS_PURE_PYTHON="1")),
-        Contender("durus 4.3", peer_python, "workload_durus.py",
+        Contender("durus 4.3", peer_python, "durus",
                   server=(lambda port, f: [peer_python, "-m", "durus", "-s", "--port", str(port),
                                            "--file", f], {})),
-        Contender("ZODB 6", zodb_python, "workload_zodb.py",
+        Contender("ZODB 6", zodb_python, "zodb",
                   server=(lambda port, f: [str(zodb_bin / "runzeo"), "-a", "127.0.0.1:%d" % port,
                                            "-f", f], {})),
     ]
@@ -171,7 +171,7 @@ def server_round(contender: Contender, n: int, tmp: str, clients: int = 4) -> di
 def concurrent_commits(contender: Contender, address: str, clients: int, tmp: str) -> float:
     """Transactions/second of `clients` processes committing at once."""
     go = os.path.join(tmp, "go")
-    argv = [contender.python, str(BENCH / contender.workload), "client_commits", "-", "500",
+    argv = [contender.python, str(BENCH / "workload.py"), contender.api, "client_commits", "-", "500",
             json.dumps(dict(contender.options, server=address, go=go))]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(contender.env)
@@ -191,7 +191,7 @@ def open_round(contender: Contender, big: int) -> dict:
     for packed in (False, True):
         CACHE.mkdir(exist_ok=True)
         kind = "packed" if packed else "unpacked"
-        db = str(CACHE / ("%s-%d-%s.db" % (contender.workload.split(".")[0], big, kind)))
+        db = str(CACHE / ("%s-%d-%s.db" % (contender.api, big, kind)))
         if not os.path.exists(db):
             contender.run("make_big", db + ".tmp", big, pack=packed)
             os.replace(db + ".tmp", db)

@@ -1,0 +1,46 @@
+"""The Durus API for bench/workload.py: this durus and durus 4.3 alike."""
+
+from durus.btree import BTree
+from durus.connection import Connection
+from durus.error import ConflictError
+from durus.file_storage import FileStorage
+from durus.persistent import Persistent
+from durus.persistent_dict import PersistentDict as Mapping
+from durus.persistent_list import PersistentList as List
+
+__all__ = ["BTree", "ConflictError", "Item", "List", "Mapping", "Session"]
+
+
+class Item(Persistent):
+    def __init__(self, n):
+        self.n = n
+        self.name = "item %d" % n
+
+
+class Session:
+    """A connection to a file (options: nofsync, readonly) or a server (options: server)."""
+
+    def __init__(self, db: str, options: dict):
+        if options.get("server"):
+            from durus.client_storage import ClientStorage
+            host, port = options["server"].rsplit(":", 1)
+            storage = ClientStorage(host=host, port=int(port))
+        else:
+            storage_options = {"readonly": True} if options.get("readonly") else {}
+            if options.get("nofsync"):
+                storage_options["fsync"] = False
+            storage = FileStorage(db, **storage_options)
+        self.connection = Connection(storage)
+        self.root = self.connection.get_root()
+        self.commit = self.connection.commit
+        self.abort = self.connection.abort
+
+    @staticmethod
+    def ghost(obj) -> None:
+        obj._p_set_status_ghost()
+
+    def pack(self) -> None:
+        self.connection.pack()
+
+    def close(self) -> None:
+        self.connection.get_storage().close()

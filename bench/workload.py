@@ -1,0 +1,137 @@
+"""Benchmark phases, written once for every API (bench/api_*.py).
+
+Usage: python workload.py API PHASE DB N [OPTIONS-JSON]
+API is durus or zodb; prints one JSON object of measurements. The phases are
+described in shootout.py.
+"""
+
+import importlib
+import json
+import os
+import resource
+import sys
+import time
+
+
+def rate(count: int, started: float) -> float:
+    return count / (time.perf_counter() - started)
+
+
+def write(api, db: str, n: int, options: dict) -> dict:
+    """add (into a mapping), add to a BTree, update, small commits."""
+    session = api.Session(db, options)
+    root = session.root
+    result = {}
+    started = time.perf_counter()
+    items = api.Mapping((i, api.Item(i)) for i in range(n))
+    root["items"] = items
+    session.commit()
+    result["add"] = rate(n, started)
+    started = time.perf_counter()
+    tree = api.BTree()
+    for i in range(n):
+        tree[(i * 7919) % n] = api.Item(i)
+    root["tree"] = tree
+    session.commit()
+    result["btree_add"] = rate(n, started)
+    started = time.perf_counter()
+    for item in items.values():
+        item.n += 1
+    session.commit()
+    result["update"] = rate(n, started)
+    root["counter"] = counter = api.Item(0)
+    session.commit()
+    started = time.perf_counter()
+    for i in range(1000):
+        counter.n = i
+        session.commit()
+    result["small_commits"] = rate(1000, started)
+    session.close()
+    return result
+
+
+def read_all(items) -> None:
+    for item in items:
+        item.n
+
+
+def read(api, db: str, n: int, options: dict) -> dict:
+    """cold read (this is a new process), warm read (ghosts), hot read, BTree lookup."""
+    session = api.Session(db, dict(options, readonly=True))
+    objects = list(session.root["items"].values())
+    started = time.perf_counter()
+    read_all(objects)
+    result = {"cold_read": rate(n, started)}
+    for item in objects:
+        session.ghost(item)
+    started = time.perf_counter()
+    read_all(objects)
+    result["warm_read"] = rate(n, started)
+    rounds = []
+    for _ in range(5):
+        session.abort()  # a new transaction: each object's first touch in it
+        started = time.perf_counter()
+        read_all(objects)
+        rounds.append(rate(n, started))
+    result["hot_read"] = max(rounds)
+    tree = session.root["tree"]
+    started = time.perf_counter()
+    for key in range(n):
+        tree[key]
+    result["btree_lookup"] = rate(n, started)
+    return result
+
+
+def make_big(api, db: str, n: int, options: dict) -> dict:
+    """A file of n small objects in 100 commits, packed if options say so."""
+    session = api.Session(db, options)
+    per_commit = n // 100
+    for c in range(100):
+        session.root[c] = api.List(api.Item(c * per_commit + i) for i in range(per_commit))
+        session.commit()
+    if options.get("pack"):
+        session.pack()
+    session.close()
+    return {}
+
+
+def open_big(api, db: str, n: int, options: dict) -> dict:
+    started = time.perf_counter()
+    api.Session(db, {"readonly": True})
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"open_ms": seconds * 1000, "open_peak_mb": peak}
+
+
+def client_commits(api, db: str, n: int, options: dict) -> dict:
+    """n small commits through a server, started when the file options['go'] appears."""
+    session = api.Session(db, options)
+    while True:  # the clients all add their counter to the root at once
+        try:
+            session.root["counter%d" % os.getpid()] = counter = api.Item(0)
+            session.commit()
+            break
+        except api.ConflictError:
+            session.abort()
+    while not os.path.exists(options["go"]):
+        time.sleep(0.001)
+    started = time.time()
+    for i in range(n):
+        counter.n = i
+        session.commit()
+    return {"start": started, "end": time.time(), "count": n}
+
+
+PHASES = {"write": write, "read": read, "make_big": make_big, "open_big": open_big,
+          "client_commits": client_commits}
+
+
+def main():
+    api = importlib.import_module("api_" + sys.argv[1])
+    phase, db, n = sys.argv[2], sys.argv[3], int(sys.argv[4])
+    options = json.loads(sys.argv[5]) if len(sys.argv) > 5 else {}
+    print(json.dumps(PHASES[phase](api, db, n, options)))
+
+
+if __name__ == "__main__":
+    main()
