@@ -111,8 +111,8 @@ class FileStorage(Storage):
         """Return a generator that packs the file a step at a time.
 
         It writes the records reachable from the root to <name>.pack, then
-        the records of commits made meanwhile, and renames the old file to
-        <name>.prepack and the new one to <name>. Temporary and read-only
+        the records of commits made meanwhile, keeps the old file as
+        <name>.prepack and renames the new one to <name>. Temporary and read-only
         files, and storages in a commit or pack, are not packed.
         """
         file = self.shelf.file
@@ -138,7 +138,13 @@ class FileStorage(Storage):
                 new_shelf.append(extra.items())
             old_shelf = self.shelf
             self.invalid.update(oid for oid in old_shelf.gen_oids() if oid not in new_shelf)
-            old_shelf.file.rename(name + ".prepack")
+            # The old file stays at `name` until the new one atomically
+            # replaces it, so that a crash in between finds a whole database
+            # there rather than none; it is kept as .prepack by a hard link.
+            try:
+                old_shelf.file.link(name + ".prepack")
+            except OSError:  # no hard links on this file system
+                old_shelf.file.rename(name + ".prepack")
             new_file.rename(name)
             old_shelf.close()
             self.shelf = new_shelf
