@@ -29,7 +29,12 @@ class FileStorage(Storage):
             raise ValueError("repair needs write access: open without readonly")
         if filename is not None:
             filename = os.fspath(filename)
-        self.shelf = Shelf(File(filename, readonly=readonly), repair=repair)
+        file = File(filename, readonly=readonly)
+        try:
+            self.shelf = Shelf(file, repair=repair)
+        except BaseException:
+            file.close()  # at once: a retry with repair=True needs the lock
+            raise
         self.fsync = fsync
         self.pending = {}
         self.allocated = set()
