@@ -36,6 +36,9 @@ _MIN_RECORD_LENGTH = 8 + 12  # shelf oid + record oid + int4
 _OBJECT_CLASS_PICKLE = pickle.dumps(object, 2)
 # Records are usually small: one read of this size gets the length and the record.
 _READ_AHEAD = 1024
+# What a new, empty shelf holds. A file holding only the start of it was cut
+# short while being created (or lost all else): it holds no transactions.
+_NEW_SHELF = PREFIX + _INT8.pack(0) + struct.pack(">QQQ", 16, 1, 0)
 
 
 def _checksum_record(crc: int) -> bytes:
@@ -105,14 +108,21 @@ class Shelf:
     """An open SHELF-1 file: read records by oid, append transactions."""
 
     def __init__(self, file: File, repair: bool = False):
-        """Open file, creating the shelf if the file is empty.
+        """Open file, creating the shelf if the file is empty (or, with
+        repair, if its creation was cut short).
 
         Raises CorruptFileError if the file is not a shelf, or if a transaction
         is incomplete or damaged and repair is False; with repair, the file is
         cut back to the end of the last good transaction.
         """
         self.file = file
-        if file.size() == 0:
+        size = file.size()
+        if size < len(_NEW_SHELF) and file.pread(size, 0) == _NEW_SHELF[:size]:
+            if size and not repair:
+                raise CorruptFileError(
+                    "%r was cut short while being created, so it holds no transactions. "
+                    "Open with repair=True (durus --repair) to create it afresh."
+                    % file.get_name())
             if file.is_readonly():
                 raise CorruptFileError("%r is empty, not a durus file" % file.get_name())
             for _ in write_shelf(file, ()):
