@@ -1,12 +1,15 @@
 """FileStorage: a Storage kept in one append-only SHELF-1 file."""
 
 import os
+from logging import WARNING
 
 from durus.error import DurusKeyError, ReadOnlyError
 from durus.file import File
+from durus.logger import log
 from durus.serialize import split_oids, unpack_record
 from durus.shelf import PREFIX, Shelf, write_shelf
 from durus.storage import ROOT_OID, Storage
+from durus.utils import str_to_int8
 
 
 class FileStorage(Storage):
@@ -100,15 +103,28 @@ class FileStorage(Storage):
             return ((oid, self.load(oid)) for oid in self.shelf.gen_oids())
         return self._gen_reachable(start_oid, set())
 
-    def _gen_reachable(self, start_oid: bytes, seen: set):
-        """Yield (oid, record) reachable from start_oid and not in seen (which grows)."""
+    def _gen_reachable(self, start_oid: bytes, seen: set, skip_missing: bool = False):
+        """Yield (oid, record) reachable from start_oid and not in seen (which grows).
+
+        With skip_missing, a reference to an oid that has no record (left by a
+        client that committed a dangling reference) is logged and passed over,
+        rather than raising DurusKeyError: so that one bad record cannot stop
+        every pack.
+        """
         todo = [start_oid]
         while todo:
             oid = todo.pop()
             if oid in seen:
                 continue
             seen.add(oid)
-            record = self.load(oid)
+            try:
+                record = self.load(oid)
+            except DurusKeyError:
+                if not skip_missing or oid == start_oid:
+                    raise
+                log(WARNING, "Pack: oid %d is referenced but has no record; skipped",
+                    str_to_int8(oid))
+                continue
             yield oid, record
             todo.extend(split_oids(unpack_record(record)[2]))
 
@@ -132,13 +148,13 @@ class FileStorage(Storage):
             new_file = File(name + ".pack")
             new_file.truncate(0)
             seen = set()
-            yield from write_shelf(new_file, self._gen_reachable(ROOT_OID, seen))
+            yield from write_shelf(new_file, self._gen_reachable(ROOT_OID, seen, True))
             new_shelf = Shelf(new_file)
             # No yield from here on: commits must not slip in while we switch.
             seen.difference_update(self.pack_extra)
             extra = {}
             for oid in self.pack_extra:
-                extra.update(self._gen_reachable(oid, seen))
+                extra.update(self._gen_reachable(oid, seen, True))
             if extra:
                 new_shelf.append(extra.items())
             old_shelf = self.shelf
