@@ -624,6 +624,9 @@ class StorageServer:
         except Exception:  # noqa: BLE001 - a failed pack must not stop the server
             log(ERROR, "Pack failed", exc_info=True)
             self.packer = None
+            # The next automatic pack waits for another gcbytes, rather than
+            # retrying (and likely failing) again at once, over and over.
+            self.bytes_since_pack = 0
         self._last_pack_step = time.monotonic()
 
     def _pack_finished(self) -> None:
