@@ -77,11 +77,13 @@ class FileStorage(Storage):
 
     def end(self, handle_invalidations=None) -> None:
         self._check_writable()
-        self.shelf.append(self.pending.items(), fsync=self.fsync)
+        # The commit is over even if writing fails (a retry begins anew), so
+        # that it does not hold up a pack.
+        pending, self.pending = self.pending, {}
+        self.shelf.append(pending.items(), fsync=self.fsync)
         if self.pack_extra is not None:
-            self.pack_extra.update(self.pending)
-        self.allocated.difference_update(self.pending)
-        self.pending = {}
+            self.pack_extra.update(pending)
+        self.allocated.difference_update(pending)
 
     def sync(self) -> list:
         invalid = list(self.invalid)
