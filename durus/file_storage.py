@@ -146,6 +146,7 @@ class FileStorage(Storage):
 
     def _pack_steps(self):
         name = self.get_filename()
+        new_file = None
         try:
             new_file = File(name + ".pack")
             new_file.truncate(0)
@@ -169,10 +170,19 @@ class FileStorage(Storage):
             except OSError:  # no hard links on this file system
                 old_shelf.file.rename(name + ".prepack")
             new_file.rename(name)
-            old_shelf.close()
             self.shelf = new_shelf
+            new_file = None  # it is the database now
+            old_shelf.close()
         finally:
             self.pack_extra = None
+            if new_file is not None:
+                # The pack failed or was abandoned: give back its file's space
+                # (it may have failed for want of it) and descriptor.
+                new_file.close()
+                try:
+                    os.unlink(new_file.get_name())
+                except OSError:
+                    pass
         yield "packed"
 
     def pack(self) -> None:
