@@ -133,6 +133,7 @@ class Shelf:
         self.index = PositionIndex()
         self.end = self._scan_transactions(repair)
         self._free_oids = None
+        self._torn_end = False  # bytes of a failed append may follow self.end
 
     def _read_header(self) -> None:
         name = self.file.get_name()
@@ -266,6 +267,10 @@ class Shelf:
         body = b"".join(parts)
         trailer = _shelf_record(CHECKSUM_OID, _checksum_record(zlib.crc32(body)))
         transaction = _INT8.pack(len(body) + len(trailer)) + body + trailer
+        if self._torn_end:
+            # Or a shorter transaction would leave the rest of them after it.
+            self.file.truncate(self.end)
+            self._torn_end = False
         try:
             self.file.pwrite(transaction, self.end)
             if fsync:
@@ -281,7 +286,7 @@ class Shelf:
         try:
             self.file.truncate(self.end)
         except OSError:
-            pass  # The torn tail stays; the next append cuts it again, and open detects it.
+            self._torn_end = True  # the next append cuts it first; an open detects it
 
     def close(self) -> None:
         self.file.close()
