@@ -87,6 +87,14 @@ class File:
         self.name = new_name
         fsync_directory(new_name)
 
+    def link(self, other_name: str) -> None:
+        """Give the file other_name as a second name, replacing any file there."""
+        try:
+            os.unlink(other_name)
+        except FileNotFoundError:
+            pass
+        os.link(self.name, other_name)
+
     def close(self) -> None:
         if not self.file.closed:
             self.file.close()  # closing also releases the flock

@@ -1,12 +1,15 @@
 """FileStorage: a Storage kept in one append-only SHELF-1 file."""
 
 import os
+from logging import WARNING
 
 from durus.error import DurusKeyError, ReadOnlyError
 from durus.file import File
+from durus.logger import log
 from durus.serialize import split_oids, unpack_record
 from durus.shelf import PREFIX, Shelf, write_shelf
 from durus.storage import ROOT_OID, Storage
+from durus.utils import str_to_int8
 
 
 class FileStorage(Storage):
@@ -29,7 +32,12 @@ class FileStorage(Storage):
             raise ValueError("repair needs write access: open without readonly")
         if filename is not None:
             filename = os.fspath(filename)
-        self.shelf = Shelf(File(filename, readonly=readonly), repair=repair)
+        file = File(filename, readonly=readonly)
+        try:
+            self.shelf = Shelf(file, repair=repair)
+        except BaseException:
+            file.close()  # at once: a retry with repair=True needs the lock
+            raise
         self.fsync = fsync
         self.pending = {}
         self.allocated = set()
@@ -69,11 +77,13 @@ class FileStorage(Storage):
 
     def end(self, handle_invalidations=None) -> None:
         self._check_writable()
-        self.shelf.append(self.pending.items(), fsync=self.fsync)
+        # The commit is over even if writing fails (a retry begins anew), so
+        # that it does not hold up a pack.
+        pending, self.pending = self.pending, {}
+        self.shelf.append(pending.items(), fsync=self.fsync)
         if self.pack_extra is not None:
-            self.pack_extra.update(self.pending)
-        self.allocated.difference_update(self.pending)
-        self.pending = {}
+            self.pack_extra.update(pending)
+        self.allocated.difference_update(pending)
 
     def sync(self) -> list:
         invalid = list(self.invalid)
@@ -95,15 +105,28 @@ class FileStorage(Storage):
             return ((oid, self.load(oid)) for oid in self.shelf.gen_oids())
         return self._gen_reachable(start_oid, set())
 
-    def _gen_reachable(self, start_oid: bytes, seen: set):
-        """Yield (oid, record) reachable from start_oid and not in seen (which grows)."""
+    def _gen_reachable(self, start_oid: bytes, seen: set, skip_missing: bool = False):
+        """Yield (oid, record) reachable from start_oid and not in seen (which grows).
+
+        With skip_missing, a reference to an oid that has no record (left by a
+        client that committed a dangling reference) is logged and passed over,
+        rather than raising DurusKeyError: so that one bad record cannot stop
+        every pack.
+        """
         todo = [start_oid]
         while todo:
             oid = todo.pop()
             if oid in seen:
                 continue
             seen.add(oid)
-            record = self.load(oid)
+            try:
+                record = self.load(oid)
+            except DurusKeyError:
+                if not skip_missing or oid == start_oid:
+                    raise
+                log(WARNING, "Pack: oid %d is referenced but has no record; skipped",
+                    str_to_int8(oid))
+                continue
             yield oid, record
             todo.extend(split_oids(unpack_record(record)[2]))
 
@@ -111,8 +134,8 @@ class FileStorage(Storage):
         """Return a generator that packs the file a step at a time.
 
         It writes the records reachable from the root to <name>.pack, then
-        the records of commits made meanwhile, and renames the old file to
-        <name>.prepack and the new one to <name>. Temporary and read-only
+        the records of commits made meanwhile, keeps the old file as
+        <name>.prepack and renames the new one to <name>. Temporary and read-only
         files, and storages in a commit or pack, are not packed.
         """
         file = self.shelf.file
@@ -123,27 +146,43 @@ class FileStorage(Storage):
 
     def _pack_steps(self):
         name = self.get_filename()
+        new_file = None
         try:
             new_file = File(name + ".pack")
             new_file.truncate(0)
             seen = set()
-            yield from write_shelf(new_file, self._gen_reachable(ROOT_OID, seen))
+            yield from write_shelf(new_file, self._gen_reachable(ROOT_OID, seen, True))
             new_shelf = Shelf(new_file)
             # No yield from here on: commits must not slip in while we switch.
             seen.difference_update(self.pack_extra)
             extra = {}
             for oid in self.pack_extra:
-                extra.update(self._gen_reachable(oid, seen))
+                extra.update(self._gen_reachable(oid, seen, True))
             if extra:
                 new_shelf.append(extra.items())
             old_shelf = self.shelf
             self.invalid.update(oid for oid in old_shelf.gen_oids() if oid not in new_shelf)
-            old_shelf.file.rename(name + ".prepack")
+            # The old file stays at `name` until the new one atomically
+            # replaces it, so that a crash in between finds a whole database
+            # there rather than none; it is kept as .prepack by a hard link.
+            try:
+                old_shelf.file.link(name + ".prepack")
+            except OSError:  # no hard links on this file system
+                old_shelf.file.rename(name + ".prepack")
             new_file.rename(name)
-            old_shelf.close()
             self.shelf = new_shelf
+            new_file = None  # it is the database now
+            old_shelf.close()
         finally:
             self.pack_extra = None
+            if new_file is not None:
+                # The pack failed or was abandoned: give back its file's space
+                # (it may have failed for want of it) and descriptor.
+                new_file.close()
+                try:
+                    os.unlink(new_file.get_name())
+                except OSError:
+                    pass
         yield "packed"
 
     def pack(self) -> None:

@@ -43,6 +43,9 @@ _CHECKSUM_DATA_LENGTH = len(_CHECKSUM_DATA_HEAD) + 6
 # Bytes read at once from a record's position: the file stays unchanged up to
 # its end, so they serve later reads of the records that follow.
 _READ_AHEAD = 16384
+# What a new, empty shelf holds. A file holding only the start of it was cut
+# short while being created (or lost all else): it holds no transactions.
+_NEW_SHELF = PREFIX + _INT8.pack(0) + struct.pack(">QQQ", 16, 1, 0)
 
 
 def _checksum_record(crc: int) -> bytes:
@@ -119,14 +122,21 @@ class Shelf:
     """An open SHELF-1 file: read records by oid, append transactions."""
 
     def __init__(self, file: File, repair: bool = False):
-        """Open file, creating the shelf if the file is empty.
+        """Open file, creating the shelf if the file is empty (or, with
+        repair, if its creation was cut short).
 
         Raises CorruptFileError if the file is not a shelf, or if a transaction
         is incomplete or damaged and repair is False; with repair, the file is
         cut back to the end of the last good transaction.
         """
         self.file = file
-        if file.size() == 0:
+        size = file.size()
+        if size < len(_NEW_SHELF) and file.pread(size, 0) == _NEW_SHELF[:size]:
+            if size and not repair:
+                raise CorruptFileError(
+                    "%r was cut short while being created, so it holds no transactions. "
+                    "Open with repair=True (durus --repair) to create it afresh."
+                    % file.get_name())
             if file.is_readonly():
                 raise CorruptFileError("%r is empty, not a durus file" % file.get_name())
             for _ in write_shelf(file, ()):
@@ -138,6 +148,7 @@ class Shelf:
         self.end = self._scan_transactions(repair)
         self._chunk_start, self._chunk = 0, b""
         self._free_oids = None
+        self._torn_end = False  # bytes of a failed append may follow self.end
 
     def _read_header(self) -> None:
         name = self.file.get_name()
@@ -288,6 +299,10 @@ class Shelf:
         body = b"".join(parts)
         trailer = _shelf_record(CHECKSUM_OID, _checksum_record(zlib.crc32(body)))
         transaction = _INT8.pack(len(body) + len(trailer)) + body + trailer
+        if self._torn_end:
+            # Or a shorter transaction would leave the rest of them after it.
+            self.file.truncate(self.end)
+            self._torn_end = False
         try:
             self.file.pwrite(transaction, self.end)
             if fsync:
@@ -304,7 +319,7 @@ class Shelf:
         try:
             self.file.truncate(self.end)
         except OSError:
-            pass  # The torn tail stays; the next append cuts it again, and open detects it.
+            self._torn_end = True  # the next append cuts it first; an open detects it
 
     def close(self) -> None:
         self.file.close()

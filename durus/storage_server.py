@@ -13,8 +13,9 @@ since it last synced, checks them against what it read, and only then sends
 its records. So that the invalidations it checked are still the whole truth
 when its records are applied, one client at a time holds the "commit turn"
 between the two phases and other committers wait. A client that goes quiet
-while holding the turn loses it after commit_grace seconds; if anyone
-commits meanwhile, its own commit is then refused as a conflict ('I').
+while holding the turn loses it after commit_grace seconds, and one that
+keeps it longer than timeout seconds (sending ever so slowly) loses it too;
+if anyone commits meanwhile, its own commit is then refused as a conflict ('I').
 
 A pack, asked for with 'P' or due after gcbytes committed bytes, runs a step
 at a time whenever no client is waiting, so serving goes on while it runs.
@@ -116,7 +117,8 @@ class StorageServer:
 
     gcbytes: pack automatically once this many bytes were committed (0: never).
     max_commit_size: bytes; larger commits get the client disconnected.
-    timeout: seconds a client may stall mid-request or leave replies unread.
+    timeout: seconds a client may stall mid-request, leave replies unread, or
+        hold the commit turn while others wait.
     commit_grace: seconds a client holding the commit turn may stay silent.
     """
 
@@ -146,6 +148,7 @@ class StorageServer:
         self._wakeup = None
         self._stopping = False
         self._committer = None
+        self._turn_granted = 0.0  # monotonic time the committer got the turn
         self._parked = collections.deque()
         self._client_count = 0
         self._last_pack_step = 0.0
@@ -357,11 +360,16 @@ class StorageServer:
                            % (now - client.progress, "it to read its replies" if client.outbuf
                               else _describe(client)), WARNING)
         committer = self._committer
-        if (committer is not None and self._parked
-                and now - committer.progress > self.commit_grace):
-            log(INFO, "Client %s lost the commit turn: silent for %.1f s",
-                committer.name, now - committer.progress)
-            self._committer = None
+        if committer is not None and self._parked:
+            silent, held = now - committer.progress, now - self._turn_granted
+            if silent > self.commit_grace:
+                log(INFO, "Client %s lost the commit turn: silent for %.1f s",
+                    committer.name, silent)
+                self._committer = None
+            elif held > self.timeout:
+                log(INFO, "Client %s lost the commit turn: held it for %.1f s",
+                    committer.name, held)
+                self._committer = None
         if self._accept_paused_until is not None and now >= self._accept_paused_until:
             self._accept_paused_until = None
             self._selector.register(listener, selectors.EVENT_READ, "listener")
@@ -403,7 +411,7 @@ class StorageServer:
                 return _BLOCKED
             self._parked.popleft()
             self._committer = client
-            client.progress = time.monotonic()
+            client.progress = self._turn_granted = time.monotonic()
             return None
         if want is _Wait.OUTPUT_DRAINED:
             self._flush(client)
@@ -624,6 +632,9 @@ class StorageServer:
         except Exception:  # noqa: BLE001 - a failed pack must not stop the server
             log(ERROR, "Pack failed", exc_info=True)
             self.packer = None
+            # The next automatic pack waits for another gcbytes, rather than
+            # retrying (and likely failing) again at once, over and over.
+            self.bytes_since_pack = 0
         self._last_pack_step = time.monotonic()
 
     def _pack_finished(self) -> None:

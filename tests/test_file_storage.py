@@ -179,10 +179,20 @@ def test_not_a_durus_file(tmp_path):
 
 
 def test_truncated_header_and_map(tmp_path):
+    """A file cut inside the header or map of a new shelf holds no transactions:
+    refused, and made afresh only by repair. A packed file's cannot be."""
     path = tmp_path / "short.durus"
     make_file(path, commits=1)
     data = path.read_bytes()
     for cut in (10, 20, 30):
+        path.write_bytes(data[:cut])
+        with pytest.raises(CorruptFileError, match="cut short while being created"):
+            FileStorage(str(path))
+        assert committed_keys(path, repair=True) == []
+    make_file(path, commits=1)
+    FileStorage(str(path)).pack()
+    data = path.read_bytes()
+    for cut in (20, 30):
         path.write_bytes(data[:cut])
         with pytest.raises(CorruptFileError):
             FileStorage(str(path), repair=True)
