@@ -154,6 +154,16 @@ def _add_client_options(parser: argparse.ArgumentParser, certificate: bool = Tru
                         help="File holding the user's secret; without it, DURUS_SECRET from "
                              "the environment is the secret, if set. Secrets are never "
                              "given on the command line.")
+    parser.add_argument("--secret", nargs="?", action=_RefuseSecret, help=argparse.SUPPRESS)
+
+
+class _RefuseSecret(argparse.Action):
+    """Refuses --secret VALUE, rather than taking it as --secret-file, with a
+    message that does not repeat it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error("a secret is never given on the command line, where other users of "
+                     "the machine can see it: use --secret-file or DURUS_SECRET")
 
 
 def _client_options(options: argparse.Namespace) -> dict:
