@@ -744,11 +744,15 @@ class StorageServer:
 
     # Security.
 
+    def _requires_client_certificates(self) -> bool:
+        return self.ssl_context is not None and self.ssl_context.verify_mode == ssl.CERT_REQUIRED
+
     def _describe_security(self) -> str:
+        """Say how clients are checked, for the 'Ready on' line."""
         parts = []
         if self.ssl_context is not None:
             parts.append("TLS" + (" with client certificates"
-                                  if self.ssl_context.verify_mode == ssl.CERT_REQUIRED else ""))
+                                  if self._requires_client_certificates() else ""))
         if self.users is not None:
             parts.append("%d users" % len(self.users))
         return " (%s)" % ", ".join(parts) if parts else ""
@@ -756,10 +760,8 @@ class StorageServer:
     def _warn_if_exposed(self, listener: socket.socket) -> None:
         if is_loopback(listener):
             return
-        client_certificates = (self.ssl_context is not None
-                               and self.ssl_context.verify_mode == ssl.CERT_REQUIRED)
         warning = exposure_warning(str(self.address), self.ssl_context is not None,
-                                   self.users is not None or client_certificates)
+                                   self.users is not None or self._requires_client_certificates())
         if warning:
             log(WARNING, warning)
 

@@ -38,7 +38,9 @@ def server_context(certfile: str, keyfile: str | None = None,
         context.verify_mode = ssl.CERT_REQUIRED
     # The protocol frames its own messages, so a connection cut without a
     # TLS close_notify is an ordinary disconnect, noticed as one.
-    context.options |= getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+    context.options |= ssl.OP_IGNORE_UNEXPECTED_EOF
+    # A TLS 1.2 renegotiation would make a send wait for a read: refuse it.
+    context.options |= ssl.OP_NO_RENEGOTIATION
     return context
 
 

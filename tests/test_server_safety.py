@@ -7,8 +7,6 @@ import os
 import pickle
 import stat
 
-from durus.client_storage import ClientStorage
-from durus.connection import Connection
 from durus.exposure import exposure_warning
 
 import server_processes
