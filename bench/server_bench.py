@@ -8,9 +8,10 @@ Measures, per server:
   commits, 1 client:  small commits, each changing one object (commits/second)
   commits, 8 clients: the same from 8 processes at once, each on its own object
 
-With --tls, only this durus's server is measured, without and with TLS
-(certificates made with the `cryptography` package, as in the tests), and
-the TLS/plain ratio of each measurement is printed.
+With --tls, only this durus's server is measured (with fsync and without),
+each without and with TLS (certificates made with the `cryptography`
+package, as in the tests), and the TLS/plain ratio of each measurement is
+printed.
 
 Usage: python bench/server_bench.py [--peer PYTHON] [--commits N] [--tls]
 The peer defaults to .venv-peer beside the repo (scripts/setup-peer-venv.sh).
@@ -40,7 +41,8 @@ NO_FSYNC_SERVER = """
 import sys
 from durus.file_storage import FileStorage
 from durus.storage_server import StorageServer
-StorageServer(FileStorage(sys.argv[1], fsync=False), port=int(sys.argv[2])).serve()
+tls = dict(zip(["certfile", "keyfile"], sys.argv[3:]))
+StorageServer(FileStorage(sys.argv[1], fsync=False), port=int(sys.argv[2]), **tls).serve()
 """
 
 COMMIT_WORKER = """
@@ -77,22 +79,23 @@ def wait_for_port(port: int, process: subprocess.Popen) -> None:
     raise SystemExit("server on port %d did not start" % port)
 
 
-# {kind: (extra `durus -s` arguments, ClientStorage keyword arguments)} for TLS runs.
+# {kind with TLS: (kind without, server certificate, ClientStorage keyword arguments)}
 TLS_KINDS = {}
 
 
-def make_tls_kind(directory: str) -> None:
-    """Make a CA and a server certificate in directory; define "this durus, TLS"."""
+def make_tls_kinds(directory: str) -> None:
+    """Make a CA and a server certificate in directory, and define a TLS
+    kind for this durus's server with and without fsync."""
     sys.path.insert(0, str(ROOT / "tests"))
     from certificates import LOOPBACK_NAMES, Authority
     ca = Authority(Path(directory), "Bench CA")
     server = ca.issue("server", "bench server", LOOPBACK_NAMES)
-    TLS_KINDS["this durus, TLS"] = (["--certfile", server.certfile, "--keyfile", server.keyfile],
-                                    {"cafile": ca.cafile})
+    for plain in "this durus", "this durus, no fsync":
+        TLS_KINDS[plain + ", TLS"] = (plain, server, {"cafile": ca.cafile})
 
 
 def client_options(kind: str) -> dict:
-    return TLS_KINDS.get(kind, ([], {}))[1]
+    return TLS_KINDS[kind][2] if kind in TLS_KINDS else {}
 
 
 def start_server(kind: str, peer: str, path: str, port: int) -> subprocess.Popen:
@@ -107,9 +110,15 @@ def start_server(kind: str, peer: str, path: str, port: int) -> subprocess.Popen
         "durus 4.3": ([peer, "-m", "durus", "-s", "--file", path, "--port", str(port)] + quiet,
                       peer_env),
     }
-    for tls_kind, (arguments, _) in TLS_KINDS.items():
-        commands[tls_kind] = (commands["this durus"][0] + arguments, ours_env)
-    command, env = commands[kind]
+    if kind in TLS_KINDS:
+        plain, server, _ = TLS_KINDS[kind]
+        command, env = commands[plain]
+        if plain == "this durus":
+            command += ["--certfile", server.certfile, "--keyfile", server.keyfile]
+        else:
+            command += [server.certfile, server.keyfile]
+    else:
+        command, env = commands[kind]
     # The peer must not run with the repo as its directory, or it imports our durus.
     process = subprocess.Popen(command, cwd=os.path.dirname(path), env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -207,8 +216,8 @@ def main() -> None:
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="durus-bench-tls-") as certificates:
         if options.tls:
-            make_tls_kind(certificates)
-            kinds = ["this durus"] + list(TLS_KINDS)
+            make_tls_kinds(certificates)
+            kinds = [kind for tls in TLS_KINDS for kind in (TLS_KINDS[tls][0], tls)]
         else:
             kinds = ["this durus", "this durus, no fsync"]
             if os.path.exists(options.peer):
@@ -217,9 +226,11 @@ def main() -> None:
                 print("(no durus 4.3 at %s: left out)" % options.peer)
         rows = [bench(kind, options.peer, options.commits) for kind in kinds]
     if options.tls:
-        plain, tls = rows
-        rows.append(dict({column: tls[column] / plain[column] for column in plain
-                          if column != "server"}, server="ratio TLS/plain"))
+        by_kind = {row["server"]: row for row in list(rows)}
+        for tls, (plain, _, _) in TLS_KINDS.items():
+            rows.append(dict({column: by_kind[tls][column] / by_kind[plain][column]
+                              for column in by_kind[plain] if column != "server"},
+                             server="TLS/plain" + plain[len("this durus"):]))
     columns = list(rows[0])
     print(" | ".join("%-20s" % column for column in columns))
     for row in rows:
@@ -229,7 +240,7 @@ def main() -> None:
 def _format(value, server: str) -> str:
     if isinstance(value, str):
         return value
-    return "%.2f" % value if server.startswith("ratio") else "%.0f/s" % value
+    return "%.2f" % value if server.startswith("TLS/plain") else "%.0f/s" % value
 
 
 if __name__ == "__main__":

@@ -166,12 +166,13 @@ class _RefuseSecret(argparse.Action):
                      "the machine can see it: use --secret-file or DURUS_SECRET")
 
 
-def _client_options(options: argparse.Namespace) -> dict:
-    """Return the ClientStorage keyword arguments for options (see _add_client_options)."""
+def _client_options(options: argparse.Namespace, certificate: bool = True) -> dict:
+    """Return the ClientStorage keyword arguments for options (see
+    _add_client_options, and its certificate argument)."""
     client = {"user": options.user, "secret": read_secret(options.secret_file)}
-    certfile = getattr(options, "certfile", None)
+    certfile, keyfile = (options.certfile, options.keyfile) if certificate else (None, None)
     if options.cafile is not None or certfile is not None:
-        client.update(cafile=options.cafile, certfile=certfile, keyfile=options.keyfile)
+        client.update(cafile=options.cafile, certfile=certfile, keyfile=keyfile)
     elif options.tls:
         client["ssl_context"] = client_context()
     return client
@@ -271,7 +272,8 @@ def run_durus_main(argv: list) -> None:
         address = SocketAddress.new(options.address, owner=options.owner,
                                     group=options.group, umask=options.umask)
     if options.stop:
-        stop_durus(address, **_client_options(options))
+        # --certfile is the server's own here, not a client certificate.
+        stop_durus(address, **_client_options(options, certificate=False))
         return
     server_options = _server_options(options)
     storage = get_storage(options.file, storage_class=options.storage,
