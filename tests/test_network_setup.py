@@ -88,6 +88,9 @@ def test_durus_command_refuses_bad_security_options(tmp_path):
     done = run_shell("durus -s --users-file users --port 0", tmp_path)
     assert done.returncode == 1 and "users, line 1: the role must be one of" in done.stderr
     assert "s" * 32 not in done.stderr
+    done = run_shell("DURUS_USERS='alice read-only short' durus -s --port 0", tmp_path)
+    assert done.returncode == 1 and "$DURUS_USERS, line 1: a secret must be at least 16" \
+        in done.stderr
     done = run_shell("durus -c --secret s3cr3t-on-the-command-line", tmp_path)
     assert done.returncode == 2 and "never given on the command line" in done.stderr
     assert "s3cr3t" not in done.stderr

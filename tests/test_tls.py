@@ -3,12 +3,14 @@ certificates, client certificates (mutual TLS), refusals with a clear error
 on both sides, and large transfers through the server's non-blocking loop."""
 
 import os
+import ssl
 
 import pytest
 
 from durus.client_storage import ClientStorage
 from durus.connection import Connection
 from durus.persistent_dict import PersistentDict
+from durus.tls import client_context
 
 import certificates as certificates_module
 import server_processes
@@ -39,6 +41,11 @@ def test_tls_round_trip_with_large_commits_and_bulk_loads(servers, certificates)
     assert [record[:8] for record in records] == oids
     assert records == [reader.load(oid) for oid in oids]
     server.wait_for_log(r"TLS TLSv1\.3")
+    older = client_context(certificates.ca.cafile)
+    older.maximum_version = ssl.TLSVersion.TLSv1_2
+    reader = ClientStorage(address=server.address, ssl_context=older)
+    assert reader.s.version() == "TLSv1.2"
+    assert list(reader.bulk_load(oids)) == records
 
 
 def test_client_without_tls_is_refused_with_reasons_on_both_sides(servers, certificates):
