@@ -8,11 +8,17 @@ Measures, per server:
   commits, 1 client:  small commits, each changing one object (commits/second)
   commits, 8 clients: the same from 8 processes at once, each on its own object
 
-Usage: python bench/server_bench.py [--peer PYTHON] [--commits N]
+With --tls, only this durus's server is measured (with fsync and without),
+each without and with TLS (certificates made with the `cryptography`
+package, as in the tests), and the TLS/plain ratio of each measurement is
+printed.
+
+Usage: python bench/server_bench.py [--peer PYTHON] [--commits N] [--tls]
 The peer defaults to .venv-peer beside the repo (scripts/setup-peer-venv.sh).
 """
 
 import argparse
+import json
 import os
 import socket
 import subprocess
@@ -35,15 +41,16 @@ NO_FSYNC_SERVER = """
 import sys
 from durus.file_storage import FileStorage
 from durus.storage_server import StorageServer
-StorageServer(FileStorage(sys.argv[1], fsync=False), port=int(sys.argv[2])).serve()
+tls = dict(zip(["certfile", "keyfile"], sys.argv[3:]))
+StorageServer(FileStorage(sys.argv[1], fsync=False), port=int(sys.argv[2]), **tls).serve()
 """
 
 COMMIT_WORKER = """
-import sys, time
+import json, sys, time
 from durus.client_storage import ClientStorage
 from durus.connection import Connection
 port, commits, name = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-connection = Connection(ClientStorage(port=port))
+connection = Connection(ClientStorage(port=port, **json.loads(sys.argv[4])))
 mine = connection.get_root()[name]
 print("ready", flush=True)
 sys.stdin.readline()
@@ -72,6 +79,25 @@ def wait_for_port(port: int, process: subprocess.Popen) -> None:
     raise SystemExit("server on port %d did not start" % port)
 
 
+# {kind with TLS: (kind without, server certificate, ClientStorage keyword arguments)}
+TLS_KINDS = {}
+
+
+def make_tls_kinds(directory: str) -> None:
+    """Make a CA and a server certificate in directory, and define a TLS
+    kind for this durus's server with and without fsync."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from certificates import LOOPBACK_NAMES, Authority
+    ca = Authority(Path(directory), "Bench CA")
+    server = ca.issue("server", "bench server", LOOPBACK_NAMES)
+    for plain in "this durus", "this durus, no fsync":
+        TLS_KINDS[plain + ", TLS"] = (plain, server, {"cafile": ca.cafile})
+
+
+def client_options(kind: str) -> dict:
+    return TLS_KINDS[kind][2] if kind in TLS_KINDS else {}
+
+
 def start_server(kind: str, peer: str, path: str, port: int) -> subprocess.Popen:
     ours_env = dict(os.environ, PYTHONPATH=str(ROOT))
     peer_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -84,7 +110,15 @@ def start_server(kind: str, peer: str, path: str, port: int) -> subprocess.Popen
         "durus 4.3": ([peer, "-m", "durus", "-s", "--file", path, "--port", str(port)] + quiet,
                       peer_env),
     }
-    command, env = commands[kind]
+    if kind in TLS_KINDS:
+        plain, server, _ = TLS_KINDS[kind]
+        command, env = commands[plain]
+        if plain == "this durus":
+            command += ["--certfile", server.certfile, "--keyfile", server.keyfile]
+        else:
+            command += [server.certfile, server.keyfile]
+    else:
+        command, env = commands[kind]
     # The peer must not run with the repo as its directory, or it imports our durus.
     process = subprocess.Popen(command, cwd=os.path.dirname(path), env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -101,10 +135,10 @@ def stop_server(process: subprocess.Popen, port: int) -> None:
         process.kill()
 
 
-def populate(port: int) -> list:
+def populate(port: int, options: dict) -> list:
     """Commit OBJECTS small objects, and one for each commit worker; return
     the oids of the former."""
-    connection = Connection(ClientStorage(port=port))
+    connection = Connection(ClientStorage(port=port, **options))
     items = [PersistentDict(n=i, name="item %d" % i) for i in range(OBJECTS)]
     connection.get_root()["items"] = items
     for i in range(CLIENTS):
@@ -119,9 +153,9 @@ def rate(count: int, seconds: float) -> float:
     return count / seconds if seconds else float("inf")
 
 
-def measure_loads(port: int, oids: list, rounds: int = 3) -> tuple:
+def measure_loads(port: int, oids: list, options: dict, rounds: int = 3) -> tuple:
     """Return the best (one by one, bulk) load rates of a few rounds."""
-    storage = ClientStorage(port=port)
+    storage = ClientStorage(port=port, **options)
     one_by_one = bulk = 0.0
     for _ in range(rounds):
         start = time.perf_counter()
@@ -135,11 +169,12 @@ def measure_loads(port: int, oids: list, rounds: int = 3) -> tuple:
     return one_by_one, bulk
 
 
-def measure_commits(port: int, clients: int, commits: int, cwd: str) -> float:
+def measure_commits(port: int, clients: int, commits: int, cwd: str, options: dict) -> float:
     """Return total commits/second of clients processes committing at once."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     workers = [subprocess.Popen([sys.executable, "-c", COMMIT_WORKER, str(port), str(commits),
-                                 "worker%d" % i], cwd=cwd, env=env, stdin=subprocess.PIPE,
+                                 "worker%d" % i, json.dumps(options)], cwd=cwd, env=env,
+                                stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True)
                for i in range(clients)]
     for worker in workers:
@@ -158,11 +193,12 @@ def bench(kind: str, peer: str, commits: int) -> dict:
         path = os.path.join(directory, "bench.durus")
         port = free_port()
         server = start_server(kind, peer, path, port)
+        options = client_options(kind)
         try:
-            oids = populate(port)
-            one_by_one, bulk = measure_loads(port, oids)
-            single = measure_commits(port, 1, commits, directory)
-            many = measure_commits(port, CLIENTS, commits, directory)
+            oids = populate(port, options)
+            one_by_one, bulk = measure_loads(port, oids, options)
+            single = measure_commits(port, 1, commits, directory, options)
+            many = measure_commits(port, CLIENTS, commits, directory, options)
         finally:
             stop_server(server, port)
     return {"server": kind, "load one by one": one_by_one, "load in bulk": bulk,
@@ -175,18 +211,36 @@ def main() -> None:
                         help="python with durus==4.3 installed")
     parser.add_argument("--commits", type=int, default=300,
                         help="commits per client in the commit measurements")
+    parser.add_argument("--tls", action="store_true",
+                        help="measure this durus's server without and with TLS")
     options = parser.parse_args()
-    kinds = ["this durus", "this durus, no fsync"]
-    if os.path.exists(options.peer):
-        kinds.append("durus 4.3")
-    else:
-        print("(no durus 4.3 at %s: left out)" % options.peer)
-    rows = [bench(kind, options.peer, options.commits) for kind in kinds]
+    with tempfile.TemporaryDirectory(prefix="durus-bench-tls-") as certificates:
+        if options.tls:
+            make_tls_kinds(certificates)
+            kinds = [kind for tls in TLS_KINDS for kind in (TLS_KINDS[tls][0], tls)]
+        else:
+            kinds = ["this durus", "this durus, no fsync"]
+            if os.path.exists(options.peer):
+                kinds.append("durus 4.3")
+            else:
+                print("(no durus 4.3 at %s: left out)" % options.peer)
+        rows = [bench(kind, options.peer, options.commits) for kind in kinds]
+    if options.tls:
+        by_kind = {row["server"]: row for row in list(rows)}
+        for tls, (plain, _, _) in TLS_KINDS.items():
+            rows.append(dict({column: by_kind[tls][column] / by_kind[plain][column]
+                              for column in by_kind[plain] if column != "server"},
+                             server="TLS/plain" + plain[len("this durus"):]))
     columns = list(rows[0])
     print(" | ".join("%-20s" % column for column in columns))
     for row in rows:
-        print(" | ".join("%-20s" % (row[c] if isinstance(row[c], str) else "%.0f/s" % row[c])
-                         for c in columns))
+        print(" | ".join("%-20s" % _format(row[c], row["server"]) for c in columns))
+
+
+def _format(value, server: str) -> str:
+    if isinstance(value, str):
+        return value
+    return "%.2f" % value if server.startswith("TLS/plain") else "%.0f/s" % value
 
 
 if __name__ == "__main__":

@@ -15,11 +15,15 @@ import time
 from logging import ERROR, INFO
 from pprint import pprint
 
+from durus.auth import DEFAULT_USER, parse_users, read_secret, read_users
 from durus.client_storage import ClientStorage
 from durus.connection import Connection
 from durus.error import DurusError
 from durus.logger import direct_output, log, logger
-from durus.storage_server import (DEFAULT_GCBYTES, DEFAULT_HOST, DEFAULT_PORT, SocketAddress,
+from durus.tls import client_context
+from durus.storage_server import (DEFAULT_GCBYTES, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HOST,
+                                  DEFAULT_MAX_COMMIT_SIZE, DEFAULT_MAX_CONNECTIONS,
+                                  DEFAULT_MAX_FRAME_SIZE, DEFAULT_PORT, TIMEOUT, SocketAddress,
                                   StorageServer, wait_for_server)
 from durus.utils import int8_to_str, str_to_int8
 
@@ -81,15 +85,16 @@ def get_storage(file: str | None, storage_class: str | None = None, **kwargs):
 # durus -s
 
 def start_durus(logfile: str | None, logginglevel: int, address, storage,
-                gcbytes: int) -> None:
+                gcbytes: int, **server_options) -> None:
     """Serve storage at address until stopped by 'durus -s --stop', a 'Q'
-    request, SIGTERM or Ctrl-C; then close it."""
+    request, SIGTERM or Ctrl-C; then close it. server_options (TLS, users,
+    limits) go to StorageServer."""
     direct_output(sys.stderr if logfile is None else open(logfile, "a+"))
     logger.setLevel(logginglevel)
     socket_address = SocketAddress.new(address)
     if hasattr(storage, "get_filename"):
         log(INFO, "Storage file=%s address=%s", storage.get_filename(), socket_address)
-    server = StorageServer(storage, address=socket_address, gcbytes=gcbytes)
+    server = StorageServer(storage, address=socket_address, gcbytes=gcbytes, **server_options)
     # A signal must not cut a commit short: it only asks the loop to stop.
     previous = {signum: signal.signal(signum, lambda *_: server.stop())
                 for signum in (signal.SIGTERM, signal.SIGINT)}
@@ -100,16 +105,17 @@ def start_durus(logfile: str | None, logginglevel: int, address, storage,
             signal.signal(signum, handler)
 
 
-def stop_durus(address) -> bool:
+def stop_durus(address, **client_options) -> bool:
     """Ask the server at address to quit and wait (up to 10 s) until it is
-    gone; return False if no server was running there."""
+    gone; return False if no server was running there. client_options (TLS,
+    user, secret) go to ClientStorage."""
     socket_address = SocketAddress.new(address)
     sock = socket_address.get_connected_socket(timeout=10)
     if sock is None:
         log(INFO, "Durus server %s doesn't seem to be running.", socket_address)
         return False
-    with sock:
-        sock.sendall(b"Q")
+    sock.close()
+    ClientStorage(address=socket_address, timeout=10, **client_options).stop_server()
     for _ in range(100):
         time.sleep(0.1)
         sock = socket_address.get_connected_socket(timeout=1)
@@ -127,6 +133,95 @@ def _add_address_options(parser: argparse.ArgumentParser, verb: str) -> None:
     parser.add_argument("--address", default=None,
                         help="Path of a Unix domain socket (or @name for an abstract one) "
                              "to use instead of --host and --port.")
+
+
+def _add_client_options(parser: argparse.ArgumentParser, certificate: bool = True) -> None:
+    """Add the options of a client of a server using TLS or authentication."""
+    parser.add_argument("--tls", action="store_true",
+                        help="Use TLS, verifying the server against the system's CAs.")
+    parser.add_argument("--cafile", default=None,
+                        help="Use TLS, verifying the server's certificate against the CAs "
+                             "in this PEM file.")
+    if certificate:
+        parser.add_argument("--certfile", default=None,
+                            help="Client certificate (PEM), for servers that require one.")
+        parser.add_argument("--keyfile", default=None,
+                            help="Key of the client certificate, if not in --certfile.")
+    parser.add_argument("--user", default=os.environ.get("DURUS_USER", DEFAULT_USER),
+                        help="User to authenticate as, if there is a secret. (default=%s, "
+                             "or DURUS_USER from the environment)" % DEFAULT_USER)
+    parser.add_argument("--secret-file", default=None,
+                        help="File holding the user's secret; without it, DURUS_SECRET from "
+                             "the environment is the secret, if set. Secrets are never "
+                             "given on the command line.")
+    parser.add_argument("--secret", nargs="?", action=_RefuseSecret, help=argparse.SUPPRESS)
+
+
+class _RefuseSecret(argparse.Action):
+    """Refuses --secret VALUE, rather than taking it as --secret-file, with a
+    message that does not repeat it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error("a secret is never given on the command line, where other users of "
+                     "the machine can see it: use --secret-file or DURUS_SECRET")
+
+
+def _client_options(options: argparse.Namespace, certificate: bool = True) -> dict:
+    """Return the ClientStorage keyword arguments for options (see
+    _add_client_options, and its certificate argument)."""
+    client = {"user": options.user, "secret": read_secret(options.secret_file)}
+    certfile, keyfile = (options.certfile, options.keyfile) if certificate else (None, None)
+    if options.cafile is not None or certfile is not None:
+        client.update(cafile=options.cafile, certfile=certfile, keyfile=keyfile)
+    elif options.tls:
+        client["ssl_context"] = client_context()
+    return client
+
+
+def _add_server_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options for TLS, users and limits of `durus -s`."""
+    parser.add_argument("--certfile", default=None,
+                        help="Use TLS with this server certificate (PEM).")
+    parser.add_argument("--keyfile", default=None,
+                        help="Key of the server certificate, if not in --certfile.")
+    parser.add_argument("--client-cafile", default=None,
+                        help="Require clients to present a certificate signed by a CA in "
+                             "this PEM file (mutual TLS).")
+    parser.add_argument("--users-file", default=None,
+                        help="Require clients to authenticate as one of the users in this "
+                             "file, one 'name role secret' a line, role read-write or "
+                             "read-only. Without it, DURUS_USERS from the environment is the "
+                             "file's text, if set.")
+    limits = [
+        ("--max-connections", int, DEFAULT_MAX_CONNECTIONS, "Clients served at once."),
+        ("--max-commit-size", int, DEFAULT_MAX_COMMIT_SIZE, "Largest commit, in bytes."),
+        ("--max-frame-size", int, DEFAULT_MAX_FRAME_SIZE,
+         "Largest other request (a bulk load), in bytes."),
+        ("--timeout", float, TIMEOUT,
+         "Seconds a client may stall in the middle of a request or leave replies unread."),
+        ("--handshake-timeout", float, DEFAULT_HANDSHAKE_TIMEOUT,
+         "Seconds a client has to finish TLS and authentication."),
+        ("--idle-timeout", float, None,
+         "Seconds a client may stay idle between requests. (default: no limit)"),
+    ]
+    for flag, kind, default, text in limits:
+        parser.add_argument(flag, type=kind, default=default,
+                            help=text + ("" if default is None else " (default=%s)" % default))
+
+
+def _server_options(options: argparse.Namespace) -> dict:
+    """Return the StorageServer keyword arguments for options (see _add_server_options)."""
+    if options.users_file is not None:
+        users = read_users(options.users_file)
+    elif os.environ.get("DURUS_USERS"):
+        users = parse_users(os.environ["DURUS_USERS"], "$DURUS_USERS")
+    else:
+        users = None
+    return dict(certfile=options.certfile, keyfile=options.keyfile,
+                client_cafile=options.client_cafile, users=users,
+                max_connections=options.max_connections, max_commit_size=options.max_commit_size,
+                max_frame_size=options.max_frame_size, timeout=options.timeout,
+                handshake_timeout=options.handshake_timeout, idle_timeout=options.idle_timeout)
 
 
 def _umask(text: str) -> int:
@@ -154,7 +249,9 @@ def run_durus_main(argv: list) -> None:
                         help="Group of the Unix domain socket (the --address value).")
     parser.add_argument("--umask", type=_umask, default=None,
                         help="umask for creating the Unix domain socket (the --address "
-                             "value), e.g. 077.")
+                             "value), e.g. 077. (default: only the owner, and the --group "
+                             "if given, may connect)")
+    _add_server_options(parser)
     parser.add_argument("--logginglevel", type=int, default=DEFAULT_LOGGING_LEVEL,
                         help="Logging level. Lower positive numbers log more. (default=%s)"
                              % DEFAULT_LOGGING_LEVEL)
@@ -163,7 +260,11 @@ def run_durus_main(argv: list) -> None:
     parser.add_argument("--readonly", action="store_true",
                         help="Open the file read-only: clients can load but not commit.")
     parser.add_argument("--stop", action="store_true",
-                        help="Instead of starting the server, try to stop a running one.")
+                        help="Instead of starting the server, try to stop a running one "
+                             "(with --cafile or --tls if it uses TLS, and a read-write "
+                             "user's --user and --secret-file if it has users).")
+    stopping = parser.add_argument_group("options of --stop")
+    _add_client_options(stopping, certificate=False)
     options = parser.parse_args(argv)
     if options.address is None:
         address = SocketAddress.new((options.host, options.port))
@@ -171,12 +272,15 @@ def run_durus_main(argv: list) -> None:
         address = SocketAddress.new(options.address, owner=options.owner,
                                     group=options.group, umask=options.umask)
     if options.stop:
-        stop_durus(address)
+        # --certfile is the server's own here, not a client certificate.
+        stop_durus(address, **_client_options(options, certificate=False))
         return
+    server_options = _server_options(options)
     storage = get_storage(options.file, storage_class=options.storage,
                           repair=options.repair, readonly=options.readonly)
     try:
-        start_durus(options.logfile, options.logginglevel, address, storage, options.gcbytes)
+        start_durus(options.logfile, options.logginglevel, address, storage, options.gcbytes,
+                    **server_options)
     except BaseException:
         storage.close()
         raise
@@ -216,8 +320,10 @@ def _save_history(readline, history_path: str, old_length: int) -> None:
 
 
 def interactive_client(file: str | None, address, cache_size: int, readonly: bool,
-                       repair: bool, startup: str, storage_class: str | None = None) -> None:
-    """Run a Python console with a Connection to file, or to the server at address."""
+                       repair: bool, startup: str, storage_class: str | None = None,
+                       client_options: dict | None = None) -> None:
+    """Run a Python console with a Connection to file, or to the server at
+    address (client_options, for TLS and authentication, go to ClientStorage)."""
     if file:
         storage = get_storage(file, storage_class=storage_class,
                               readonly=readonly, repair=repair)
@@ -225,7 +331,7 @@ def interactive_client(file: str | None, address, cache_size: int, readonly: boo
     else:
         socket_address = SocketAddress.new(address)
         wait_for_server(address=socket_address)
-        storage = ClientStorage(address=socket_address)
+        storage = ClientStorage(address=socket_address, **(client_options or {}))
         description = socket_address
     try:
         connection = Connection(storage, cache_size=cache_size)
@@ -265,10 +371,12 @@ def client_main(argv: list) -> None:
     parser.add_argument("--startup", default=os.environ.get("DURUSSTARTUP", ""),
                         help="Python file to run in the console's namespace on startup. "
                              "(default=DURUSSTARTUP from the environment, if set)")
+    _add_client_options(parser)
     options = parser.parse_args(argv)
     address = options.address or (options.host, options.port)
     interactive_client(options.file, address, options.cache_size, options.readonly,
-                       options.repair, options.startup, options.storage)
+                       options.repair, options.startup, options.storage,
+                       _client_options(options))
 
 
 # durus -p
@@ -279,11 +387,12 @@ def pack_storage_main(argv: list) -> None:
                         help="Pack this storage file. If not given, the storage is "
                              "through a Durus server.")
     _add_address_options(parser, "the server is on")
+    _add_client_options(parser)
     options = parser.parse_args(argv)
     if options.file is None:
         address = SocketAddress.new(options.address or (options.host, options.port))
         wait_for_server(address=address)
-        storage = ClientStorage(address=address)
+        storage = ClientStorage(address=address, **_client_options(options))
     else:
         storage = get_storage(options.file)
     try:

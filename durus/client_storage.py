@@ -3,11 +3,14 @@
 import socket
 from typing import NoReturn
 
-from durus.error import DurusKeyError, ProtocolError, ReadConflictError, WriteConflictError
+from durus.auth import AUTH_PROTOCOL, DEFAULT_USER, AuthenticationError, client_handshake
+from durus.error import (DurusKeyError, ProtocolError, ReadConflictError, ReadOnlyError,
+                         WriteConflictError)
 from durus.serialize import split_oids
-from durus.socket_address import DEFAULT_HOST, DEFAULT_PORT, SocketAddress
+from durus.socket_address import DEFAULT_HOST, DEFAULT_PORT, HostPortAddress, SocketAddress
 from durus.storage import Storage
 from durus.storage_server import PROTOCOL, STATUS_INVALID, STATUS_KEYERROR, STATUS_OKAY
+from durus.tls import client_context, start_tls
 from durus.utils import int4_to_str, join_bytes, str_to_int4
 
 # Seconds to wait for a server's reply before declaring it gone. Generous,
@@ -22,6 +25,14 @@ class ClientStorage(Storage):
     closes the connection raises ConnectionError naming its address; after
     that the ClientStorage is unusable and must be replaced.
 
+    TLS is used when cafile, certfile or ssl_context is given: the server's
+    certificate must be signed by a CA in cafile (PEM; or, with certfile
+    alone, a CA the system trusts) and name server_hostname (default: host).
+    certfile and keyfile are the client's certificate, for servers that
+    require one. With a secret (bytes or str), the client authenticates as
+    user (durus.auth); read_only then says whether the server allows it only
+    to load and sync, and changes raise ReadOnlyError here.
+
     oid_pool: [oid], reserved by the server for this client, last used first.
     oid_pool_size: int, how many oids to reserve at a time (at most 255).
     records: {oid: record}, the commit underway.
@@ -30,25 +41,68 @@ class ClientStorage(Storage):
     """
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, address=None,
-                 timeout: float | None = DEFAULT_TIMEOUT):
+                 timeout: float | None = DEFAULT_TIMEOUT, *, cafile: str | None = None,
+                 certfile: str | None = None, keyfile: str | None = None, ssl_context=None,
+                 server_hostname: str | None = None, user: str | None = None,
+                 secret: bytes | str | None = None):
         self.address = SocketAddress.new(address or (host, port))
         try:
             self.s = self.address.connect(timeout)
         except OSError as exc:
             raise ConnectionError("cannot connect to the Durus server at %s: %s"
                                   % (self.address, exc.strerror or exc)) from exc
+        if ssl_context is None and (cafile is not None or certfile is not None):
+            ssl_context = client_context(cafile, certfile, keyfile)
+        if ssl_context is not None:
+            if server_hostname is None and isinstance(self.address, HostPortAddress):
+                server_hostname = self.address.host
+            try:
+                self.s = start_tls(self.s, ssl_context, server_hostname)
+            except ConnectionError as exc:
+                raise ConnectionError("cannot connect to the Durus server at %s: %s"
+                                      % (self.address, exc)) from exc
         self.broken = None
+        self.read_only = False
         self.oid_pool = []
         self.oid_pool_size = 32
         self.held_invalidations = []
         self.begin()
+        try:
+            self._start_session(user, secret)
+        except ConnectionError as exc:
+            self.s.close()
+            if ssl_context is None:
+                raise
+            # With TLS 1.3 a server checks the client's certificate after the
+            # client has finished its handshake, and its alert may be lost.
+            raise ConnectionError("%s; the server ended the connection after the TLS "
+                                  "handshake: does it require a client certificate (certfile) "
+                                  "from a CA it trusts?" % exc) from exc
+        except BaseException:
+            self.s.close()
+            raise
+
+    def _start_session(self, user: str | None, secret: bytes | str | None) -> None:
+        """Agree on the protocol, authenticating if there is a secret."""
+        if secret is not None:
+            if isinstance(secret, str):
+                secret = secret.encode("utf-8")
+            self.read_only = client_handshake(self._send, self._receive, user or DEFAULT_USER,
+                                              secret, str(self.address))
+            return
         self._send(b"V" + PROTOCOL)
         server_protocol = self._receive(4)
+        if server_protocol == AUTH_PROTOCOL:
+            raise AuthenticationError("the server at %s requires authentication: give a user "
+                                      "and secret" % self.address)
         if server_protocol != PROTOCOL:
-            self.close()
             raise ProtocolError("the server at %s speaks protocol %d, not %d"
                                 % (self.address, str_to_int4(server_protocol),
                                    str_to_int4(PROTOCOL)))
+
+    def _refuse_change(self, what: str) -> NoReturn:
+        raise ReadOnlyError("%s refused: this user is read-only on the server at %s"
+                            % (what, self.address))
 
     def __str__(self):
         return "ClientStorage(%s)" % self.address
@@ -98,6 +152,8 @@ class ClientStorage(Storage):
     # The Storage interface.
 
     def new_oid(self) -> bytes:
+        if self.read_only:
+            self._refuse_change("new oid")
         if not self.oid_pool:
             batch = max(1, min(self.oid_pool_size, 255))
             self._send(b"M" + bytes([batch]))
@@ -153,6 +209,8 @@ class ClientStorage(Storage):
         """Commit the stored records. Raises the ConflictError that
         handle_invalidations raises on what others committed, or
         WriteConflictError if the server refuses the commit."""
+        if self.read_only:
+            self._refuse_change("commit")
         try:
             self._send(b"C")
             invalid = self._receive_oids()
@@ -193,10 +251,19 @@ class ClientStorage(Storage):
 
     def pack(self) -> None:
         """Ask the server to pack; it does so while serving, after replying."""
+        if self.read_only:
+            self._refuse_change("pack")
         self._send(b"P")
         status = self._receive(1)
         if status != STATUS_OKAY:
             self._fail("unexpected pack status %r" % status, error=ProtocolError)
+
+    def stop_server(self) -> None:
+        """Ask the server to shut down (as `durus -s --stop` does), then close."""
+        if self.read_only:
+            self._refuse_change("stopping the server")
+        self._send(b"Q")
+        self.close()
 
     def close(self) -> None:
         """Say goodbye to the server and close the connection; safe to repeat."""

@@ -15,6 +15,11 @@ import stat
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 2972
 
+# Who may connect to a Unix-domain socket when no umask is given: the owner,
+# and the group when one is given.
+DEFAULT_SOCKET_MODE = 0o600
+DEFAULT_GROUP_SOCKET_MODE = 0o660
+
 # connect() errors that mean "no server is listening there (yet)".
 _NOBODY_LISTENING = (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK)
 
@@ -137,9 +142,10 @@ class UnixAbstractAddress(SocketAddress):
 class UnixDomainSocketAddress(UnixAbstractAddress):
     """A Unix-domain socket at a file path.
 
-    owner and group (names or numeric ids) and umask set who may connect; a
-    stale socket file left by a server that died is replaced, but nothing
-    else at the path is ever removed.
+    owner and group (names or numeric ids) and umask set who may connect;
+    without a umask the socket is made rw for its owner only (and its group,
+    if group is given). A stale socket file left by a server that died is
+    replaced, but nothing else at the path is ever removed.
     """
 
     def __init__(self, filename: str, owner=None, group=None, umask: int | None = None):
@@ -170,6 +176,11 @@ class UnixDomainSocketAddress(UnixAbstractAddress):
         finally:
             if old_umask is not None:
                 os.umask(old_umask)
+        if self.umask is None:
+            # Nobody can connect before listen(), so there is no window in
+            # which the socket file is more open than this.
+            os.chmod(self.filename, DEFAULT_SOCKET_MODE if self.group is None
+                     else DEFAULT_GROUP_SOCKET_MODE)
         if self.owner is not None or self.group is not None:
             os.chown(self.filename, _account_id(self.owner, pwd.getpwnam, "user"),
                      _account_id(self.group, grp.getgrnam, "group"))

@@ -19,30 +19,42 @@ if anyone commits meanwhile, its own commit is then refused as a conflict ('I').
 
 A pack, asked for with 'P' or due after gcbytes committed bytes, runs a step
 at a time whenever no client is waiting, so serving goes on while it runs.
+
+Connections may use TLS (durus.tls), driven a step at a time by the same
+loop, and the server may require clients to authenticate (durus.auth) before
+anything else; read-only users may load and sync but not change anything.
+Limits bound what one client can cost: the size of a commit and of any other
+request, the number of connections, and the time to finish the handshake.
 """
 
 import collections
 import enum
 import selectors
 import socket
+import ssl
 import time
 from datetime import datetime
 from logging import DEBUG, ERROR, INFO, WARNING
 
+from durus.auth import AuthenticationFailed, server_handshake
 from durus.error import ConflictError, DurusError, ReadConflictError
+from durus.exposure import exposure_warning, is_loopback
 from durus.logger import is_logging, log
 from durus.serialize import extract_class_name, split_oids
 from durus.socket_address import (  # re-exported: Durus users import them from here
     DEFAULT_HOST, DEFAULT_PORT, HostPortAddress, InheritedSocket, SocketAddress,
     UnixAbstractAddress, UnixDomainSocketAddress)
 from durus.systemd_socket import get_systemd_socket
+from durus.tls import (WOULD_BLOCK, accept_tls, continue_handshake, describe_error,
+                       describe_session, is_disconnect, read_pending, server_context)
 from durus.utils import int4_to_str, join_bytes, str_to_int4, str_to_int8
 
 __all__ = [
     "StorageServer", "wait_for_server", "ClientError", "SocketAddress", "HostPortAddress",
     "UnixAbstractAddress", "UnixDomainSocketAddress", "InheritedSocket",
     "STATUS_OKAY", "STATUS_KEYERROR", "STATUS_INVALID", "DEFAULT_HOST", "DEFAULT_PORT",
-    "DEFAULT_GCBYTES", "DEFAULT_MAX_COMMIT_SIZE", "TIMEOUT", "PROTOCOL"]
+    "DEFAULT_GCBYTES", "DEFAULT_MAX_COMMIT_SIZE", "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_MAX_CONNECTIONS", "DEFAULT_HANDSHAKE_TIMEOUT", "TIMEOUT", "PROTOCOL"]
 
 STATUS_OKAY = b"O"
 STATUS_KEYERROR = b"K"
@@ -56,6 +68,16 @@ TIMEOUT = 10
 # Largest commit payload (and 'B' oid list) a client may send, in bytes: a
 # client's input buffer never grows beyond this and one read's worth.
 DEFAULT_MAX_COMMIT_SIZE = 256 << 20
+# Largest other request (a bulk load's oid list: 1M oids), in bytes.
+DEFAULT_MAX_FRAME_SIZE = 8 << 20
+# Connections served at once; more are accepted and closed at once. Well
+# below the usual limit of 1024 open files.
+DEFAULT_MAX_CONNECTIONS = 512
+# Seconds from connecting to the end of the TLS handshake and authentication.
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+# Commands a read-only user may not send: they change the storage, or stop it.
+_CHANGING_COMMANDS = {b"N": "new oid", b"M": "new oids", b"C": "commit", b"P": "pack",
+                      b"Q": "quit"}
 # Seconds a client holding the commit turn may stay silent before another
 # committer may go ahead.
 DEFAULT_COMMIT_GRACE = 1.0
@@ -107,6 +129,11 @@ class _Client:
         self.events = 0
         self.progress = time.monotonic()
         self.closed = False
+        self.read_only = False
+        self.tls = False
+        self.tls_handshaking = False
+        # Monotonic time by which TLS and authentication must be done; None once done.
+        self.handshake_deadline = None
 
     def is_mid_request(self) -> bool:
         return self.want is not _Wait.COMMAND or bool(self.inbuf)
@@ -117,9 +144,17 @@ class StorageServer:
 
     gcbytes: pack automatically once this many bytes were committed (0: never).
     max_commit_size: bytes; larger commits get the client disconnected.
+    max_frame_size: bytes; the same for any other request (a bulk load).
+    max_connections: clients served at once; more are disconnected at once.
     timeout: seconds a client may stall mid-request, leave replies unread, or
         hold the commit turn while others wait.
+    handshake_timeout: seconds a client has for TLS and authentication.
+    idle_timeout: seconds a client may stay idle between requests (None: no limit).
     commit_grace: seconds a client holding the commit turn may stay silent.
+    certfile, keyfile: the server's certificate and key (PEM) for TLS.
+    client_cafile: require client certificates signed by a CA in this file.
+    ssl_context: an ssl.SSLContext to use instead of those three.
+    users: {name: durus.auth.User}; if given, clients must authenticate.
     """
 
     protocol = PROTOCOL
@@ -127,7 +162,14 @@ class StorageServer:
     def __init__(self, storage, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                  address=None, gcbytes: int = DEFAULT_GCBYTES, *,
                  max_commit_size: int = DEFAULT_MAX_COMMIT_SIZE,
-                 timeout: float = TIMEOUT, commit_grace: float = DEFAULT_COMMIT_GRACE):
+                 timeout: float = TIMEOUT, commit_grace: float = DEFAULT_COMMIT_GRACE,
+                 max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+                 idle_timeout: float | None = None,
+                 certfile: str | None = None, keyfile: str | None = None,
+                 client_cafile: str | None = None, ssl_context=None,
+                 users: dict | None = None):
         if isinstance(gcbytes, bool) or not isinstance(gcbytes, (int, float)) or gcbytes < 0:
             raise ValueError("gcbytes must be a number >= 0, not %r" % (gcbytes,))
         self.storage = storage
@@ -136,6 +178,14 @@ class StorageServer:
         self.max_commit_size = max_commit_size
         self.timeout = timeout
         self.commit_grace = commit_grace
+        self.max_frame_size = max_frame_size
+        self.max_connections = max_connections
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+        if ssl_context is None and certfile is not None:
+            ssl_context = server_context(certfile, keyfile, client_cafile)
+        self.ssl_context = ssl_context
+        self.users = users
         self.clients = []
         self.packer = None
         self.bytes_since_pack = 0
@@ -153,6 +203,7 @@ class StorageServer:
         self._client_count = 0
         self._last_pack_step = 0.0
         self._accept_paused_until = None
+        self._last_refusal_logged = 0.0
 
     # The event loop.
 
@@ -165,13 +216,14 @@ class StorageServer:
         else:
             self.address = InheritedSocket(listener)
         listener.setblocking(False)
+        self._warn_if_exposed(listener)
         self._selector = selectors.DefaultSelector()
         self._wakeup = socket.socketpair()
         for sock in self._wakeup:
             sock.setblocking(False)
         self._selector.register(listener, selectors.EVENT_READ, "listener")
         self._selector.register(self._wakeup[0], selectors.EVENT_READ, "wakeup")
-        log(INFO, "Ready on %s", self.address)
+        log(INFO, "Ready on %s%s", self.address, self._describe_security())
         next_sweep = time.monotonic() + _SWEEP_INTERVAL
         try:
             while not self._stopping:
@@ -214,6 +266,8 @@ class StorageServer:
                 self._wakeup[0].recv(4096)
             except BlockingIOError:
                 pass
+        elif data.tls_handshaking:
+            self._continue_tls_handshake(data)
         else:
             if mask & selectors.EVENT_WRITE:
                 self._on_writable(data)
@@ -256,12 +310,63 @@ class StorageServer:
             name = "#%d" % self._client_count
             if isinstance(peer, tuple):
                 name += " (%s)" % HostPortAddress(*peer[:2])
-            client = _Client(sock, name)
+            if len(self.clients) >= self.max_connections:
+                self._refuse_connection(sock, name)
+                continue
+            client = self._new_client(sock, name)
+            if client is None:
+                continue
             client.session = self._session(client)
             client.want = next(client.session)
             self.clients.append(client)
             self._set_events(client, selectors.EVENT_READ)
             log(DEBUG, "Client %s connected", name)
+
+    def _new_client(self, sock: socket.socket, name: str) -> _Client | None:
+        """Return the _Client for a new connection, wrapped for TLS if the
+        server uses it (None if that fails)."""
+        if self.ssl_context is not None:
+            try:
+                sock = accept_tls(sock, self.ssl_context)
+            except OSError as exc:
+                sock.close()
+                log(WARNING, "Client %s dropped: TLS refused: %s", name, exc)
+                return None
+        client = _Client(sock, name)
+        client.tls = client.tls_handshaking = self.ssl_context is not None
+        if client.tls_handshaking or self.users is not None:
+            client.handshake_deadline = time.monotonic() + self.handshake_timeout
+        return client
+
+    def _refuse_connection(self, sock: socket.socket, name: str) -> None:
+        """Close a connection beyond max_connections, logging it (at most
+        every few seconds at WARNING, so that a flood cannot fill the log)."""
+        sock.close()
+        now = time.monotonic()
+        level = WARNING if now - self._last_refusal_logged > 5 else DEBUG
+        if level == WARNING:
+            self._last_refusal_logged = now
+        log(level, "Client %s refused: %d clients connected, the limit (max_connections)",
+            name, len(self.clients))
+
+    def _continue_tls_handshake(self, client: _Client) -> None:
+        try:
+            events = continue_handshake(client.sock)
+        except OSError as exc:
+            self._drop(client, "TLS handshake failed: %s" % describe_error(exc, "the client"),
+                       DEBUG if is_disconnect(exc) else WARNING)
+            return
+        if events:
+            self._set_events(client, events)
+            return
+        client.tls_handshaking = False
+        client.progress = time.monotonic()
+        if self.users is None:
+            client.handshake_deadline = None
+        log(DEBUG, "Client %s: TLS %s", client.name, describe_session(client.sock))
+        # Requests may have come with the end of the handshake.
+        self._on_readable(client)
+        self._update_events(client)
 
     def _on_readable(self, client: _Client) -> None:
         size = _READ_SIZE
@@ -269,7 +374,9 @@ class StorageServer:
             size = _LARGE_READ_SIZE
         try:
             data = client.sock.recv(size)
-        except BlockingIOError:
+            if client.tls:
+                data += read_pending(client.sock)
+        except WOULD_BLOCK:
             return
         except OSError as exc:
             self._drop(client, "receive failed: %s" % exc, WARNING)
@@ -295,7 +402,7 @@ class StorageServer:
             return
         try:
             sent = client.sock.send(client.outbuf)
-        except BlockingIOError:
+        except WOULD_BLOCK:
             return
         except OSError as exc:
             self._drop(client, "send failed: %s" % exc, WARNING)
@@ -359,6 +466,8 @@ class StorageServer:
                 self._drop(client, "no progress for %.0f s while waiting for %s"
                            % (now - client.progress, "it to read its replies" if client.outbuf
                               else _describe(client)), WARNING)
+            elif not client.closed:
+                self._drop_if_late(client, now)
         committer = self._committer
         if committer is not None and self._parked:
             silent, held = now - committer.progress, now - self._turn_granted
@@ -373,6 +482,17 @@ class StorageServer:
         if self._accept_paused_until is not None and now >= self._accept_paused_until:
             self._accept_paused_until = None
             self._selector.register(listener, selectors.EVENT_READ, "listener")
+
+    def _drop_if_late(self, client: _Client, now: float) -> None:
+        """Drop client if its handshake is overdue, or it idled too long."""
+        if client.handshake_deadline is not None and now > client.handshake_deadline:
+            self._drop(client, "%s not finished within %s s (handshake_timeout)" % (
+                "TLS handshake" if client.tls_handshaking else "authentication",
+                self.handshake_timeout), WARNING)
+        elif (self.idle_timeout is not None and not client.is_mid_request()
+              and not client.outbuf and now - client.progress > self.idle_timeout):
+            self._drop(client, "idle for more than %s s (idle_timeout)" % self.idle_timeout,
+                       INFO)
 
     # Sessions: one generator per client. It yields what it needs next (an
     # int for that many input bytes, or a _Wait) and is sent the bytes, or
@@ -436,17 +556,38 @@ class StorageServer:
             self._advance(self._parked[0])
 
     def _session(self, client: _Client):
+        if self.users is not None:
+            yield from self._authenticate(client)
         while True:
             code = yield _Wait.COMMAND
             if code == b".":
                 return
             handler = self._handlers.get(code)
             if handler is None:
-                raise ClientError("unknown command byte %r" % code)
+                raise ClientError("unknown command byte %r%s" % (
+                    code, " (a TLS handshake? this server does not use TLS)"
+                    if code == b"\x16" else ""))
+            if client.read_only and code in _CHANGING_COMMANDS:
+                raise ClientError("read-only user may not send %r (%s)"
+                                  % (code, _CHANGING_COMMANDS[code]))
             # Handlers that read more of the request are generators.
             steps = handler(client)
             if steps is not None:
                 yield from steps
+
+    def _authenticate(self, client: _Client):
+        """Run the authentication handshake (durus.auth) before any request."""
+        command = yield _Wait.COMMAND  # a client may connect and leave, like wait_for_server()
+        try:
+            user = yield from server_handshake(self.users, lambda data: self._send(client, data),
+                                               command)
+        except AuthenticationFailed as exc:
+            raise ClientError(str(exc)) from None
+        client.read_only = user.read_only
+        client.handshake_deadline = None
+        client.name += " user %r" % user.name
+        log(DEBUG, "Client %s authenticated%s", client.name,
+            " (read-only)" if user.read_only else "")
 
     # Command handlers.
 
@@ -492,17 +633,20 @@ class StorageServer:
 
     def _handle_bulk_load(self, client: _Client):
         count = str_to_int4((yield 4))
-        self._check_size(8 * count, "bulk load request")
+        self._check_size(8 * count, "bulk load request",
+                         min(self.max_frame_size, self.max_commit_size))
         oids = split_oids((yield 8 * count)) if count else []
         for oid in oids:
             self._send(client, self._load_response(client, oid))
             if len(client.outbuf) > _OUTPUT_LIMIT:
                 yield _Wait.OUTPUT_DRAINED
 
-    def _check_size(self, size: int, what: str) -> None:
-        if size > self.max_commit_size:
+    def _check_size(self, size: int, what: str, limit: int | None = None) -> None:
+        """Refuse a request of size bytes over limit (default: max_commit_size)."""
+        limit = self.max_commit_size if limit is None else limit
+        if size > limit:
             raise ClientError("%s of %d bytes is over the limit of %d bytes"
-                              % (what, size, self.max_commit_size))
+                              % (what, size, limit))
 
     def _sync_storage(self) -> None:
         """Pass invalidations the storage itself reports (after a pack) to everyone."""
@@ -605,6 +749,29 @@ class StorageServer:
     def _handle_quit(self, client: _Client) -> None:
         log(INFO, "Quit requested by client %s", client.name)
         self._stopping = True
+
+    # Security.
+
+    def _requires_client_certificates(self) -> bool:
+        return self.ssl_context is not None and self.ssl_context.verify_mode == ssl.CERT_REQUIRED
+
+    def _describe_security(self) -> str:
+        """Say how clients are checked, for the 'Ready on' line."""
+        parts = []
+        if self.ssl_context is not None:
+            parts.append("TLS" + (" with client certificates"
+                                  if self._requires_client_certificates() else ""))
+        if self.users is not None:
+            parts.append("%d users" % len(self.users))
+        return " (%s)" % ", ".join(parts) if parts else ""
+
+    def _warn_if_exposed(self, listener: socket.socket) -> None:
+        if is_loopback(listener):
+            return
+        warning = exposure_warning(str(self.address), self.ssl_context is not None,
+                                   self.users is not None or self._requires_client_certificates())
+        if warning:
+            log(WARNING, warning)
 
     # Packing.
 

@@ -26,6 +26,9 @@ options = json.loads(sys.argv[1])
 direct_output(open(options.pop("logfile"), "a"))
 logger.setLevel(options.pop("logginglevel"))
 address = options.pop("address")
+if "users_file" in options:
+    from durus.auth import read_users
+    options["users"] = read_users(options.pop("users_file"))
 StorageServer(FileStorage(options.pop("file")), address=address, **options).serve()
 """
 
@@ -66,11 +69,15 @@ class ServerProcess:
 
     address: (host, port) or a socket path, known once start() returns.
     log_path: Path of its log file.
+    secured: bool, it uses TLS or users, so quit() stops it with SIGTERM
+        rather than a 'Q' that it would refuse.
     """
 
-    def __init__(self, command: list, address, log_path: Path, cwd: Path, env: dict):
+    def __init__(self, command: list, address, log_path: Path, cwd: Path, env: dict,
+                 secured: bool = False):
         self.address = address
         self.log_path = log_path
+        self.secured = secured
         self.process = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -110,7 +117,9 @@ class ServerProcess:
     def quit(self, timeout: float = 15) -> int:
         """Ask the server to quit with 'Q' (or SIGTERM if it does not listen);
         return its exit code."""
-        if self.process.poll() is None:
+        if self.process.poll() is None and self.secured:
+            self.process.terminate()
+        elif self.process.poll() is None:
             try:
                 with connect_raw(self.address) as sock:
                     sock.sendall(b"Q")
@@ -146,7 +155,9 @@ class Servers:
         else:
             args += ["--host", address[0], "--port", str(address[1])]
         command = [sys.executable, "-m", "durus", "-s", *args]
-        return self._start(ServerProcess(command, address, log_path, self.tmp_path, our_env()))
+        secured = "--certfile" in args or "--users-file" in args
+        return self._start(ServerProcess(command, address, log_path, self.tmp_path, our_env(),
+                                         secured))
 
     def custom(self, file: Path, **options) -> ServerProcess:
         """Start a StorageServer(FileStorage(file), **options) on a free loopback port."""
@@ -154,7 +165,9 @@ class Servers:
         options = dict(options, file=str(file), logfile=str(log_path),
                        address=["127.0.0.1", 0], logginglevel=options.get("logginglevel", 20))
         command = [sys.executable, "-c", _CUSTOM_SERVER, json.dumps(options)]
-        return self._start(ServerProcess(command, None, log_path, self.tmp_path, our_env()))
+        secured = "certfile" in options or "users_file" in options
+        return self._start(ServerProcess(command, None, log_path, self.tmp_path, our_env(),
+                                         secured))
 
     def peer(self, python: str, *args: str, address=None) -> ServerProcess:
         """Start Durus 4.3's server (`python -m durus -s *args`) on address
