@@ -1,6 +1,7 @@
 """ClientStorage: the Storage of a Durus storage server, used over a socket."""
 
 import socket
+from collections import OrderedDict
 from typing import NoReturn
 
 from durus.auth import AUTH_PROTOCOL, DEFAULT_USER, AuthenticationError, client_handshake
@@ -16,6 +17,47 @@ from durus.utils import int4_to_str, join_bytes, str_to_int4
 # Seconds to wait for a server's reply before declaring it gone. Generous,
 # because a server may be busy with other clients' commits.
 DEFAULT_TIMEOUT = 60.0
+# Bytes of records kept by a client, to load them again without asking.
+DEFAULT_CACHE_BYTES = 32 << 20
+# Bytes asked of the socket at once: a reply and the next are read together.
+_RECEIVE_SIZE = 1 << 16
+
+
+class RecordCache:
+    """Records loaded from the server, by oid, least recently used first,
+    within max_bytes. A record stays valid until the server reports its oid
+    invalid (at a sync or a commit), so every record served from here belongs
+    to the state of the database as of the client's last sync: the snapshot
+    the server also answers loads from (oids changed since are refused)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.records = OrderedDict()
+        self.bytes = 0
+
+    def get(self, oid: bytes) -> bytes | None:
+        record = self.records.get(oid)
+        if record is not None:
+            self.records.move_to_end(oid)
+        return record
+
+    def put(self, oid: bytes, record: bytes) -> None:
+        self.discard(oid)
+        if len(record) > self.max_bytes // 4:
+            return  # a huge record would push out everything else
+        self.records[oid] = record
+        self.bytes += len(record)
+        while self.bytes > self.max_bytes:
+            self.bytes -= len(self.records.popitem(last=False)[1])
+
+    def discard(self, oid: bytes) -> None:
+        record = self.records.pop(oid, None)
+        if record is not None:
+            self.bytes -= len(record)
+
+    def discard_all(self, oids) -> None:
+        for oid in oids:
+            self.discard(oid)
 
 
 class ClientStorage(Storage):
@@ -38,14 +80,18 @@ class ClientStorage(Storage):
     records: {oid: record}, the commit underway.
     held_invalidations: [oid], from a commit without handle_invalidations,
         for the next sync().
+    cache: RecordCache of up to cache_bytes (0: none), so that objects the
+        connection made ghosts load again without a round trip.
     """
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, address=None,
                  timeout: float | None = DEFAULT_TIMEOUT, *, cafile: str | None = None,
                  certfile: str | None = None, keyfile: str | None = None, ssl_context=None,
                  server_hostname: str | None = None, user: str | None = None,
-                 secret: bytes | str | None = None):
+                 secret: bytes | str | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES):
         self.address = SocketAddress.new(address or (host, port))
+        self.cache = RecordCache(cache_bytes)
+        self._input = bytearray()
         try:
             self.s = self.address.connect(timeout)
         except OSError as exc:
@@ -128,20 +174,20 @@ class ClientStorage(Storage):
     def _receive(self, n: int) -> bytes:
         if self.broken:
             raise ConnectionError(self.broken)
-        chunks = []
-        remaining = n
-        while remaining:
+        buffer = self._input
+        while len(buffer) < n:
             try:
-                chunk = self.s.recv(min(remaining, 1 << 20))
+                chunk = self.s.recv(max(_RECEIVE_SIZE, n - len(buffer)))
             except socket.timeout as exc:
                 self._fail("no reply within %s seconds" % self.s.gettimeout(), exc)
             except OSError as exc:
                 self._fail(str(exc), exc)
             if not chunk:
                 self._fail("the server closed the connection")
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        return join_bytes(chunks)
+            buffer += chunk
+        data = bytes(buffer[:n])
+        del buffer[:n]
+        return data
 
     def _receive_int4(self) -> int:
         return str_to_int4(self._receive(4))
@@ -165,8 +211,12 @@ class ClientStorage(Storage):
 
     def load(self, oid: bytes) -> bytes:
         _check_oid(oid)
-        self._send(b"L" + oid)
-        return self._receive_load_response(oid)
+        record = self.cache.get(oid)
+        if record is None:
+            self._send(b"L" + oid)
+            record = self._receive_load_response(oid)
+            self.cache.put(oid, record)
+        return record
 
     def _receive_load_response(self, oid: bytes) -> bytes:
         """Return the record in a load reply; raise the error it reports."""
@@ -180,22 +230,28 @@ class ClientStorage(Storage):
         self._fail("unexpected load status %r for oid %r" % (status, oid), error=ProtocolError)
 
     def bulk_load(self, oids):
-        """Yield the records of oids, loaded in one request when iteration starts."""
+        """Yield the records of oids, those not cached loaded in one request
+        when iteration starts."""
         oids = list(oids)
         for oid in oids:
             _check_oid(oid)
-        self._send(b"B" + int4_to_str(len(oids)) + join_bytes(oids))
-        records = []
+        records = {oid: self.cache.get(oid) for oid in oids}
+        missing = [oid for oid, record in records.items() if record is None]
+        if missing:
+            self._send(b"B" + int4_to_str(len(missing)) + join_bytes(missing))
         error = None
         # Read every reply before raising, to stay in step with the server.
-        for oid in oids:
+        for oid in missing:
             try:
-                records.append(self._receive_load_response(oid))
+                records[oid] = record = self._receive_load_response(oid)
             except (DurusKeyError, ReadConflictError) as exc:
                 error = error or exc
+            else:
+                self.cache.put(oid, record)
         if error is not None:
             raise error
-        yield from records
+        for oid in oids:
+            yield records[oid]
 
     def begin(self) -> None:
         self.records = {}
@@ -214,6 +270,7 @@ class ClientStorage(Storage):
         try:
             self._send(b"C")
             invalid = self._receive_oids()
+            self.cache.discard_all(invalid)
             if invalid:
                 if handle_invalidations is None:
                     self.held_invalidations.extend(invalid)
@@ -236,6 +293,8 @@ class ClientStorage(Storage):
             raise WriteConflictError()
         if status != STATUS_OKAY:
             self._fail("unexpected commit status %r" % status, error=ProtocolError)
+        for oid, record in self.records.items():
+            self.cache.put(oid, record)
         self.begin()
 
     def _abandon_commit(self) -> None:
@@ -245,7 +304,9 @@ class ClientStorage(Storage):
 
     def sync(self) -> list:
         self._send(b"S")
-        invalid = self.held_invalidations + self._receive_oids()
+        received = self._receive_oids()
+        self.cache.discard_all(received)
+        invalid = self.held_invalidations + received
         self.held_invalidations = []
         return invalid
 

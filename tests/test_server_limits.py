@@ -106,7 +106,7 @@ def test_idle_clients_are_dropped_after_idle_timeout(servers, tmp_path):
 
 def test_requests_over_max_frame_size_are_refused(servers, tmp_path):
     server = servers.custom(tmp_path / "db.durus", max_frame_size=800)
-    storage = ClientStorage(address=server.address)
+    storage = ClientStorage(address=server.address, cache_bytes=0)  # every oid goes out
     connection = Connection(storage)
     connection.get_root()["items"] = items = [PersistentDict() for _ in range(100)]
     connection.commit()

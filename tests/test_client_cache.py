@@ -1,0 +1,131 @@
+"""ClientStorage's record cache: ghosts reload without asking the server, and
+nothing stale survives a sync or a commit."""
+
+import pytest
+
+from durus.client_storage import ClientStorage, RecordCache
+from durus.connection import Connection
+from durus.error import ConflictError
+from durus.persistent import Persistent
+
+import server_processes
+
+servers = server_processes.servers  # the fixture, for the tests here
+
+
+class Counter(Persistent):
+    def __init__(self):
+        self.n = 0
+
+
+@pytest.fixture
+def server(servers, tmp_path):
+    return servers.ours("--file", str(tmp_path / "db.durus"))
+
+
+def connect(server, **options) -> Connection:
+    return Connection(ClientStorage(address=server.address, **options))
+
+
+def test_ghosts_reload_from_the_cache_without_the_server(server):
+    connection = connect(server)
+    root = connection.get_root()
+    root["counters"] = counters = [Counter() for _ in range(20)]
+    connection.commit()
+    for counter in counters:
+        counter._p_set_status_ghost()
+    server.kill()  # from now on, only the cache can answer
+    assert [counter.n for counter in counters] == [0] * 20
+    with pytest.raises(ConnectionError):
+        connection.abort()  # a sync needs the server
+
+
+def test_a_sync_drops_what_others_changed(server):
+    first, second = connect(server), connect(server)
+    first.get_root()["counter"] = Counter()
+    first.commit()
+    second.abort()
+    counter = second.get_root()["counter"]
+    assert counter.n == 0  # now cached by the second client
+    first.get_root()["counter"].n = 5
+    first.commit()
+    second.abort()  # sync: the counter is a ghost, its record dropped from the cache
+    assert counter._p_is_ghost()
+    assert counter.n == 5
+
+
+def test_a_commit_drops_what_others_changed(server):
+    first, second = connect(server), connect(server)
+    first.get_root()["a"], first.get_root()["b"] = Counter(), Counter()
+    first.commit()
+    second.abort()
+    b = second.get_root()["b"]
+    b.n  # cached by the second client
+    second.abort()  # a new transaction, that will not use b
+    first.get_root()["b"].n = 7
+    first.commit()
+    second.get_root()["a"].n = 1
+    second.commit()  # no conflict: b was not used in this transaction
+    assert b._p_is_ghost() and b.n == 7
+
+
+def test_cached_reads_stay_consistent_until_sync(server):
+    """Between syncs a client reads one snapshot: its cached records, and what
+    the server refuses (ReadConflictError) once others changed it."""
+    first, second = connect(server), connect(server)
+    root = first.get_root()
+    root["a"], root["b"] = Counter(), Counter()
+    first.commit()
+    second.abort()
+    a, b = second.get_root()["a"], second.get_root()["b"]
+    assert (a.n, b.n) == (0, 0)
+    second.abort()
+    root["a"].n = root["b"].n = 1
+    first.commit()
+    a._p_set_status_ghost()
+    b._p_set_status_ghost()
+    assert (a.n, b.n) == (0, 0)  # both from the snapshot of the last sync
+    b.n = 2
+    with pytest.raises(ConflictError):
+        second.commit()  # b was used, and changed by the first client
+    second.abort()
+    assert (a.n, b.n) == (1, 1)
+
+
+def test_own_commits_are_cached(server):
+    connection = connect(server)
+    root = connection.get_root()
+    root["counter"] = counter = Counter()
+    connection.commit()
+    counter.n = 3
+    connection.commit()
+    counter._p_set_status_ghost()
+    server.kill()
+    assert counter.n == 3
+
+
+def test_cache_can_be_turned_off(server):
+    connection = connect(server, cache_bytes=0)
+    root = connection.get_root()
+    root["counter"] = counter = Counter()
+    connection.commit()
+    counter._p_set_status_ghost()
+    server.kill()
+    with pytest.raises(ConnectionError):
+        counter.n
+
+
+def test_record_cache_keeps_the_most_recently_used_within_its_budget():
+    cache = RecordCache(100)
+    for i in range(10):
+        cache.put(bytes([i]) * 8, b"x" * 20)
+    assert cache.bytes <= 100
+    kept = [oid for oid in (bytes([i]) * 8 for i in range(10)) if cache.get(oid)]
+    assert kept == [bytes([i]) * 8 for i in range(5, 10)]
+    cache.get(bytes([5]) * 8)  # now the most recently used
+    cache.put(b"\xaa" * 8, b"y" * 20)
+    assert cache.get(bytes([5]) * 8) and not cache.get(bytes([6]) * 8)
+    cache.put(b"\xbb" * 8, b"z" * 26)  # over a quarter of the budget: not kept
+    assert cache.get(b"\xbb" * 8) is None
+    cache.discard_all([b"\xaa" * 8, b"\xcc" * 8])
+    assert cache.get(b"\xaa" * 8) is None and cache.bytes == sum(map(len, cache.records.values()))
