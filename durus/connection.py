@@ -1,6 +1,7 @@
 """Connection: moves persistent objects between a Storage and memory, in transactions."""
 
 import os
+import time
 from collections import deque
 from weakref import KeyedRef
 
@@ -9,7 +10,11 @@ from durus.persistent import GHOST, SAVED, ConnectionBase, _setattribute
 from durus.persistent_dict import PersistentDict
 from durus.serialize import ObjectReader, ObjectWriter, pack_record, unpack_record
 from durus.storage import ROOT_OID, Storage
-from durus.utils import as_bytes, int8_to_str
+from durus.utils import as_bytes, int8_to_str, str_to_int8
+
+
+# Seconds a connection to a new database waits for another client to create its root.
+ROOT_WAIT = 10.0
 
 
 class Connection(ConnectionBase):
@@ -49,13 +54,26 @@ class Connection(ConnectionBase):
     def _create_root(self, root_class):
         oid = self.storage.new_oid()
         if oid != ROOT_OID:
-            raise ValueError("storage has no root but allocated oid %r first" % oid)
+            # Another client of the same new database got oid 0, and is
+            # creating the root: wait for its commit.
+            return self._wait_for_root(oid)
         root = self.cache.get_instance(ROOT_OID, root_class, self)
         root._p_set_status_saved()
         root_class.__init__(root)
         root._p_note_change()
         self.commit()
         return root
+
+    def _wait_for_root(self, oid: bytes, seconds: float = ROOT_WAIT):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.02)
+            self.storage.sync()
+            root = self.get(ROOT_OID)
+            if root is not None:
+                return root
+        raise ValueError("the storage has no root object, and gave oid %d rather than 0 "
+                         "for one: is another client creating it?" % str_to_int8(oid))
 
     def get_storage(self) -> Storage:
         return self.storage

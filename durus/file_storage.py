@@ -1,6 +1,7 @@
 """FileStorage: a Storage kept in one append-only SHELF-1 file."""
 
 import os
+import threading
 from logging import WARNING
 
 from durus.error import DurusKeyError, ReadOnlyError
@@ -39,6 +40,8 @@ class FileStorage(Storage):
             file.close()  # at once: a retry with repair=True needs the lock
             raise
         self.fsync = fsync
+        # Held by make_durable() and by a pack while it switches files.
+        self._switch_lock = threading.Lock()
         self.pending = {}
         self.allocated = set()
         self.invalid = set()
@@ -84,6 +87,13 @@ class FileStorage(Storage):
         if self.pack_extra is not None:
             self.pack_extra.update(pending)
         self.allocated.difference_update(pending)
+
+    def make_durable(self) -> None:
+        """Fsync the file: every commit ended so far is on disk when this
+        returns. Another thread may call it while commits go on (a storage
+        server does, to make many commits durable with one fsync)."""
+        with self._switch_lock:
+            self.shelf.file.fsync()
 
     def sync(self) -> list:
         invalid = list(self.invalid)
@@ -165,14 +175,15 @@ class FileStorage(Storage):
             # The old file stays at `name` until the new one atomically
             # replaces it, so that a crash in between finds a whole database
             # there rather than none; it is kept as .prepack by a hard link.
-            try:
-                old_shelf.file.link(name + ".prepack")
-            except OSError:  # no hard links on this file system
-                old_shelf.file.rename(name + ".prepack")
-            new_file.rename(name)
-            self.shelf = new_shelf
-            new_file = None  # it is the database now
-            old_shelf.close()
+            with self._switch_lock:
+                try:
+                    old_shelf.file.link(name + ".prepack")
+                except OSError:  # no hard links on this file system
+                    old_shelf.file.rename(name + ".prepack")
+                new_file.rename(name)
+                self.shelf = new_shelf
+                new_file = None  # it is the database now
+                old_shelf.close()
         finally:
             self.pack_extra = None
             if new_file is not None:

@@ -34,11 +34,12 @@ import socket
 import ssl
 import time
 from datetime import datetime
-from logging import DEBUG, ERROR, INFO, WARNING
+from logging import CRITICAL, DEBUG, ERROR, INFO, WARNING
 
 from durus.auth import AuthenticationFailed, server_handshake
 from durus.error import ConflictError, DurusError, ReadConflictError
 from durus.exposure import exposure_warning, is_loopback
+from durus.group_commit import GroupCommit
 from durus.logger import is_logging, log
 from durus.serialize import extract_class_name, split_oids
 from durus.socket_address import (  # re-exported: Durus users import them from here
@@ -102,10 +103,13 @@ class _Wait(enum.Enum):
     """What a session waits for, besides a number of input bytes."""
     COMMAND = "the next command byte (the client is idle)"
     COMMIT_TURN = "the commit turn"
+    DURABLE = "its commit to reach the disk"
     OUTPUT_DRAINED = "its replies to be read"
 
 
 _BLOCKED = object()
+# What a session may wait for that is up to the server, not the client.
+_SERVER_WAITS = (_Wait.COMMIT_TURN, _Wait.DURABLE)
 
 
 class _Client:
@@ -132,6 +136,7 @@ class _Client:
         self.read_only = False
         self.tls = False
         self.tls_handshaking = False
+        self.commit_number = 0  # with group commit: the number of its last commit
         # Monotonic time by which TLS and authentication must be done; None once done.
         self.handshake_deadline = None
 
@@ -204,6 +209,8 @@ class StorageServer:
         self._last_pack_step = 0.0
         self._accept_paused_until = None
         self._last_refusal_logged = 0.0
+        self._group_commit = None
+        self._answered_durable = 0
 
     # The event loop.
 
@@ -223,6 +230,9 @@ class StorageServer:
             sock.setblocking(False)
         self._selector.register(listener, selectors.EVENT_READ, "listener")
         self._selector.register(self._wakeup[0], selectors.EVENT_READ, "wakeup")
+        if getattr(self.storage, "fsync", False) and hasattr(self.storage, "make_durable"):
+            self.storage.fsync = False  # commits become durable in groups instead
+            self._group_commit = GroupCommit(self.storage, self._wakeup[1])
         log(INFO, "Ready on %s%s", self.address, self._describe_security())
         next_sweep = time.monotonic() + _SWEEP_INTERVAL
         try:
@@ -234,6 +244,7 @@ class StorageServer:
                 if now >= next_sweep:
                     self._sweep(now, listener)
                     next_sweep = now + _SWEEP_INTERVAL
+                self._answer_durable_commits()
                 self._grant_commit_turn()
                 self._start_automatic_pack()
                 if self.packer is not None and (
@@ -275,6 +286,12 @@ class StorageServer:
                 self._on_readable(data)
 
     def _shut_down(self, listener: socket.socket) -> None:
+        if self._group_commit is not None:
+            self._group_commit.stop()  # flushes what is written
+            if self._group_commit.error is None:
+                self._answer_durable_commits()
+                for client in list(self.clients):
+                    self._flush(client)  # the answers, as far as the sockets take them
         for client in list(self.clients):
             self._drop(client, "the server is stopping", DEBUG)
         if self.packer is not None:
@@ -461,7 +478,7 @@ class StorageServer:
         """Drop stalled clients; take the commit turn from a silent holder."""
         for client in list(self.clients):
             waiting_on_client = client.outbuf or (
-                client.is_mid_request() and client.want is not _Wait.COMMIT_TURN)
+                client.is_mid_request() and client.want not in _SERVER_WAITS)
             if waiting_on_client and now - client.progress > self.timeout:
                 self._drop(client, "no progress for %.0f s while waiting for %s"
                            % (now - client.progress, "it to read its replies" if client.outbuf
@@ -533,6 +550,8 @@ class StorageServer:
             self._committer = client
             client.progress = self._turn_granted = time.monotonic()
             return None
+        if want is _Wait.DURABLE:
+            return None if self._group_commit.is_durable(client.commit_number) else _BLOCKED
         if want is _Wait.OUTPUT_DRAINED:
             self._flush(client)
             return None if len(client.outbuf) <= _OUTPUT_LIMIT else _BLOCKED
@@ -549,6 +568,27 @@ class StorageServer:
             data = bytes(view[:size])  # one copy, even of a large commit
         del client.inbuf[:size]
         return data
+
+    def _answer_durable_commits(self) -> None:
+        """Go on with the sessions whose commits a flush has made durable."""
+        group_commit = self._group_commit
+        if group_commit is None:
+            return
+        if group_commit.error is not None:
+            # The commits written since the last good flush may be lost: tell
+            # none of their clients otherwise, and stop, so that a restart
+            # checks the file.
+            log(CRITICAL, "Stopping: the storage could not be flushed to disk: %s",
+                group_commit.error)
+            for client in list(self.clients):
+                if client.want is _Wait.DURABLE:
+                    self._drop(client, "its commit could not be flushed to disk", ERROR)
+            self._stopping = True
+        elif group_commit.durable != self._answered_durable:
+            self._answered_durable = group_commit.durable
+            for client in list(self.clients):
+                if client.want is _Wait.DURABLE:
+                    self._advance(client)
 
     def _grant_commit_turn(self) -> None:
         """Let waiting committers go ahead, in order, while the turn is free."""
@@ -682,10 +722,16 @@ class StorageServer:
                     client.name)
                 self._send(client, STATUS_INVALID)
                 return
-            self._apply_commit(client, records, size)
+            committed = self._apply_commit(client, records, size)
         finally:
             if self._committer is client:
                 self._committer = None
+        if committed:
+            if self._group_commit is not None:
+                # Answer once a flush covers it; others commit meanwhile.
+                client.commit_number = self._group_commit.note_written()
+                yield _Wait.DURABLE
+            self._send(client, STATUS_OKAY)
 
     def _parse_commit(self, client: _Client, payload: bytes) -> list:
         """Return [(oid, record)] from a commit payload, checking that each
@@ -709,7 +755,8 @@ class StorageServer:
                 raise ClientError("commit uses oids reserved for client %s" % other.name)
         return records
 
-    def _apply_commit(self, client: _Client, records: list, size: int) -> None:
+    def _apply_commit(self, client: _Client, records: list, size: int) -> bool:
+        """Write the commit; on a conflict, answer it and return False."""
         committed = False
         self.storage.begin()
         try:
@@ -723,13 +770,12 @@ class StorageServer:
         except ConflictError:
             log(INFO, "Client %s: conflict reported by the storage", client.name)
             self._send(client, STATUS_INVALID)
-            return
+            return False
         except ValueError as exc:
             raise ClientError("commit refused: %s" % exc) from None
         finally:
             if not committed:
                 self.storage.begin()  # forgets the records of the failed commit
-        self._send(client, STATUS_OKAY)
         oids = [oid for oid, _ in records]
         client.unused_oids.difference_update(oids)
         for other in self.clients:
@@ -737,6 +783,7 @@ class StorageServer:
                 other.invalid.update(oids)
         self.bytes_since_pack += size + 8
         log(INFO, "Committed %3s objects %s bytes at %s", len(records), size, datetime.now())
+        return True
 
     def _handle_pack(self, client: _Client) -> None:
         if self.packer is None:

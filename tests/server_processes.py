@@ -29,7 +29,17 @@ address = options.pop("address")
 if "users_file" in options:
     from durus.auth import read_users
     options["users"] = read_users(options.pop("users_file"))
-StorageServer(FileStorage(options.pop("file")), address=address, **options).serve()
+storage = FileStorage(options.pop("file"))
+flush_delay = options.pop("flush_delay", 0)
+if flush_delay:  # a slow disk
+    import time
+    make_durable = storage.make_durable
+    storage.make_durable = lambda: (time.sleep(flush_delay), make_durable())
+if options.pop("flush_fails", False):  # a disk that cannot flush
+    def failing_flush():
+        raise OSError(5, "Input/output error")
+    storage.make_durable = failing_flush
+StorageServer(storage, address=address, **options).serve()
 """
 
 

@@ -1,6 +1,9 @@
 """ClientStorage's record cache: ghosts reload without asking the server, and
 nothing stale survives a sync or a commit."""
 
+import threading
+import time
+
 import pytest
 
 from durus.client_storage import ClientStorage, RecordCache
@@ -129,3 +132,19 @@ def test_record_cache_keeps_the_most_recently_used_within_its_budget():
     assert cache.get(b"\xbb" * 8) is None
     cache.discard_all([b"\xaa" * 8, b"\xcc" * 8])
     assert cache.get(b"\xaa" * 8) is None and cache.bytes == sum(map(len, cache.records.values()))
+
+
+def test_clients_of_a_new_database_share_the_root_one_creates(server):
+    first, second = (ClientStorage(address=server.address) for _ in range(2))
+    oid = first.new_oid()
+    first.oid_pool.append(oid)  # the first client holds oid 0 ...
+    found = []
+    waiting = threading.Thread(target=lambda: found.append(Connection(second).get_root()))
+    waiting.start()  # ... so the second waits for the root it creates
+    time.sleep(0.2)
+    assert waiting.is_alive() and not found
+    root = Connection(first).get_root()
+    root["made by"] = "first"
+    root._p_connection.commit()
+    waiting.join(10)
+    assert found and found[0]._p_oid == root._p_oid == b"\0" * 8
