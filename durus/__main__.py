@@ -259,6 +259,10 @@ def run_durus_main(argv: list) -> None:
     parser.add_argument("--repair", action="store_true", help=_REPAIR_HELP)
     parser.add_argument("--readonly", action="store_true",
                         help="Open the file read-only: clients can load but not commit.")
+    parser.add_argument("--nofsync", action="store_true",
+                        help="Answer commits before they are flushed to disk, as Durus 4.3 "
+                             "does: faster, but a power loss may lose answered commits. "
+                             "(default: commits are answered once on disk, many per flush)")
     parser.add_argument("--stop", action="store_true",
                         help="Instead of starting the server, try to stop a running one "
                              "(with --cafile or --tls if it uses TLS, and a read-write "
@@ -278,6 +282,8 @@ def run_durus_main(argv: list) -> None:
     server_options = _server_options(options)
     storage = get_storage(options.file, storage_class=options.storage,
                           repair=options.repair, readonly=options.readonly)
+    if options.nofsync and hasattr(storage, "fsync"):
+        storage.fsync = False
     try:
         start_durus(options.logfile, options.logginglevel, address, storage, options.gcbytes,
                     **server_options)

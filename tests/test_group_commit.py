@@ -75,3 +75,16 @@ def test_a_failed_flush_answers_no_commit_and_stops_the_server(servers, tmp_path
     assert server.process.wait(10) == 0
     assert "could not be flushed to disk: [Errno 5] Input/output error" in server.log_text()
     FileStorage(str(path), readonly=True).close()  # the file is still valid
+
+
+def test_nofsync_server_never_flushes(servers, tmp_path):
+    path = tmp_path / "db.durus"
+    server = servers.ours("--file", str(path), "--nofsync", "--logginglevel", "10")
+    connection = Connection(ClientStorage(address=server.address))
+    for i in range(5):
+        connection.get_root()[i] = i
+        connection.commit()
+    connection.get_storage().close()
+    server.quit()
+    assert "Committed" in server.log_text() and "Flushed" not in server.log_text()
+    assert sorted(Connection(FileStorage(str(path))).get_root().keys()) == list(range(5))
