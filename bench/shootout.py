@@ -211,32 +211,39 @@ def median_rounds(rounds: list) -> dict:
 LOWER_IS_BETTER = ("open_ms", "open_peak_mb")
 
 
+def _ratio(ours, theirs, metric: str):
+    """How many times better ours is than theirs (None if either is missing)."""
+    if not ours or not theirs:
+        return None
+    return theirs / ours if metric.startswith(LOWER_IS_BETTER) else ours / theirs
+
+
 def print_table(results: dict) -> None:
+    """One row per metric; the ratios compare equal durability: this durus
+    without fsync against durus 4.3 (which never fsyncs), and with fsync
+    against ZODB (which fsyncs every commit)."""
     names = list(results)
     metrics = []
     for values in results.values():
         metrics += [m for m in values if m not in metrics]
     width = max(len(n) for n in names) + 2
     print("%-28s" % "" + "".join(n.rjust(width) for n in names)
-          + "  this (C) / durus 4.3".rjust(24) + "  / best peer".rjust(14))
+          + "vs durus 4.3".rjust(16) + "vs ZODB".rjust(12))
+    ours_fsync = results.get("this (C)", {})
+    ours_nofsync = results.get("this (C, no fsync)", {})
     for metric in metrics:
         row = "%-28s" % metric
         for name in names:
             value = results[name].get(metric)
             row += ("%.4g" % value if value is not None else "-").rjust(width)
-        ours = results.get("this (C)", {}).get(metric)
-        peers = [results[p][metric] for p in ("durus 4.3", "ZODB 6")
-                 if p in results and metric in results[p]]
-        durus = results.get("durus 4.3", {}).get(metric)
-        lower = metric.startswith(LOWER_IS_BETTER)
-        best = (min if lower else max)(peers) if peers else None
-        for reference in (durus, best):
-            if ours and reference:
-                ratio = reference / ours if lower else ours / reference
-                row += ("%.2fx" % ratio).rjust(24 if reference is durus else 14)
+        versus_durus = _ratio(ours_nofsync.get(metric, ours_fsync.get(metric)),
+                              results.get("durus 4.3", {}).get(metric), metric)
+        versus_zodb = _ratio(ours_fsync.get(metric), results.get("ZODB 6", {}).get(metric), metric)
+        for ratio, column in ((versus_durus, 16), (versus_zodb, 12)):
+            row += ("%.2fx" % ratio if ratio else "-").rjust(column)
         print(row)
-    print("(ratios > 1 mean this durus is better; durus 4.3 never fsyncs, ZODB and "
-          "'this (C)' fsync every commit)")
+    print("(ratios > 1: this durus is better. Against durus 4.3, which never fsyncs, this "
+          "durus without fsync; against ZODB, which fsyncs every commit, with fsync)")
 
 
 def main():
