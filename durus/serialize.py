@@ -7,7 +7,7 @@ refs   = sorted 8-byte oids the state references, the object's own excluded
 
 from functools import partial
 from io import BytesIO
-from pickle import Pickler, Unpickler, loads
+from pickle import Pickler, Unpickler
 from zlib import compress, decompress, error as ZlibError
 
 from durus.persistent import call_if_persistent

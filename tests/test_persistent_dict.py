@@ -9,7 +9,8 @@ from durus.connection import Connection
 from durus.file_storage import FileStorage
 from durus.persistent import Persistent
 from durus.persistent_dict import PersistentDict
-from durus.storage import MemoryStorage
+
+from container_checks import assert_change_committed, stored
 
 
 def outcome(action):
@@ -18,15 +19,6 @@ def outcome(action):
         return ("ok", action())
     except Exception as error:
         return ("raised", type(error))
-
-
-def stored(obj) -> Connection:
-    """Commit obj under the root of a new in-memory database; obj is then saved."""
-    connection = Connection(MemoryStorage())
-    connection.get_root()["obj"] = obj
-    connection.commit()
-    assert obj._p_is_saved()
-    return connection
 
 
 keys = st.integers(-5, 5)
@@ -230,14 +222,7 @@ READS = {
 
 @pytest.mark.parametrize("mutate", MUTATIONS.values(), ids=MUTATIONS.keys())
 def test_every_mutation_notes_the_change(mutate):
-    pd = PersistentDict({1: 1, 2: 2})
-    connection = stored(pd)
-    mutate(pd)
-    assert pd._p_is_unsaved()
-    changed = dict(pd.data)
-    connection.commit()
-    assert pd._p_is_saved()
-    assert Connection(connection.get_storage()).get_root()["obj"].data == changed
+    assert_change_committed(PersistentDict({1: 1, 2: 2}), mutate, lambda pd: dict(pd.data))
 
 
 @pytest.mark.parametrize("read", READS.values(), ids=READS.keys())

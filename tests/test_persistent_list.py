@@ -9,7 +9,8 @@ from durus.connection import Connection
 from durus.file_storage import FileStorage
 from durus.persistent import Persistent
 from durus.persistent_list import PersistentList
-from durus.storage import MemoryStorage
+
+from container_checks import assert_change_committed, stored
 
 
 def outcome(action):
@@ -23,15 +24,6 @@ def outcome(action):
     elif isinstance(result, list):
         result = ("copy", result)
     return ("ok", result)
-
-
-def stored(obj) -> Connection:
-    """Commit obj under the root of a new in-memory database; obj is then saved."""
-    connection = Connection(MemoryStorage())
-    connection.get_root()["obj"] = obj
-    connection.commit()
-    assert obj._p_is_saved()
-    return connection
 
 
 indexes = st.integers(-7, 7)
@@ -228,14 +220,7 @@ READS = {
 
 @pytest.mark.parametrize("mutate", MUTATIONS.values(), ids=MUTATIONS.keys())
 def test_every_mutation_notes_the_change(mutate):
-    pl = PersistentList([1, 2, 3])
-    connection = stored(pl)
-    mutate(pl)
-    assert pl._p_is_unsaved()
-    changed = list(pl.data)
-    connection.commit()
-    assert pl._p_is_saved()
-    assert Connection(connection.get_storage()).get_root()["obj"].data == changed
+    assert_change_committed(PersistentList([1, 2, 3]), mutate, lambda pl: list(pl.data))
 
 
 @pytest.mark.parametrize("read", READS.values(), ids=READS.keys())

@@ -10,7 +10,8 @@ from durus.connection import Connection
 from durus.file_storage import FileStorage
 from durus.persistent import Persistent
 from durus.persistent_set import PersistentSet
-from durus.storage import MemoryStorage
+
+from container_checks import assert_change_committed, stored
 
 
 def outcome(action):
@@ -24,15 +25,6 @@ def outcome(action):
     elif isinstance(result, (set, frozenset)):
         result = ("set", set(result))
     return ("ok", result)
-
-
-def stored(obj) -> Connection:
-    """Commit obj under the root of a new in-memory database; obj is then saved."""
-    connection = Connection(MemoryStorage())
-    connection.get_root()["obj"] = obj
-    connection.commit()
-    assert obj._p_is_saved()
-    return connection
 
 
 elements = st.integers(0, 6)
@@ -204,14 +196,7 @@ NO_CHANGES = {
 
 @pytest.mark.parametrize("mutate", MUTATIONS.values(), ids=MUTATIONS.keys())
 def test_every_change_is_noted(mutate):
-    ps = PersistentSet([1, 2, 3])
-    connection = stored(ps)
-    mutate(ps)
-    assert ps._p_is_unsaved()
-    changed = set(ps.s)
-    connection.commit()
-    assert ps._p_is_saved()
-    assert Connection(connection.get_storage()).get_root()["obj"].s == changed
+    assert_change_committed(PersistentSet([1, 2, 3]), mutate, lambda ps: set(ps.s))
 
 
 @pytest.mark.parametrize("act", NO_CHANGES.values(), ids=NO_CHANGES.keys())
