@@ -16,9 +16,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 
-# Runs a StorageServer with keyword arguments the command line has no options for.
+# Runs a StorageServer with keyword arguments the command line has no options
+# for; with "trace", it records its file-system calls and socket sends there.
 _CUSTOM_SERVER = """
-import json, sys
+import contextlib, json, sys
 from durus.file_storage import FileStorage
 from durus.logger import direct_output, logger
 from durus.storage_server import StorageServer
@@ -26,7 +27,16 @@ options = json.loads(sys.argv[1])
 direct_output(open(options.pop("logfile"), "a"))
 logger.setLevel(options.pop("logginglevel"))
 address = options.pop("address")
-StorageServer(FileStorage(options.pop("file")), address=address, **options).serve()
+trace_path = options.pop("trace", None)
+tracing = contextlib.nullcontext()
+if trace_path:
+    sys.path.insert(0, options.pop("tests"))
+    import syscall_trace
+    tracing = syscall_trace.Trace(sockets=True)
+with tracing:
+    StorageServer(FileStorage(options.pop("file")), address=address, **options).serve()
+if trace_path:
+    syscall_trace.save_all(tracing.calls, trace_path)
 """
 
 
@@ -148,11 +158,14 @@ class Servers:
         command = [sys.executable, "-m", "durus", "-s", *args]
         return self._start(ServerProcess(command, address, log_path, self.tmp_path, our_env()))
 
-    def custom(self, file: Path, **options) -> ServerProcess:
-        """Start a StorageServer(FileStorage(file), **options) on a free loopback port."""
+    def custom(self, file: Path, trace: Path | None = None, **options) -> ServerProcess:
+        """Start a StorageServer(FileStorage(file), **options) on a free loopback
+        port; with trace, its calls are saved there (see syscall_trace) when it quits."""
         log_path = self._log_path()
         options = dict(options, file=str(file), logfile=str(log_path),
                        address=["127.0.0.1", 0], logginglevel=options.get("logginglevel", 20))
+        if trace is not None:
+            options.update(trace=str(trace), tests=str(TESTS))
         command = [sys.executable, "-c", _CUSTOM_SERVER, json.dumps(options)]
         return self._start(ServerProcess(command, None, log_path, self.tmp_path, our_env()))
 
