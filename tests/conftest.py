@@ -51,3 +51,21 @@ def run_ours(tmp_path):
     """run_ours(code, *args) runs code under this project's durus in a new process."""
     return lambda code, *args: run_python(sys.executable, code, *args, cwd=tmp_path,
                                           path=(ROOT, TESTS))
+
+
+# Numbers the reliability tests report (kills survived, fuzz cases tried,
+# throughput), printed at the end of the run.
+_REPORTED = []
+
+
+@pytest.fixture
+def report(request):
+    """report(text) adds a line, under the test's name, to the end-of-run summary."""
+    return lambda text: _REPORTED.append("%s: %s" % (request.node.name, text))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _REPORTED:
+        terminalreporter.section("reliability numbers")
+        for line in _REPORTED:
+            terminalreporter.write_line(line)

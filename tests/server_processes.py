@@ -16,9 +16,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 
-# Runs a StorageServer with keyword arguments the command line has no options for.
+# Runs a StorageServer with keyword arguments the command line has no options
+# for; with "trace", it records its file-system calls and socket sends there.
 _CUSTOM_SERVER = """
-import json, sys
+import contextlib, json, sys
 from durus.file_storage import FileStorage
 from durus.logger import direct_output, logger
 from durus.storage_server import StorageServer
@@ -39,7 +40,16 @@ if options.pop("flush_fails", False):  # a disk that cannot flush
     def failing_flush():
         raise OSError(5, "Input/output error")
     storage.make_durable = failing_flush
-StorageServer(storage, address=address, **options).serve()
+trace_path = options.pop("trace", None)
+tracing = contextlib.nullcontext()
+if trace_path:
+    sys.path.insert(0, options.pop("tests"))
+    import syscall_trace
+    tracing = syscall_trace.Trace(sockets=True)
+with tracing:
+    StorageServer(storage, address=address, **options).serve()
+if trace_path:
+    syscall_trace.save_all(tracing.calls, trace_path)
 """
 
 
@@ -169,11 +179,14 @@ class Servers:
         return self._start(ServerProcess(command, address, log_path, self.tmp_path, our_env(),
                                          secured))
 
-    def custom(self, file: Path, **options) -> ServerProcess:
-        """Start a StorageServer(FileStorage(file), **options) on a free loopback port."""
+    def custom(self, file: Path, trace: Path | None = None, **options) -> ServerProcess:
+        """Start a StorageServer(FileStorage(file), **options) on a free loopback
+        port; with trace, its calls are saved there (see syscall_trace) when it quits."""
         log_path = self._log_path()
         options = dict(options, file=str(file), logfile=str(log_path),
                        address=["127.0.0.1", 0], logginglevel=options.get("logginglevel", 20))
+        if trace is not None:
+            options.update(trace=str(trace), tests=str(TESTS))
         command = [sys.executable, "-c", _CUSTOM_SERVER, json.dumps(options)]
         secured = "certfile" in options or "users_file" in options
         return self._start(ServerProcess(command, None, log_path, self.tmp_path, our_env(),

@@ -1,0 +1,78 @@
+"""The reliability tests at length: thousands of kills, a hundred thousand
+fuzz cases, ten minutes of load. Left out of the default run; see
+"Reliability testing" in README.md:
+
+    python3 -m pytest -m soak tests/soak
+
+DURUS_SOAK_SCALE (default 1) multiplies every count and duration: 0.1 for
+a quick run, 10 for a night. Seeds are random and reported, so that a
+failure can be replayed.
+"""
+
+import os
+import random
+
+import pytest
+
+import server_processes
+import test_server_fuzz
+from test_crash import run_file_writer_kills, run_server_kills
+from test_load import describe, run_load
+from test_server_faults import CLIENTS, check_bank, run_client_kills, start_bank
+from test_server_fuzz import fuzz_streams, run_hypothesis, run_mutations
+
+pytestmark = pytest.mark.soak
+
+# The fixtures, for the tests here.
+servers = server_processes.servers
+target = test_server_fuzz.target
+SCALE = float(os.environ.get("DURUS_SOAK_SCALE", "1"))
+
+
+def scaled(count: float) -> int:
+    return max(1, round(count * SCALE))
+
+
+def seed() -> int:
+    return random.randrange(1 << 30)
+
+
+def test_file_storage_writer_kills(tmp_path, report):
+    stats = run_file_writer_kills(tmp_path, scaled(3000), seed=(chosen := seed()))
+    report("seed %d: %d kills survived (%d in a pack, %d tore a write), %d transfers, "
+           "none lost" % (chosen, stats["kills"], stats["in_pack"], stats["torn"],
+                          stats["transfers"]))
+
+
+def test_server_kills(servers, tmp_path, report):
+    stats = run_server_kills(servers, tmp_path, scaled(500), clients=4, seed=(chosen := seed()))
+    report("seed %d: %d kills survived (%d in a pack, %d tore a write), %d commits "
+           "acknowledged, none lost" % (chosen, stats["kills"], stats["in_pack"],
+                                        stats["torn"], stats["commits"]))
+
+
+def test_client_kills(servers, tmp_path, report):
+    server = start_bank(servers, tmp_path, timeout=3, commit_grace=0.3)
+    rounds = scaled(300)
+    check_bank(server, tmp_path, run_client_kills(server, tmp_path, rounds,
+                                                  random.Random(chosen := seed())))
+    report("seed %d: %d bank clients killed mid-transfer, none of their promised "
+           "transfers lost" % (chosen, rounds * CLIENTS))
+
+
+def test_hypothesis_streams(target, report):
+    sent = run_hypothesis(target, fuzz_streams(target), scaled(20000), derandomize=False)
+    target.finish()
+    report("%d hypothesis streams sent; the server answered after each" % sent)
+
+
+def test_mutated_sessions(target, report):
+    stats = run_mutations(target, scaled(100_000), seed=(chosen := seed()))
+    target.finish()
+    report("seed %d: %d mutated sessions sent (%d skipped); the server answered after "
+           "each" % (chosen, stats["sent"], stats["skipped"]))
+
+
+def test_load(servers, tmp_path, report):
+    report(describe(run_load(servers, tmp_path, clients=16, seconds=600 * SCALE,
+                             packs=scaled(10))))
