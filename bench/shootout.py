@@ -23,6 +23,8 @@ Usage: python bench/shootout.py [--objects N] [--rounds R] [--big N] [--json FIL
 import argparse
 import json
 import os
+import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -188,15 +190,18 @@ def concurrent_commits(contender: Contender, address: str, clients: int, tmp: st
 
 
 def open_round(contender: Contender, big: int) -> dict:
-    """Open time and peak memory of a big file, unpacked and packed (files cached)."""
+    """Open time and peak memory of a big file, unpacked and packed, each
+    written by the contender itself (and kept in bench/.cache for next time)."""
     result = {}
     for packed in (False, True):
-        CACHE.mkdir(exist_ok=True)
         kind = "packed" if packed else "unpacked"
-        db = str(CACHE / ("%s-%d-%s.db" % (contender.api, big, kind)))
-        if not os.path.exists(db):
-            contender.run("make_big", db + ".tmp", big, pack=packed)
-            os.replace(db + ".tmp", db)
+        folder = CACHE / ("%s-%d-%s" % (re.sub(r"\W+", "-", contender.name), big, kind))
+        db = str(folder / "big.db")
+        if not (folder / "complete").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            contender.run("make_big", db, big, pack=packed)
+            (folder / "complete").touch()
         opened = contender.run("open_big", db, big)
         result["open_ms_" + kind] = opened["open_ms"]
         result["open_peak_mb_" + kind] = opened["open_peak_mb"]

@@ -40,6 +40,8 @@ _CHECKSUM_DATA_HEAD = pickle.dumps(object, 2) + b"\x80\x02\x8a\x05"
 _CHECKSUM_DATA_LENGTH = len(_CHECKSUM_DATA_HEAD) + 6
 
 
+# Bytes of the offset map read at once.
+_MAP_PAGE_BYTES = 1 << 16
 # Bytes read at once from a record's position: the file stays unchanged up to
 # its end, so they serve later reads of the records that follow.
 _READ_AHEAD = 16384
@@ -168,11 +170,26 @@ class Shelf:
         self.map_end = self.map_start + 8 + length
         if self.map_end > size:
             raise CorruptFileError("%r is truncated inside its offset map" % name)
-        self.map_words = self.file.pread(self.word_size * self.map_count, self.map_start + 24)
+        # The map is read a page at a time, as lookups need it, so that a
+        # packed file of any size opens at once.
+        self._map_page_words = _MAP_PAGE_BYTES // self.word_size
+        self._map_pages = {}
 
     def _map_word(self, j: int) -> int:
+        page_number, k = divmod(j, self._map_page_words)
+        page = self._map_pages.get(page_number)
+        if page is None:
+            page = self._map_pages[page_number] = self._read_map_page(page_number)
         w = self.word_size
-        return int.from_bytes(self.map_words[j * w:(j + 1) * w], "big")
+        return int.from_bytes(page[k * w:(k + 1) * w], "big")
+
+    def _read_map_page(self, page_number: int) -> bytes:
+        first = page_number * self._map_page_words
+        count = min(self._map_page_words, self.map_count - first)
+        page = self.file.pread(count * self.word_size, self.map_start + 24 + first * self.word_size)
+        if len(page) < count * self.word_size:
+            raise CorruptFileError("%r is truncated inside its offset map" % self.file.get_name())
+        return page
 
     def _scan_transactions(self, repair: bool) -> int:
         """Index every transaction after the offset map; return the end of the last good one."""
