@@ -108,6 +108,10 @@ class FileStorage(Storage):
                 self.allocated.add(oid)
                 return oid
 
+    def release_oids(self, oids) -> None:
+        # Forgotten, so that they cost no memory; a pack makes them free again.
+        self.allocated.difference_update(oids)
+
     def gen_oid_record(self, start_oid: bytes | None = None, batch_size: int = 100):
         """Yield (oid, record): for every record in the file when start_oid is
         None (unreachable ones included), else for those reachable from it."""

@@ -45,6 +45,10 @@ class Storage:
         """Return an oid nobody uses or has been given."""
         raise NotImplementedError
 
+    def release_oids(self, oids) -> None:
+        """Take back oids from new_oid() that will never be committed (a
+        server's client left without using them)."""
+
     def close(self) -> None:
         """Release the storage's resources."""
 

@@ -473,6 +473,8 @@ class StorageServer:
             self._parked.remove(client)
         # Runs the session's cleanup, which gives back the commit turn.
         client.session.close()
+        # Or the storage would hold on to them for as long as the server runs.
+        self.storage.release_oids(client.unused_oids)
 
     def _sweep(self, now: float, listener: socket.socket) -> None:
         """Drop stalled clients; take the commit turn from a silent holder."""
@@ -644,7 +646,9 @@ class StorageServer:
             oid = self.storage.new_oid()
             # An oid freed by a pack may still be in someone's invalid set:
             # handing it out would confuse that client's next load.
-            if not any(oid in other.invalid for other in self.clients):
+            if any(oid in other.invalid for other in self.clients):
+                self.storage.release_oids([oid])
+            else:
                 oids.append(oid)
         client.unused_oids.update(oids)
         return oids

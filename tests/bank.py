@@ -158,6 +158,19 @@ def check_file(path, repair: bool = False) -> list:
         storage.close()
 
 
+def check_server(address) -> list:
+    """Check the bank a server holds, then transfer once more as client 0 (a
+    normal client still commits); return the done counts it had before."""
+    connection = Connection(ClientStorage(address=address))
+    try:
+        done = check_snapshot(connection.get_root())
+        apply_transfer(connection.get_root(), 0)
+        connection.commit()
+    finally:
+        connection.get_storage().close()
+    return done
+
+
 def create_file(path, clients: int = 1) -> None:
     storage = FileStorage(str(path))
     create(Connection(storage), clients)
@@ -194,14 +207,21 @@ def start(target, *args) -> multiprocessing.Process:
     return process
 
 
+def open_acks(ack_path) -> int:
+    return os.open(ack_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+
+
 def _acknowledge(ack_fd: int, count: int) -> None:
-    os.write(ack_fd, b"%d\n" % count)
+    os.write(ack_fd, b"%d\n" % count)  # one small write: whole, even if killed
 
 
 def acknowledge(ack_path, count: int) -> None:
     """Note in an ack file that a client was promised `count` transfers."""
-    with open(ack_path, "ab") as ack:
-        ack.write(b"%d\n" % count)
+    ack_fd = open_acks(ack_path)
+    try:
+        _acknowledge(ack_fd, count)
+    finally:
+        os.close(ack_fd)
 
 
 def file_writer(path: str, client: int, ack_path: str, pack_every: int = 0) -> None:
@@ -209,7 +229,7 @@ def file_writer(path: str, client: int, ack_path: str, pack_every: int = 0) -> N
     storage = FileStorage(path)
     connection = Connection(storage)
     root = connection.get_root()
-    ack_fd = os.open(ack_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    ack_fd = open_acks(ack_path)
     while True:
         number = apply_transfer(root, client)
         connection.commit()
@@ -226,10 +246,10 @@ def server_client(address, client: int, ack_path: str, seconds: float, summary_p
     summary = {"commits": 0, "conflicts": 0, "audits": 0, "audit_conflicts": 0,
                "server_lost": False, "errors": []}
     deadline = time.monotonic() + seconds
-    ack_fd = os.open(ack_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    ack_fd = open_acks(ack_path)
     storage = None
     try:
-        storage = ClientStorage(address=tuple(address) if isinstance(address, list) else address)
+        storage = ClientStorage(address=address)
         connection = Connection(storage)
         while time.monotonic() < deadline:
             if rng.random() < read_share:
@@ -280,7 +300,8 @@ def summaries(paths) -> list:
 
 class Clients:
     """Bank clients server_client() in forked processes, for `seconds`, with
-    their ack and summary files in directory."""
+    their ack and summary files in directory. As a context manager, it kills
+    those still running at the end."""
 
     def __init__(self, server, directory, seconds: float, clients: int,
                  read_share: float = 0.2):
@@ -300,16 +321,23 @@ class Clients:
     def acked(self) -> list:
         return [read_acks(self.ack(client)) for client in self.clients]
 
+    def __enter__(self) -> "Clients":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.kill()
+
+    def kill(self) -> None:
+        for process in self.processes.values():
+            stop(process)
+
     def finish(self, server_lost: bool = False, timeout: float = 30) -> list:
         """Wait for every client to end on its own (none may hang, or find the
         bank inconsistent; all lose the server if server_lost); return summaries."""
-        try:
+        with self:
             for process in self.processes.values():
                 process.join(timeout)
                 assert process.exitcode == 0, "a bank client hung or failed"
-        finally:
-            for process in self.processes.values():
-                stop(process)
         results = summaries(self.summary(client) for client in self.clients)
         assert all(not result["errors"] and result["server_lost"] == server_lost
                    for result in results), results

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import traceback
 from dataclasses import dataclass
 
 # Calls that change a file, make it durable, or change a directory.
@@ -98,11 +99,6 @@ class Trace:
             return real(*args, **kwargs)
         return traced
 
-    def on(self, path) -> list:
-        """The calls acting on path (or naming it as a target)."""
-        path = os.path.abspath(path)
-        return [call for call in self.calls if call.path == path or path in call.detail]
-
 
 def kill_before(index: int):
     """A `before` hook that SIGKILLs this process just before call number index."""
@@ -123,8 +119,10 @@ def run_killed_at(index: int, operation) -> bool:
             with Trace(before=kill_before(index)):
                 operation()
             code = 0
+        except BaseException:
+            traceback.print_exc()
         finally:
-            os._exit(code)
+            os._exit(code)  # never return into the parent's code
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
         assert os.WTERMSIG(status) == signal.SIGKILL

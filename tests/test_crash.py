@@ -69,9 +69,11 @@ def run_file_writer_kills(directory, kills: int, seed: int) -> dict:
     for _ in range(kills):
         acked = bank.read_acks(ack)
         writer = bank.start(bank.file_writer, str(path), 0, str(ack), 25)
-        bank.wait_for(lambda: bank.read_acks(ack) > acked, [writer])
-        time.sleep(rng.random() * 0.03)
-        bank.stop(writer)
+        try:
+            bank.wait_for(lambda: bank.read_acks(ack) > acked, [writer])
+            time.sleep(rng.random() * 0.03)
+        finally:
+            bank.stop(writer)
         packs.check()
         done, was_torn = check_after_kill(path, [bank.read_acks(ack)], done)
         torn += was_torn
@@ -89,14 +91,14 @@ def run_server_kills(servers, directory, kills: int, clients: int, seed: int) ->
     done = [0] * clients
     for _ in range(kills):
         server = servers.ours("--file", str(path), "--gcbytes", "40000")
-        workers = bank.Clients(server, directory, 3600, clients)
-        before = sum(workers.acked())
-        bank.wait_for(lambda: sum(workers.acked()) > before + clients,
-                      workers.processes.values())
-        time.sleep(rng.random() * 0.1)
-        server.kill()
-        packs.check()
-        results = workers.finish(server_lost=True)
+        with bank.Clients(server, directory, 3600, clients) as workers:
+            before = sum(workers.acked())
+            bank.wait_for(lambda: sum(workers.acked()) > before + clients,
+                          workers.processes.values())
+            time.sleep(rng.random() * 0.1)
+            server.kill()
+            packs.check()
+            results = workers.finish(server_lost=True)
         commits += sum(result["commits"] for result in results)
         done, was_torn = check_after_kill(path, workers.acked(), done)
         torn += was_torn

@@ -29,13 +29,13 @@ def run_load(servers, directory, clients: int, seconds: float, packs: int) -> di
     """Run the load for `seconds`, with `packs` evenly spaced `durus -p` runs."""
     path = directory / "bank.durus"
     bank.create_file(path, clients)
-    server = servers.ours("--file", str(path), "--gcbytes", "5000000")
+    server = servers.ours("--file", str(path), "--gcbytes", "1000000")
     started = time.monotonic()
-    workers = bank.Clients(server, directory, seconds, clients, read_share=0.3)
-    for number in range(1, packs + 1):
-        time.sleep(max(0.0, started + seconds * number / (packs + 1) - time.monotonic()))
-        durus_pack(server)
-    results = workers.finish(timeout=seconds + 60)
+    with bank.Clients(server, directory, seconds, clients, read_share=0.3) as workers:
+        for number in range(1, packs + 1):
+            time.sleep(max(0.0, started + seconds * number / (packs + 1) - time.monotonic()))
+            durus_pack(server)
+        results = workers.finish(timeout=seconds + 60)
     elapsed = time.monotonic() - started
     log = server.log_text()
     assert server.quit() == 0
