@@ -64,7 +64,7 @@ class SocketAddress:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self.bind_socket(sock)
-            sock.listen(64)
+            sock.listen(socket.SOMAXCONN)  # a burst of clients waits in the kernel
         except BaseException:
             sock.close()
             raise
