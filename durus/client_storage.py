@@ -92,6 +92,9 @@ class ClientStorage(Storage):
         self.address = SocketAddress.new(address or (host, port))
         self.cache = RecordCache(cache_bytes)
         self._input = bytearray()
+        # Received into, so that a small reply costs no large allocation.
+        self._chunk = bytearray(_RECEIVE_SIZE)
+        self._chunk_view = memoryview(self._chunk)
         try:
             self.s = self.address.connect(timeout)
         except OSError as exc:
@@ -177,14 +180,14 @@ class ClientStorage(Storage):
         buffer = self._input
         while len(buffer) < n:
             try:
-                chunk = self.s.recv(max(_RECEIVE_SIZE, n - len(buffer)))
+                received = self.s.recv_into(self._chunk)
             except socket.timeout as exc:
                 self._fail("no reply within %s seconds" % self.s.gettimeout(), exc)
             except OSError as exc:
                 self._fail(str(exc), exc)
-            if not chunk:
+            if not received:
                 self._fail("the server closed the connection")
-            buffer += chunk
+            buffer += self._chunk_view[:received]
         data = bytes(buffer[:n])
         del buffer[:n]
         return data
