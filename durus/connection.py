@@ -161,8 +161,6 @@ class Connection(ConnectionBase):
 
     def load_state(self, obj) -> None:
         """Load the state of the ghost obj from the storage."""
-        if self.storage is None:
-            raise ValueError("the connection is closed")
         try:
             data = self.get_stored_pickle(obj._p_oid)
         except DurusKeyError:

@@ -18,7 +18,6 @@ WRITE_COMPRESSED_STATE_PICKLES = True
 
 # Every zlib stream at default settings starts with this byte.
 COMPRESSED_START_BYTE = 0x78
-_COMPRESSED_START = bytes([COMPRESSED_START_BYTE])
 
 # Smaller states are stored as plain pickles: compressing them costs time and
 # saves no space. Readers tell them apart by the first byte (0x80, not 0x78).
@@ -188,7 +187,12 @@ class ObjectReader:
 
     def get_class(self, data: bytes) -> type:
         """Return the class named by a record's data."""
-        return self._new_unpickler(_WholeInput(data)).load()
+        length = _class_pickle_length(data)
+        if length is None:
+            return self._new_unpickler(_WholeInput(data)).load()
+        # The usual form names module and class: no unpickler is needed.
+        module, name = data[3:length - 4].decode("utf-8").split("\n")
+        return self._find_class(module, name)
 
     def _split(self, data: bytes) -> tuple[int, bytes]:
         """Return (length of the class pickle, uncompressed state pickle)."""
@@ -231,7 +235,7 @@ class ObjectReader:
 
 def _uncompressed(state: bytes) -> bytes:
     """Return state decompressed if it is a zlib stream, else as it is."""
-    if state[:1] == _COMPRESSED_START:
+    if state and state[0] == COMPRESSED_START_BYTE:
         try:
             return decompress(state)
         except ZlibError:

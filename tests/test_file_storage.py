@@ -252,14 +252,10 @@ def test_failed_write_leaves_file_valid_and_storage_usable(tmp_path, monkeypatch
     with pytest.raises(OSError, match="No space"):
         connection.commit()
     monkeypatch.setattr(os, "pwrite", real_pwrite)
-    assert committed_keys_of(path) == ["before"]
+    assert committed_keys(path, readonly=True) == ["before"]
     connection.commit()  # the change is still pending; retry after space returns
     storage.close()
     assert committed_keys(path) == ["before", "failed"]
-
-
-def committed_keys_of(path):
-    return committed_keys(path, readonly=True)
 
 
 def test_pack_keeps_commits_made_during_the_pack(tmp_path):
