@@ -1,8 +1,12 @@
-"""File: the on-disk file under a FileStorage, with locking, positional I/O and fsync."""
+"""File: the on-disk file under a FileStorage, with locking, positional I/O and
+fsync; WriterMark: the file that tells a writer is (or was) at work on it."""
 
+import errno
 import fcntl
 import os
+import socket
 import tempfile
+import time
 
 from durus.error import FileLockedError, ReadOnlyError
 
@@ -98,6 +102,47 @@ class File:
     def close(self) -> None:
         if not self.file.closed:
             self.file.close()  # closing also releases the flock
+
+
+class WriterMark:
+    """The file <database>.writer: present while a writer has the database
+    open, and left behind by a writer that stopped without closing it.
+
+    It is the evidence that a last transaction cut short at the end of the
+    file is a commit in flight (one that never returned), not damage.
+    """
+
+    def __init__(self, database: str):
+        self.path = database + ".writer"
+
+    def is_present(self) -> bool:
+        return os.path.exists(self.path)
+
+    def place(self) -> None:
+        """Mark the database open for writing, durably, before anything is written to it."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            note = ("pid %d on %s has had the database open for writing since %s. "
+                    "If it is gone, it stopped without closing the database; the next "
+                    "writer drops any commit it left unfinished.\n"
+                    % (os.getpid(), socket.gethostname(), time.strftime("%Y-%m-%d %H:%M:%S")))
+            try:
+                os.pwrite(fd, note.encode(), 0)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise  # on a full disk the mark still counts, without its note
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_directory(self.path)
+
+    def remove(self) -> None:
+        """Tell that the database was closed with nothing unfinished."""
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            return
+        fsync_directory(self.path)
 
 
 def fsync_directory(path: str) -> None:

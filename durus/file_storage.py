@@ -5,7 +5,7 @@ import threading
 from logging import WARNING
 
 from durus.error import DurusKeyError, ReadOnlyError
-from durus.file import File
+from durus.file import File, WriterMark
 from durus.logger import log
 from durus.serialize import split_oids, unpack_record
 from durus.shelf import PREFIX, Shelf, write_shelf
@@ -19,6 +19,10 @@ class FileStorage(Storage):
     By default every commit is on disk (fsynced) when end() returns; pass
     fsync=False to trade that for speed during bulk loads (a crash may then
     lose the last commits, but never leaves a damaged transaction readable).
+
+    While a writer has the file open, <filename>.writer marks it; a writer
+    killed mid-commit leaves the mark and part of a transaction, and the next
+    open then leaves that commit out (a writer also cuts it off, and logs it).
 
     shelf: Shelf, the open file.
     pending: {oid: record}, the commit underway.
@@ -34,9 +38,17 @@ class FileStorage(Storage):
         if filename is not None:
             filename = os.fspath(filename)
         file = File(filename, readonly=readonly)
+        mark = None if file.is_temporary() else WriterMark(file.get_name())
+        writer_marked = mark is not None and mark.is_present()
+        # A writer's mark: present from before its first write until it closes.
+        self._mark = None if readonly else mark
         try:
-            self.shelf = Shelf(file, repair=repair)
+            if self._mark is not None:
+                self._mark.place()
+            self.shelf = Shelf(file, repair=repair, writer_marked=writer_marked)
         except BaseException:
+            if self._mark is not None and not writer_marked:
+                self._mark.remove()
             file.close()  # at once: a retry with repair=True needs the lock
             raise
         self.fsync = fsync
@@ -205,7 +217,12 @@ class FileStorage(Storage):
             pass
 
     def close(self) -> None:
-        self.shelf.close()
+        try:
+            if self._mark is not None and self.shelf.ends_cleanly():
+                self._mark.remove()  # while still holding the lock
+        finally:
+            self._mark = None
+            self.shelf.close()
 
     def __str__(self):
         return "%s(%r)" % (type(self).__name__, self.get_filename())

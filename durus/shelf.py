@@ -14,7 +14,9 @@ the reserved oid CHECKSUM_OID: a valid object record (of class `object`)
 whose state is the CRC-32 of the transaction's records before it. Durus 4.3
 reads it as one more unreachable record and drops it when it packs. A torn
 or damaged transaction fails the checksum or the structural checks that
-every transaction gets, and is refused (or cut off with repair).
+every transaction gets, and is refused (or cut off with repair). The one
+exception is a last transaction cut short while a writer's mark says one was
+at work: a commit in flight, which readers leave out and the next writer drops.
 """
 
 import os
@@ -22,9 +24,11 @@ import pickle
 import struct
 import zlib
 from array import array
+from logging import WARNING
 
 from durus.error import CorruptFileError
 from durus.file import File, fsync_directory
+from durus.logger import log
 from durus.utils import int8_to_str, str_to_int8
 
 PREFIX = b"SHELF-1\n"
@@ -123,18 +127,23 @@ class PositionIndex:
 class Shelf:
     """An open SHELF-1 file: read records by oid, append transactions."""
 
-    def __init__(self, file: File, repair: bool = False):
+    def __init__(self, file: File, repair: bool = False, writer_marked: bool = False):
         """Open file, creating the shelf if the file is empty (or, with
-        repair, if its creation was cut short).
+        repair or writer_marked, if its creation was cut short).
 
         Raises CorruptFileError if the file is not a shelf, or if a transaction
         is incomplete or damaged and repair is False; with repair, the file is
         cut back to the end of the last good transaction.
+
+        writer_marked: whether a writer's mark (file.WriterMark) was present,
+        so that a last transaction cut short is a commit in flight: it is left
+        out, and cut off unless the file is read-only.
         """
         self.file = file
+        self.writer_marked = writer_marked
         size = file.size()
         if size < len(_NEW_SHELF) and file.pread(size, 0) == _NEW_SHELF[:size]:
-            if size and not repair:
+            if size and not (repair or writer_marked):
                 raise CorruptFileError(
                     "%r was cut short while being created, so it holds no transactions. "
                     "Open with repair=True (durus --repair) to create it afresh."
@@ -202,6 +211,8 @@ class Shelf:
         needed = 0
         while position < size:
             if position + needed > size:
+                if self.writer_marked and _is_cut_short(self.file.pread(size - position, position)):
+                    return self._drop_commit_in_flight(position, size)
                 reason = ("its length field is cut off" if size - position < 8 else
                           "it claims %d bytes but the file ends first" % needed)
                 return self._handle_torn(empty_run_start, position, size, reason, repair)
@@ -229,6 +240,19 @@ class Shelf:
         self.file.truncate(position)
         self.file.fsync()
         return position
+
+    def _drop_commit_in_flight(self, position: int, size: int) -> int:
+        if not self.file.is_readonly():
+            log(WARNING, "%r: dropped %d bytes at byte %d, the start of a commit that its "
+                "writer left unfinished when it stopped (the commit had not returned)"
+                % (self.file.get_name(), size - position, position))
+            self.file.truncate(position)
+            self.file.fsync()
+        return position
+
+    def ends_cleanly(self) -> bool:
+        """Tell whether the file ends with the last transaction appended."""
+        return not self._torn_end
 
     def get_position(self, oid: bytes) -> int | None:
         """Return the position of the newest record of oid, or None."""
@@ -336,7 +360,7 @@ class Shelf:
         try:
             self.file.truncate(self.end)
         except OSError:
-            self._torn_end = True  # the next append cuts it first; an open detects it
+            self._torn_end = True  # the next append cuts it first; else the next open
 
     def close(self) -> None:
         self.file.close()
@@ -389,6 +413,35 @@ def scan_buffer(buffer: bytes, base: int) -> tuple:
     return start, oids, positions, empty_run_start, None, 0
 
 
+def _read_record_head(buffer: bytes, position: int, end: int) -> tuple[int, int]:
+    """(oid number, end) of the record whose header is at position, in a
+    transaction ending at end; the end is -1 if the header is malformed."""
+    length, oid, record_oid, data_length = _RECORD_HEAD.unpack_from(buffer, position)
+    record_end = position + 8 + length
+    refs_length = length - _MIN_RECORD_LENGTH - data_length
+    if (length < _MIN_RECORD_LENGTH or record_end > end or oid != record_oid
+            or refs_length < 0 or refs_length % 8):
+        return oid, -1
+    return oid, record_end
+
+
+def _is_cut_short(tail: bytes) -> bool:
+    """Tell whether tail, from the start of a transaction that runs past the
+    end of the file to that end, is what an append cut short leaves: part of
+    the length field, or the length field and well-formed records, the last
+    of them perhaps cut off, and no whole checksum record (which ends it)."""
+    if len(tail) < 8:
+        return True
+    end = 8 + _INT8.unpack_from(tail)[0]
+    position = 8
+    while position + _RECORD_HEAD.size <= len(tail):
+        oid, record_end = _read_record_head(tail, position, end)
+        if record_end == -1 or (oid == _CHECKSUM_NUMBER and record_end != end):
+            return False
+        position = record_end
+    return True
+
+
 def _check_transaction(buffer: bytes, start: int, end: int, base: int, oids, positions):
     """Check the transaction in buffer[start:end]; append the oid numbers and
     file positions of its records. Return None, or why it is bad."""
@@ -398,11 +451,8 @@ def _check_transaction(buffer: bytes, start: int, end: int, base: int, oids, pos
         if position + _RECORD_HEAD.size > end:
             error = "a record header is cut off at byte %d" % (base + position)
             break
-        length, oid, record_oid, data_length = _RECORD_HEAD.unpack_from(buffer, position)
-        record_end = position + 8 + length
-        refs_length = length - _MIN_RECORD_LENGTH - data_length
-        if (length < _MIN_RECORD_LENGTH or record_end > end or oid != record_oid
-                or refs_length < 0 or refs_length % 8):
+        oid, record_end = _read_record_head(buffer, position, end)
+        if record_end == -1:
             error = "malformed record at byte %d" % (base + position)
             break
         if oid == _CHECKSUM_NUMBER:

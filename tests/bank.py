@@ -149,9 +149,9 @@ def check_snapshot(root, exact: bool = True) -> list:
     return done
 
 
-def check_file(path, repair: bool = False) -> list:
-    """Open the file (read-only unless repairing), check it; return done counts."""
-    storage = FileStorage(str(path), readonly=not repair, repair=repair)
+def check_file(path, readonly: bool = True, repair: bool = False) -> list:
+    """Open the file (read-only by default), check it; return done counts."""
+    storage = FileStorage(str(path), readonly=readonly, repair=repair)
     try:
         return check_snapshot(Connection(storage).get_root())
     finally:

@@ -163,3 +163,22 @@ def check_durable_order(calls: list, database: str) -> None:
             assert database in present, "the database is missing after %s" % (call,)
     assert not unsynced, "written but never synced: %s" % sorted(unsynced)
     assert not unsynced_dirs, "directory changes never synced in %s" % sorted(unsynced_dirs)
+
+
+def check_marked_writes(calls: list, database: str) -> None:
+    """Assert that `database` is written only while its writer's mark is durable:
+    the mark synced, and its directory synced after it was created."""
+    database = os.path.abspath(database)
+    mark = database + ".writer"
+    synced = directory_synced = False
+    for call in calls:
+        if call.path == mark:
+            if call.name == "unlink":
+                synced = directory_synced = False
+            else:
+                synced = call.name in SYNCS
+        elif call.name in SYNCS and call.path == os.path.dirname(mark) and synced:
+            directory_synced = True
+        elif call.name in WRITES and call.path == database:
+            assert synced and directory_synced, "%s before the writer's mark was durable" % (call,)
+

@@ -10,6 +10,7 @@ here: EIO from a write, a sync or a truncate) still run.
 import errno
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -85,12 +86,25 @@ def test_file_storage_on_a_full_disk(disk):
     with pytest.raises(OSError) as packing:
         storage.pack()
     assert packing.value.errno == errno.ENOSPC
-    assert sorted(os.listdir(disk.directory)) == ["bank.durus", "filler"]  # no partial .pack
+    # No partial .pack; the writer's mark stays while the storage is open.
+    assert sorted(os.listdir(disk.directory)) == ["bank.durus", "bank.durus.writer", "filler"]
     disk.free()
     connection.commit()  # the failed transfer, still pending, now goes through
     storage.pack()
     storage.close()
     assert bank.check_file(path) == [committed + 1]
+
+
+def test_writer_opens_on_a_full_disk(disk):
+    """The writer's mark needs no free space (its note is left out)."""
+    path = disk.directory / "bank.durus"
+    bank.create_file(path)
+    disk.fill()
+    storage = FileStorage(str(path))
+    assert Path(storage.get_filename() + ".writer").read_bytes() == b""
+    assert bank.check_snapshot(Connection(storage).get_root()) == [0]
+    storage.close()
+    assert sorted(os.listdir(disk.directory)) == ["bank.durus", "filler"]
 
 
 def test_server_on_a_full_disk(servers, disk):
@@ -166,13 +180,11 @@ def test_injected_error_in_a_commit(fault, tmp_path, monkeypatch):
     assert bank.check_file(path) == [5]
 
 
-def test_failed_cut_back_is_redone_before_the_next_commit(tmp_path, monkeypatch):
-    """A write fails part way and so does removing what it wrote; a later,
-    shorter commit must not leave the rest of it after itself."""
-    path = tmp_path / "bank.durus"
+def fail_a_commit_and_its_cut_back(path, monkeypatch) -> Connection:
+    """A bank of two clients with two transfers, on which a commit failed part
+    way and so did removing what it wrote; return its connection."""
     bank.create_file(path, clients=2)
-    storage = FileStorage(str(path))
-    connection = Connection(storage)
+    connection = Connection(FileStorage(str(path)))
     for _ in range(2):
         bank.apply_transfer(connection.get_root(), 0)
         connection.commit()
@@ -183,10 +195,28 @@ def test_failed_cut_back_is_redone_before_the_next_commit(tmp_path, monkeypatch)
         connection.commit()
     writes.armed = cuts.armed = False
     connection.abort()
+    return connection
+
+
+def test_failed_cut_back_is_redone_before_the_next_commit(tmp_path, monkeypatch):
+    """A later, shorter commit must not leave the rest of the failed one after itself."""
+    path = tmp_path / "bank.durus"
+    connection = fail_a_commit_and_its_cut_back(path, monkeypatch)
+    storage = connection.get_storage()
     bank.apply_transfer(connection.get_root(), 1)  # a short one
     connection.commit()
     storage.close()
     assert bank.check_file(path) == [2, 1]
+
+
+def test_failed_cut_back_left_at_close_is_dropped_by_the_next_writer(tmp_path, monkeypatch):
+    path = tmp_path / "bank.durus"
+    fail_a_commit_and_its_cut_back(path, monkeypatch).get_storage().close()
+    assert path.with_name("bank.durus.writer").exists()  # the file does not end cleanly
+    assert bank.check_file(path) == [2, 0]
+    FileStorage(str(path)).close()
+    assert not path.with_name("bank.durus.writer").exists()
+    assert bank.check_file(path) == [2, 0]  # with no mark, so nothing torn is left
 
 
 def test_injected_error_in_a_pack(tmp_path, monkeypatch):
@@ -199,7 +229,7 @@ def test_injected_error_in_a_pack(tmp_path, monkeypatch):
     injected = Fault(monkeypatch, "pwrite", errno.ENOSPC, suffix=".pack", partial=100)
     with pytest.raises(OSError):
         storage.pack()
-    assert sorted(os.listdir(tmp_path)) == ["bank.durus"]  # no partial .pack
+    assert sorted(os.listdir(tmp_path)) == ["bank.durus", "bank.durus.writer"]  # no .pack
     bank.apply_transfer(connection.get_root(), 0)
     connection.commit()
     injected.armed = False

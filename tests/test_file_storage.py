@@ -198,6 +198,92 @@ def test_truncated_header_and_map(tmp_path):
             FileStorage(str(path), repair=True)
 
 
+def mark_writer(path) -> None:
+    """Leave the mark that a writer killed with the file open leaves."""
+    path.with_name(path.name + ".writer").write_bytes(b"")
+
+
+def test_writer_mark_is_kept_while_a_writer_has_the_file_open(tmp_path):
+    path = tmp_path / "marked.durus"
+    mark = tmp_path / "marked.durus.writer"
+    writer = FileStorage(str(path))
+    assert ("pid %d " % os.getpid()).encode() in mark.read_bytes()
+    reader = FileStorage(str(path), readonly=True)
+    reader.close()
+    assert mark.exists()  # readers leave it alone
+    writer.close()
+    assert not mark.exists()
+    writer.close()  # a second close changes nothing
+    FileStorage(str(path), readonly=True).close()
+    assert not mark.exists()
+    temporary = TempFileStorage()
+    assert not os.path.exists(temporary.get_filename() + ".writer")
+    temporary.close()
+
+
+def test_writer_drops_a_last_commit_cut_short_when_marked(tmp_path, caplog):
+    path = tmp_path / "cut.durus"
+    boundaries = make_file(path, commits=3)
+    original = path.read_bytes()
+    start, end = boundaries[-2], boundaries[-1]
+    for cut in range(start + 1, end):
+        path.write_bytes(original[:cut])
+        mark_writer(path)
+        assert committed_keys(path, readonly=True) == ["c0", "c1"]
+        assert os.path.getsize(path) == cut  # a reader changes nothing
+        caplog.clear()
+        assert committed_keys(path) == ["c0", "c1"]
+        assert os.path.getsize(path) == start
+        assert "dropped %d bytes at byte %d" % (cut - start, start) in caplog.text
+        assert not path.with_name("cut.durus.writer").exists()
+
+
+def test_marked_file_still_refuses_damage(tmp_path):
+    """The mark explains only a last transaction that runs past the end of
+    the file: not a whole one that fails its checksum, nor an earlier one."""
+    path = tmp_path / "damaged.durus"
+    boundaries = make_file(path, commits=3)
+    original = path.read_bytes()
+    last, earlier = boundaries[-2], boundaries[-3]
+    for where in (last, earlier):
+        damaged = bytearray(original)
+        damaged[where + 40] ^= 0x01
+        path.write_bytes(damaged)
+        mark_writer(path)
+        with pytest.raises(CorruptFileError, match="transaction at byte %d" % where):
+            FileStorage(str(path))
+        with pytest.raises(CorruptFileError, match="transaction at byte %d" % where):
+            FileStorage(str(path), readonly=True)
+        assert path.with_name("damaged.durus.writer").exists()  # a failed open leaves it
+    cut_inside_earlier = bytearray(original[:last + 100])
+    cut_inside_earlier[earlier + 40] ^= 0x01  # and a cut-off last one after it
+    path.write_bytes(cut_inside_earlier)
+    with pytest.raises(CorruptFileError, match="transaction at byte %d" % earlier):
+        FileStorage(str(path))
+    garbage = original[:last] + int8_to_str(10 ** 6) + random.Random(3).randbytes(200)
+    path.write_bytes(garbage)  # a length running past the end, then no records
+    with pytest.raises(CorruptFileError, match="transaction at byte %d" % last):
+        FileStorage(str(path))
+
+
+def test_failed_open_leaves_no_mark_of_its_own(tmp_path):
+    path = tmp_path / "refused.durus"
+    make_file(path, commits=2)
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(CorruptFileError):
+        FileStorage(str(path))
+    assert not path.with_name("refused.durus.writer").exists()
+    assert committed_keys(path, repair=True) == ["c0"]
+
+
+def test_marked_file_whose_creation_was_cut_short_is_created(tmp_path):
+    path = tmp_path / "new.durus"
+    make_file(path, commits=1)
+    path.write_bytes(path.read_bytes()[:20])
+    mark_writer(path)
+    assert committed_keys(path) == []
+
+
 def test_second_writer_is_refused_with_the_file_name(tmp_path):
     path = tmp_path / "locked.durus"
     first = FileStorage(str(path))

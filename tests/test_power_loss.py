@@ -3,8 +3,10 @@ wrong data; and the writes and syncs durus issues are ordered so that what
 commit() (or a server's 'O') promised survives a power loss.
 
 Copies of a real bank file are cut at every byte offset inside their last
-transactions and have ranges overwritten with zeros or random bytes. The
-oracle is exact: every record of every oid at each transaction boundary.
+transactions and have ranges overwritten with zeros or random bytes: as
+copies, and with the mark a writer leaves when it is killed with the file
+open. The oracle is exact: every record of every oid at each transaction
+boundary.
 """
 
 import random
@@ -18,7 +20,7 @@ from durus.connection import Connection
 from durus.error import CorruptFileError
 from durus.file_storage import FileStorage
 from storage_operations import OPERATIONS
-from syscall_trace import Call, Trace, check_durable_order
+from syscall_trace import Call, Trace, check_durable_order, check_marked_writes
 
 servers = server_processes.servers  # the fixture, for the tests here
 
@@ -74,6 +76,43 @@ def test_cut_at_every_offset_of_the_last_transactions(history, tmp_path):
         assert path.stat().st_size == boundary_before(states, cut)
 
 
+def mark_writer(path) -> None:
+    """Leave the mark that a writer killed with the file open leaves."""
+    path.with_name(path.name + ".writer").write_bytes(b"")
+
+
+def test_cut_at_every_offset_with_the_writer_mark(history, tmp_path):
+    """A writer killed in the middle of a commit: readers leave that commit
+    out, and the next writer cuts it off, without repair."""
+    data, states = history
+    path = tmp_path / "cut.durus"
+    for cut in range(min(states), len(data) + 1):
+        path.write_bytes(data[:cut])
+        mark_writer(path)
+        good = boundary_before(states, cut)
+        assert records(path, readonly=True) == states[good]
+        assert path.stat().st_size == cut
+        assert records(path) == states[good]
+        assert path.stat().st_size == good
+
+
+def test_reader_leaves_out_a_commit_being_written(history, tmp_path):
+    """What a reader opening the file finds while a writer's write is half done."""
+    data, states = history
+    path = tmp_path / "live.durus"
+    last, before = sorted(states)[-1], sorted(states)[-2]
+    path.write_bytes(data[:before])
+    writer = FileStorage(str(path))
+    with open(path, "r+b") as f:
+        for cut in range(before + 1, last, 97):
+            f.seek(before)
+            f.write(data[before:cut])
+            f.flush()
+            assert records(path, readonly=True) == states[before]
+        f.truncate(before)
+    writer.close()
+
+
 def damage(data: bytes, rng: random.Random, start: int) -> tuple[bytes, int]:
     """Overwrite a random range after start with zeros, 0xff or random bytes
     (sometimes up to the end); return the damaged bytes and the first changed offset."""
@@ -85,7 +124,8 @@ def damage(data: bytes, rng: random.Random, start: int) -> tuple[bytes, int]:
     return damaged, first_change
 
 
-def test_overwritten_ranges_are_refused_or_cut_back(history, tmp_path, report):
+@pytest.mark.parametrize("marked", [False, True], ids=["copy", "writer mark"])
+def test_overwritten_ranges_are_refused_or_cut_back(history, tmp_path, report, marked):
     data, states = history
     path = tmp_path / "damaged.durus"
     rng = random.Random(11)
@@ -96,6 +136,8 @@ def test_overwritten_ranges_are_refused_or_cut_back(history, tmp_path, report):
             continue  # the filler equals what was there
         cases += 1
         path.write_bytes(damaged)
+        if marked:
+            mark_writer(path)
         good = boundary_before(states, first_change)
         try:
             found = records(path)
@@ -104,14 +146,16 @@ def test_overwritten_ranges_are_refused_or_cut_back(history, tmp_path, report):
             assert records(path, repair=True) == states[good]
             assert path.stat().st_size == good
         else:
-            # Zeros from a transaction boundary to the end read as empty
-            # transactions (which Durus writes): what a power loss leaves
-            # when the unsynced end of a file comes back as zeros. The file
-            # must then show exactly that earlier state, nothing mixed.
-            assert found == states[good] and not damaged[good:].strip(b"\0")
+            # The file must show exactly the state before the damage, nothing
+            # mixed. Without the mark, only zeros from a transaction boundary
+            # to the end are read (as the empty transactions Durus writes):
+            # what a power loss leaves when the unsynced end of a file comes
+            # back as zeros. With it, also a last transaction cut short.
+            assert found == states[good]
+            assert marked or not damaged[good:].strip(b"\0")
             earlier += 1
-    report("%d damaged tails: every one refused, or read as the last state before "
-           "the damage (%d zero-filled ends)" % (cases, earlier))
+    report("%d damaged tails%s: every one refused, or read as exactly the state before "
+           "the damage (%d read)" % (cases, " with the writer's mark" if marked else "", earlier))
 
 
 def test_zeroed_end_from_a_boundary_reads_as_the_state_before(history, tmp_path):
@@ -138,6 +182,7 @@ def test_writes_are_synced_before_they_are_relied_on(operation, tmp_path):
     with Trace() as trace:
         operation.run(path)
     check_durable_order(trace.calls, str(path))
+    check_marked_writes(trace.calls, str(path))
 
 
 def test_a_commit_is_one_append_then_one_sync(tmp_path):

@@ -39,16 +39,16 @@ def seed() -> int:
 
 def test_file_storage_writer_kills(tmp_path, report):
     stats = run_file_writer_kills(tmp_path, scaled(3000), seed=(chosen := seed()))
-    report("seed %d: %d kills survived (%d in a pack, %d tore a write), %d transfers, "
-           "none lost" % (chosen, stats["kills"], stats["in_pack"], stats["torn"],
-                          stats["transfers"]))
+    report("seed %d: %d kills survived (%d in a pack, %d cut a commit short: dropped "
+           "without repair), %d transfers, none lost"
+           % (chosen, stats["kills"], stats["in_pack"], stats["torn"], stats["transfers"]))
 
 
 def test_server_kills(servers, tmp_path, report):
     stats = run_server_kills(servers, tmp_path, scaled(500), clients=4, seed=(chosen := seed()))
-    report("seed %d: %d kills survived (%d in a pack, %d tore a write), %d commits "
-           "acknowledged, none lost" % (chosen, stats["kills"], stats["in_pack"],
-                                        stats["torn"], stats["commits"]))
+    report("seed %d: %d kills survived (%d in a pack, %d cut a commit short: dropped "
+           "without repair), %d commits acknowledged, none lost"
+           % (chosen, stats["kills"], stats["in_pack"], stats["torn"], stats["commits"]))
 
 
 def test_client_kills(servers, tmp_path, report):
