@@ -8,6 +8,7 @@ import pytest
 
 from durus.connection import Connection
 from durus.error import CorruptFileError, DurusKeyError, FileLockedError, ReadOnlyError
+from durus.file import WriterMark
 from durus.file_storage import FileStorage, TempFileStorage
 from durus.persistent import Persistent
 from durus.serialize import pack_record
@@ -106,18 +107,24 @@ def test_fsync_can_be_turned_off(tmp_path, monkeypatch):
     assert calls == []
 
 
-def test_cut_at_every_offset_of_last_transaction(tmp_path):
-    path = tmp_path / "cut.durus"
+def cuts_of_last_transaction(path):
+    """Write a file of three commits; yield (cut, start) with the file cut at
+    each byte inside its last transaction, which starts at start."""
     boundaries = make_file(path, commits=3)
     original = path.read_bytes()
     start, end = boundaries[-2], boundaries[-1]
     for cut in range(start + 1, end):
         path.write_bytes(original[:cut])
+        yield cut, start
+
+
+def test_cut_at_every_offset_of_last_transaction(tmp_path):
+    path = tmp_path / "cut.durus"
+    for _, start in cuts_of_last_transaction(path):
         with pytest.raises(CorruptFileError, match="repair"):
             FileStorage(str(path))
         assert committed_keys(path, repair=True) == ["c0", "c1"]
         assert os.path.getsize(path) == start
-    path.write_bytes(original[:start])
     assert committed_keys(path) == ["c0", "c1"]
 
 
@@ -198,11 +205,6 @@ def test_truncated_header_and_map(tmp_path):
             FileStorage(str(path), repair=True)
 
 
-def mark_writer(path) -> None:
-    """Leave the mark that a writer killed with the file open leaves."""
-    path.with_name(path.name + ".writer").write_bytes(b"")
-
-
 def test_writer_mark_is_kept_while_a_writer_has_the_file_open(tmp_path):
     path = tmp_path / "marked.durus"
     mark = tmp_path / "marked.durus.writer"
@@ -223,12 +225,8 @@ def test_writer_mark_is_kept_while_a_writer_has_the_file_open(tmp_path):
 
 def test_writer_drops_a_last_commit_cut_short_when_marked(tmp_path, caplog):
     path = tmp_path / "cut.durus"
-    boundaries = make_file(path, commits=3)
-    original = path.read_bytes()
-    start, end = boundaries[-2], boundaries[-1]
-    for cut in range(start + 1, end):
-        path.write_bytes(original[:cut])
-        mark_writer(path)
+    for cut, start in cuts_of_last_transaction(path):
+        WriterMark(str(path)).place()  # as a writer killed with it open leaves
         assert committed_keys(path, readonly=True) == ["c0", "c1"]
         assert os.path.getsize(path) == cut  # a reader changes nothing
         caplog.clear()
@@ -249,7 +247,7 @@ def test_marked_file_still_refuses_damage(tmp_path):
         damaged = bytearray(original)
         damaged[where + 40] ^= 0x01
         path.write_bytes(damaged)
-        mark_writer(path)
+        WriterMark(str(path)).place()
         with pytest.raises(CorruptFileError, match="transaction at byte %d" % where):
             FileStorage(str(path))
         with pytest.raises(CorruptFileError, match="transaction at byte %d" % where):
@@ -280,7 +278,7 @@ def test_marked_file_whose_creation_was_cut_short_is_created(tmp_path):
     path = tmp_path / "new.durus"
     make_file(path, commits=1)
     path.write_bytes(path.read_bytes()[:20])
-    mark_writer(path)
+    WriterMark(str(path)).place()
     assert committed_keys(path) == []
 
 

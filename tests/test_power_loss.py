@@ -18,6 +18,7 @@ import server_processes
 from durus.client_storage import ClientStorage
 from durus.connection import Connection
 from durus.error import CorruptFileError
+from durus.file import WriterMark
 from durus.file_storage import FileStorage
 from storage_operations import OPERATIONS
 from syscall_trace import Call, Trace, check_durable_order, check_marked_writes
@@ -76,11 +77,6 @@ def test_cut_at_every_offset_of_the_last_transactions(history, tmp_path):
         assert path.stat().st_size == boundary_before(states, cut)
 
 
-def mark_writer(path) -> None:
-    """Leave the mark that a writer killed with the file open leaves."""
-    path.with_name(path.name + ".writer").write_bytes(b"")
-
-
 def test_cut_at_every_offset_with_the_writer_mark(history, tmp_path):
     """A writer killed in the middle of a commit: readers leave that commit
     out, and the next writer cuts it off, without repair."""
@@ -88,7 +84,7 @@ def test_cut_at_every_offset_with_the_writer_mark(history, tmp_path):
     path = tmp_path / "cut.durus"
     for cut in range(min(states), len(data) + 1):
         path.write_bytes(data[:cut])
-        mark_writer(path)
+        WriterMark(str(path)).place()  # as a writer killed with it open leaves
         good = boundary_before(states, cut)
         assert records(path, readonly=True) == states[good]
         assert path.stat().st_size == cut
@@ -137,7 +133,7 @@ def test_overwritten_ranges_are_refused_or_cut_back(history, tmp_path, report, m
         cases += 1
         path.write_bytes(damaged)
         if marked:
-            mark_writer(path)
+            WriterMark(str(path)).place()
         good = boundary_before(states, first_change)
         try:
             found = records(path)
