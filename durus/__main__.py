@@ -89,8 +89,18 @@ def start_durus(logfile: str | None, logginglevel: int, address, storage,
     """Serve storage at address until stopped by 'durus -s --stop', a 'Q'
     request, SIGTERM or Ctrl-C; then close it. server_options (TLS, users,
     limits) go to StorageServer."""
+    log_to(logfile, logginglevel)
+    serve(address, storage, gcbytes, **server_options)
+
+
+def log_to(logfile: str | None, logginglevel: int) -> None:
+    """Send the log to logfile (None: stderr), at logginglevel and above."""
     direct_output(sys.stderr if logfile is None else open(logfile, "a+"))
     logger.setLevel(logginglevel)
+
+
+def serve(address, storage, gcbytes: int, **server_options) -> None:
+    """Serve storage at address until stopped (see start_durus), logging as set up."""
     socket_address = SocketAddress.new(address)
     if hasattr(storage, "get_filename"):
         log(INFO, "Storage file=%s address=%s", storage.get_filename(), socket_address)
@@ -280,13 +290,13 @@ def run_durus_main(argv: list) -> None:
         stop_durus(address, **_client_options(options, certificate=False))
         return
     server_options = _server_options(options)
+    log_to(options.logfile, options.logginglevel)  # opening may log a recovery
     storage = get_storage(options.file, storage_class=options.storage,
                           repair=options.repair, readonly=options.readonly)
     if options.nofsync and hasattr(storage, "fsync"):
         storage.fsync = False
     try:
-        start_durus(options.logfile, options.logginglevel, address, storage, options.gcbytes,
-                    **server_options)
+        serve(address, storage, options.gcbytes, **server_options)
     except BaseException:
         storage.close()
         raise

@@ -224,6 +224,25 @@ def test_errors_are_messages_not_tracebacks(tmp_path, servers):
     assert "doesn't seem to be running" in absent.stderr
 
 
+def test_server_restarts_on_a_commit_its_killed_predecessor_cut_short(tmp_path, servers):
+    path = tmp_path / "db.durus"
+    first = servers.ours("--file", str(path))
+    connection = Connection(ClientStorage(address=first.address))
+    connection.get_root()["kept"] = 1
+    connection.commit()
+    connection.get_storage().close()
+    first.kill()
+    size = path.stat().st_size
+    with open(path, "ab") as f:
+        f.write(b"\0\0\0\0\0\0\1\0torn")  # where the kill stopped its next commit
+    second = servers.ours("--file", str(path))  # no --repair
+    second.wait_for_log(r"dropped 12 bytes at byte %d" % size)
+    assert Connection(ClientStorage(address=second.address)).get_root()["kept"] == 1
+    assert path.stat().st_size == size
+    assert second.quit() == 0
+    assert not path.with_name("db.durus.writer").exists()
+
+
 def test_damaged_file_needs_repair_and_readonly_file_refuses_changes(tmp_path, servers):
     path = tmp_path / "db.durus"
     connection = Connection(FileStorage(str(path)))
