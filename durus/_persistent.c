@@ -46,6 +46,12 @@ static PyObject *str_p_load_state;
 static PyObject *str_p_note_change;
 static PyObject *str_note_access;
 static PyObject *str_transaction_serial;
+static PyObject *str___new__;
+static PyObject *str_p_oid;
+static PyObject *str_p_connection;
+static PyObject *str_p_status;
+static PyObject *str_key;
+static PyObject *ghost_status;   /* the int GHOST */
 
 /* Names that never load a ghost or count as an access. */
 static int
@@ -524,6 +530,61 @@ m_call_if_persistent(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* cached_or_ghost(objects, ref_type, on_death, connection, (oid, cls)):
+ * see persistent.py. */
+static PyObject *
+m_cached_or_ghost(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *objects, *oid, *cls, *ref, *obj = NULL, *pair;
+    if (!check_nargs("cached_or_ghost", nargs, 5)) {
+        return NULL;
+    }
+    objects = args[0];
+    if (!PyDict_Check(objects)) {
+        PyErr_Format(PyExc_TypeError, "cached_or_ghost() needs a dict, not %.200s",
+                     Py_TYPE(objects)->tp_name);
+        return NULL;
+    }
+    pair = PySequence_Tuple(args[4]);
+    if (pair == NULL) {
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(pair) != 2) {
+        PyErr_Format(PyExc_ValueError, "a persistent reference is (oid, class), not %R", args[4]);
+        goto done;
+    }
+    oid = PyTuple_GET_ITEM(pair, 0);
+    cls = PyTuple_GET_ITEM(pair, 1);
+    ref = PyDict_GetItemWithError(objects, oid);
+    if (ref == NULL && PyErr_Occurred()) {
+        goto done;
+    }
+    if (ref != NULL) {
+        obj = PyObject_CallNoArgs(ref);
+        if (obj == NULL || (obj != Py_None && (PyObject *)Py_TYPE(obj) == cls)) {
+            goto done;
+        }
+        Py_CLEAR(obj);
+    }
+    obj = PyObject_CallMethodOneArg(cls, str___new__, cls);
+    if (obj == NULL
+            || PyObject_GenericSetAttr(obj, str_p_oid, oid) < 0
+            || PyObject_GenericSetAttr(obj, str_p_connection, args[3]) < 0
+            || PyObject_GenericSetAttr(obj, str_p_status, ghost_status) < 0) {
+        Py_CLEAR(obj);
+        goto done;
+    }
+    ref = PyObject_CallFunctionObjArgs(args[1], obj, args[2], NULL);
+    if (ref == NULL || PyObject_SetAttr(ref, str_key, oid) < 0
+            || PyDict_SetItem(objects, oid, ref) < 0) {
+        Py_CLEAR(obj);
+    }
+    Py_XDECREF(ref);
+done:
+    Py_DECREF(pair);
+    return obj;
+}
+
 static PyMethodDef module_methods[] = {
     {"_setattribute", (PyCFunction)(void (*)(void))m_setattribute, METH_FASTCALL,
      "_setattribute(obj, name, value): set without noting a change."},
@@ -533,6 +594,9 @@ static PyMethodDef module_methods[] = {
      "_getattribute(obj, name): get without loading a ghost or noting an access."},
     {"_hasattribute", (PyCFunction)(void (*)(void))m_hasattribute, METH_FASTCALL,
      "_hasattribute(obj, name) -> bool, without loading a ghost."},
+    {"cached_or_ghost", (PyCFunction)(void (*)(void))m_cached_or_ghost, METH_FASTCALL,
+     "cached_or_ghost(objects, ref_type, on_death, connection, (oid, cls)) -> the\n"
+     "cached object of oid if it is a cls, else a new ghost, filed in objects."},
     {"call_if_persistent", (PyCFunction)(void (*)(void))m_call_if_persistent, METH_FASTCALL,
      "call_if_persistent(f, x): f(x) if x is persistent, else None."},
     {NULL}
@@ -553,8 +617,15 @@ intern_names(void)
     str_p_note_change = PyUnicode_InternFromString("_p_note_change");
     str_note_access = PyUnicode_InternFromString("note_access");
     str_transaction_serial = PyUnicode_InternFromString("transaction_serial");
+    str___new__ = PyUnicode_InternFromString("__new__");
+    str_p_oid = PyUnicode_InternFromString("_p_oid");
+    str_p_connection = PyUnicode_InternFromString("_p_connection");
+    str_p_status = PyUnicode_InternFromString("_p_status");
+    str_key = PyUnicode_InternFromString("key");
+    ghost_status = PyLong_FromLong(GHOST);
     return (str_p_load_state && str_p_note_change && str_note_access
-            && str_transaction_serial) ? 0 : -1;
+            && str_transaction_serial && str___new__ && str_p_oid && str_p_connection
+            && str_p_status && str_key && ghost_status) ? 0 : -1;
 }
 
 PyMODINIT_FUNC

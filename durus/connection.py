@@ -3,10 +3,11 @@
 import os
 import time
 from collections import deque
+from functools import partial
 from weakref import ref as weak_ref
 
 from durus.error import ConflictError, DurusKeyError, ReadConflictError, WriteConflictError
-from durus.persistent import GHOST, SAVED, ConnectionBase, _setattribute
+from durus.persistent import GHOST, SAVED, ConnectionBase, cached_or_ghost
 from durus.persistent_dict import PersistentDict
 from durus.serialize import ObjectReader, ObjectWriter, pack_record, unpack_record
 from durus.storage import ROOT_OID, Storage
@@ -40,10 +41,10 @@ class Connection(ConnectionBase):
             raise TypeError("expected a Storage or a file name, got %r" % (storage,))
         self.storage = storage
         self.new_oid = storage.new_oid  # used by ObjectWriter
+        self.cache = Cache(cache_size)
         self.reader = ObjectReader(self)
         self.changed = {}
         self.invalid_oids = set()
-        self.cache = Cache(cache_size)
         self.root = self.get(ROOT_OID)
         if self.root is None:
             self.root = self._create_root(root_class or PersistentDict)
@@ -325,15 +326,12 @@ class Cache:
 
     def get_instance(self, oid: bytes, cls, connection):
         """Return the cached object of oid if it is a cls, else a new ghost of cls."""
-        ref = self.objects.get(oid)
-        obj = None if ref is None else ref()
-        if obj is None or type(obj) is not cls:
-            obj = cls.__new__(cls)
-            _setattribute(obj, "_p_oid", oid)
-            _setattribute(obj, "_p_connection", connection)
-            _setattribute(obj, "_p_status", GHOST)
-            self[oid] = obj
-        return obj
+        return cached_or_ghost(self.objects, _OidRef, self._remove_dead, connection, (oid, cls))
+
+    def loader(self, connection):
+        """The persistent_load hook of connection's unpicklers: (oid, cls) ->
+        get_instance(oid, cls, connection)."""
+        return partial(cached_or_ghost, self.objects, _OidRef, self._remove_dead, connection)
 
     def __iter__(self):
         for ref in list(self.objects.values()):

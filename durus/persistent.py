@@ -6,8 +6,9 @@ the first attribute access loads it through its connection).
 
 PersistentBase and ConnectionBase hold the hot path: every attribute access
 goes through them. The C extension durus._persistent replaces them (and
-call_if_persistent and the _*attribute helpers) unless the environment sets
-DURUS_PURE_PYTHON=1; both implementations behave the same.
+cached_or_ghost, call_if_persistent and the _*attribute helpers) unless
+the environment sets DURUS_PURE_PYTHON=1; both implementations behave the
+same.
 """
 
 import os
@@ -126,10 +127,32 @@ def call_if_persistent(f, x):
     return None
 
 
+def cached_or_ghost(objects: dict, ref_type: type, on_death, connection, oid_class):
+    """Return the object of oid_class = (oid, cls) that objects holds if it is
+    a cls, else a new ghost of cls for connection, which objects then holds.
+
+    objects: {oid: weak reference}; ref_type: the weakref.ref subclass to file
+    new objects under (created with the callback on_death, and given the oid
+    as its `key`). The unpickler's persistent_load hook, bound with partial().
+    """
+    oid, cls = oid_class
+    ref = objects.get(oid)
+    obj = None if ref is None else ref()
+    if obj is None or type(obj) is not cls:
+        obj = cls.__new__(cls)
+        _setattribute(obj, "_p_oid", oid)
+        _setattribute(obj, "_p_connection", connection)
+        _setattribute(obj, "_p_status", GHOST)
+        ref = ref_type(obj, on_death)
+        ref.key = oid
+        objects[oid] = ref
+    return obj
+
+
 if not os.environ.get("DURUS_PURE_PYTHON"):
     try:
         from durus._persistent import (  # noqa: F811
-            ConnectionBase, PersistentBase, call_if_persistent,
+            ConnectionBase, PersistentBase, cached_or_ghost, call_if_persistent,
             _setattribute, _getattribute, _delattribute, _hasattribute)
     except ImportError:
         warnings.warn("durus: the C accelerator durus._persistent is not built; "

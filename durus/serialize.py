@@ -167,6 +167,7 @@ class ObjectReader:
         self.load_count = 0
         self.classes = {}  # {(module, name): class}, so each is imported once
         self._importer = Unpickler(BytesIO())  # its find_class does the import
+        self._persistent_load = connection.get_cache().loader(connection)
 
     def _find_class(self, module: str, name: str) -> type:
         try:
@@ -180,10 +181,6 @@ class ObjectReader:
         unpickler.find_class = self._find_class
         unpickler.persistent_load = self._persistent_load
         return unpickler
-
-    def _persistent_load(self, oid_class):
-        oid, cls = oid_class
-        return self.connection.get_cache().get_instance(oid, cls, self.connection)
 
     def get_class(self, data: bytes) -> type:
         """Return the class named by a record's data."""

@@ -135,6 +135,46 @@ def test_load_and_ghost_loop_does_not_leak():
     assert after - before < 2048  # KiB
 
 
+class Marker(Persistent):
+    pass
+
+
+class Counted(Persistent):
+    made = []
+
+    def __new__(cls, *args):
+        Counted.made.append(args)
+        return super().__new__(cls)
+
+
+def test_cached_or_ghost_in_both_implementations():
+    """Run under both (CI runs the suite with and without the accelerator)."""
+    from durus.connection import _OidRef
+    from durus.persistent import GHOST, cached_or_ghost
+    connection = Connection(MemoryStorage())
+    objects, dead = {}, []
+    oid = b"\0" * 7 + b"\x09"
+    ghost = cached_or_ghost(objects, _OidRef, dead.append, connection, (oid, Node))
+    assert type(ghost) is Node and ghost._p_status == GHOST
+    assert ghost._p_oid == oid and ghost._p_connection is connection
+    assert type(objects[oid]) is _OidRef and objects[oid].key == oid and objects[oid]() is ghost
+    assert cached_or_ghost(objects, _OidRef, dead.append, connection, [oid, Node]) is ghost
+    other = cached_or_ghost(objects, _OidRef, dead.append, connection, (oid, Marker))
+    assert type(other) is Marker and objects[oid]() is other  # another class replaces it
+    ref = objects[oid]
+    del ghost, other
+    gc.collect()
+    assert dead == [ref] and ref() is None
+    Counted.made.clear()
+    fresh = cached_or_ghost(objects, _OidRef, dead.append, connection, (oid, Counted))
+    assert type(fresh) is Counted and Counted.made == [()]  # cls.__new__(cls), no more
+    for bad, error in [((oid,), ValueError), ((oid, Node, 1), ValueError), (5, TypeError),
+                       (([], Node), TypeError), ((b"x" * 8, "not a class"), TypeError)]:
+        with pytest.raises(error):
+            cached_or_ghost(objects, _OidRef, dead.append, connection, bad)
+    assert list(objects) == [oid] and objects[oid]() is fresh
+
+
 def _load_pure(monkeypatch, module):
     monkeypatch.setenv("DURUS_PURE_PYTHON", "1")
     spec = importlib.util.spec_from_file_location("pure_" + module.__name__, module.__file__)
