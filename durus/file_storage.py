@@ -44,7 +44,7 @@ class FileStorage(Storage):
         self._mark = None if readonly else mark
         try:
             if self._mark is not None:
-                self._mark.place()
+                self._place_mark()
             self.shelf = Shelf(file, repair=repair, writer_marked=writer_marked)
         except BaseException:
             if self._mark is not None and not writer_marked:
@@ -58,6 +58,15 @@ class FileStorage(Storage):
         self.allocated = set()
         self.invalid = set()
         self.pack_extra = None
+
+    def _place_mark(self) -> None:
+        """Place the writer's mark, or do without it (as Durus does) where it cannot be made."""
+        try:
+            self._mark.place()
+        except OSError as exc:
+            log(WARNING, "cannot make %s (%s): if this writer stops in the middle of a "
+                "commit, the file will need repair", self._mark.path, exc)
+            self._mark = None
 
     @classmethod
     def has_format(cls, file: File) -> bool:

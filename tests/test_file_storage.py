@@ -223,6 +223,23 @@ def test_writer_mark_is_kept_while_a_writer_has_the_file_open(tmp_path):
     temporary.close()
 
 
+def test_writer_without_a_mark_where_none_can_be_made(tmp_path, caplog):
+    """Like a directory the writer may not create files in: it works, and says
+    what that costs."""
+    path = tmp_path / "nomark.durus"
+    (tmp_path / "nomark.durus.writer").symlink_to(tmp_path / "missing" / "mark")
+    storage = FileStorage(str(path))
+    assert "nomark.durus.writer" in caplog.text and "will need repair" in caplog.text
+    connection = Connection(storage)
+    connection.get_root()["kept"] = 1
+    connection.commit()
+    storage.close()
+    assert committed_keys(path, readonly=True) == ["kept"]
+    path.write_bytes(path.read_bytes()[:-5])  # a torn tail, with no mark to explain it
+    with pytest.raises(CorruptFileError, match="repair"):
+        FileStorage(str(path))
+
+
 def test_writer_drops_a_last_commit_cut_short_when_marked(tmp_path, caplog):
     path = tmp_path / "cut.durus"
     for cut, start in cuts_of_last_transaction(path):
