@@ -89,6 +89,17 @@ def _descending(node, start_position=len):
             return
 
 
+def _every_node(node: "BNode"):
+    """Generate node and every node below it, in no particular order."""
+    stack = [node]
+    while stack:
+        node = stack.pop()
+        yield node
+        nodes = node.nodes
+        if nodes is not None:
+            stack.extend(nodes)
+
+
 def _position_of(key, after: bool):
     """Return a start_position function: the index of the first item whose
     key is > key (if after is true) or >= key (if not)."""
@@ -120,17 +131,11 @@ def _insert(node: "BNode", items: list, item: tuple, full: int):
             return
         child = nodes[i]
         child_items = child.items
-        # Splitting full nodes on the way down leaves room for the item.
         if len(child_items) == full:
+            # Splitting full nodes on the way down leaves room for the item.
+            # The child's median moved up into items[i]: look at node again.
             node.split_child(i, child)
-            median_key = items[i][0]
-            if key == median_key:
-                items[i] = item
-                node._p_note_change()
-                return
-            if key > median_key:
-                child = nodes[i + 1]
-            child_items = child.items
+            continue
         node = child
         items = child_items
 
@@ -338,25 +343,11 @@ class BNode(PersistentObject):
 
     def get_count(self) -> int:
         """Return the number of items here and below."""
-        count = 0
-        stack = [self]
-        while stack:
-            node = stack.pop()
-            count += len(node.items)
-            if node.nodes is not None:
-                stack.extend(node.nodes)
-        return count
+        return sum(len(node.items) for node in _every_node(self))
 
     def get_node_count(self) -> int:
         """Return the number of nodes here and below, this one included."""
-        count = 0
-        stack = [self]
-        while stack:
-            node = stack.pop()
-            count += 1
-            if node.nodes is not None:
-                stack.extend(node.nodes)
-        return count
+        return sum(1 for _ in _every_node(self))
 
     def get_level(self) -> int:
         """Return the number of levels below this node (0 for a leaf)."""

@@ -310,8 +310,8 @@ def test_node_classes():
         with pytest.raises(AttributeError):
             obj.bogus = 1
     assert tree.__getstate__() == {"root": tree.root}
-    assert list(tree.root.nodes[0].__getstate__().items()) == [("items", [(0, 0), (1, -1), (2, -2)]),
-                                                               ("nodes", None)]
+    assert list(tree.root.nodes[0].__getstate__().items()) == [
+        ("items", [(0, 0), (1, -1), (2, -2)]), ("nodes", None)]
     assert list(tree.root.__getstate__()) == ["items", "nodes"]
 
 
@@ -442,12 +442,15 @@ def test_reads_and_failed_deletions_change_nothing(read):
 def test_failed_deletions_leave_the_tree_as_it_was():
     tree = filled(BNode, range(200))
     stored(tree)
-    shape = [(node.items, node.nodes) for node in every_node(tree)]
-    shape = repr(shape)
+
+    def shape() -> str:
+        return repr([(node.items, node.nodes) for node in every_node(tree)])
+
+    before = shape()
     for key in range(-1, 200):
         with pytest.raises(KeyError):
             del tree[key + 0.5]
-    assert repr([(node.items, node.nodes) for node in every_node(tree)]) == shape
+    assert shape() == before
     assert not changed_objects(tree)
 
 
