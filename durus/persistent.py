@@ -13,6 +13,7 @@ same.
 
 import os
 import warnings
+import weakref
 from collections import OrderedDict
 
 from durus.utils import str_to_int8
@@ -40,6 +41,27 @@ def _hasattribute(obj, name: str) -> bool:
 def _check_persistent(obj) -> None:
     if not isinstance(obj, PersistentBase):
         raise TypeError("expected a persistent object, got %s" % type(obj).__name__)
+
+
+# {class: its data slot names}; weak, so that classes made at run time can go.
+_data_slot_names_of = weakref.WeakKeyDictionary()
+
+
+def _data_slot_names(cls: type) -> tuple:
+    """Return the names of the data slots (not __weakref__ or __dict__) that cls
+    and its bases below PersistentBase declare; the MRO is walked once per class."""
+    names = _data_slot_names_of.get(cls)
+    if names is None:
+        names = []
+        for klass in cls.__mro__:
+            if klass is PersistentBase:
+                continue
+            slots = klass.__dict__.get("__slots__", ())
+            if isinstance(slots, str):
+                slots = (slots,)
+            names.extend(name for name in slots if name not in ("__weakref__", "__dict__"))
+        names = _data_slot_names_of[cls] = tuple(names)
+    return names
 
 
 class ConnectionBase:
@@ -167,15 +189,9 @@ class PersistentObject(PersistentBase):
 
     def _p_gen_data_slots(self):
         """Yield the names of data slots that hold a value."""
-        for cls in type(self).__mro__:
-            if cls is PersistentBase:
-                continue
-            slots = cls.__dict__.get("__slots__", ())
-            if isinstance(slots, str):
-                slots = (slots,)
-            for name in slots:
-                if name not in ("__weakref__", "__dict__") and _hasattribute(self, name):
-                    yield name
+        for name in _data_slot_names(type(self)):
+            if _hasattribute(self, name):
+                yield name
 
     def __getstate__(self):
         if _getattribute(self, "_p_status") == GHOST:

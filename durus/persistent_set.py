@@ -124,10 +124,8 @@ class PersistentSet(PersistentObject, MutableSet):
             self.s.remove(item)
 
     def remove(self, item):
-        if item not in self.s:
-            raise KeyError(item)
+        self.s.remove(item)  # KeyError, with nothing noted, if item is absent
         self._p_note_change()
-        self.s.remove(item)
 
     def pop(self):
         """Remove and return an arbitrary element; KeyError if the set is empty."""

@@ -23,3 +23,10 @@ def assert_change_committed(obj, mutate, contents) -> None:
     connection.commit()
     assert obj._p_is_saved()
     assert contents(Connection(connection.get_storage()).get_root()["obj"]) == expected
+
+
+def assert_left_saved(obj, act) -> None:
+    """act(obj) on a saved obj leaves it saved: it notes no change."""
+    stored(obj)
+    act(obj)
+    assert obj._p_is_saved()

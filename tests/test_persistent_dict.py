@@ -10,7 +10,7 @@ from durus.file_storage import FileStorage
 from durus.persistent import Persistent
 from durus.persistent_dict import PersistentDict
 
-from container_checks import assert_change_committed, stored
+from container_checks import assert_change_committed, assert_left_saved, stored
 
 
 def outcome(action):
@@ -227,10 +227,7 @@ def test_every_mutation_notes_the_change(mutate):
 
 @pytest.mark.parametrize("read", READS.values(), ids=READS.keys())
 def test_reads_leave_the_dict_saved(read):
-    pd = PersistentDict({1: 1, 2: 2})
-    stored(pd)
-    read(pd)
-    assert pd._p_is_saved()
+    assert_left_saved(PersistentDict({1: 1, 2: 2}), read)
 
 
 def test_abort_reverts_changes():

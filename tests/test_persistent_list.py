@@ -10,7 +10,7 @@ from durus.file_storage import FileStorage
 from durus.persistent import Persistent
 from durus.persistent_list import PersistentList
 
-from container_checks import assert_change_committed, stored
+from container_checks import assert_change_committed, assert_left_saved, stored
 
 
 def outcome(action):
@@ -225,10 +225,7 @@ def test_every_mutation_notes_the_change(mutate):
 
 @pytest.mark.parametrize("read", READS.values(), ids=READS.keys())
 def test_reads_leave_the_list_saved(read):
-    pl = PersistentList([1, 2, 3])
-    stored(pl)
-    read(pl)
-    assert pl._p_is_saved()
+    assert_left_saved(PersistentList([1, 2, 3]), read)
 
 
 def test_a_failed_sort_is_still_committed():

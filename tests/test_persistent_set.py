@@ -11,7 +11,7 @@ from durus.file_storage import FileStorage
 from durus.persistent import Persistent
 from durus.persistent_set import PersistentSet
 
-from container_checks import assert_change_committed, stored
+from container_checks import assert_change_committed, assert_left_saved, stored
 
 
 def outcome(action):
@@ -202,9 +202,8 @@ def test_every_change_is_noted(mutate):
 @pytest.mark.parametrize("act", NO_CHANGES.values(), ids=NO_CHANGES.keys())
 def test_calls_that_change_nothing_leave_the_set_saved(act):
     ps = PersistentSet([1, 2, 3])
-    stored(ps)
-    act(ps)
-    assert ps._p_is_saved() and ps.s == {1, 2, 3}
+    assert_left_saved(ps, act)
+    assert ps.s == {1, 2, 3}
 
 
 def test_failed_removals_leave_the_set_saved():
