@@ -60,7 +60,7 @@ class ObjectWriter:
     """Serializes the objects of one commit.
 
     Persistent objects met while pickling that have no oid yet are given one
-    (and this connection); get_new_objects() hands them to the commit loop.
+    (and this connection); take_new_objects() hands them to the commit loop.
     Call close() when done: Picklers don't take part in garbage collection.
     """
 

@@ -3,11 +3,15 @@
 import pytest
 
 
-WRITE = """
+# What every script below starts with: it runs under either side's durus.
+OPEN_MODEL = """
 import sys
 from durus.connection import Connection
 from durus.file_storage import FileStorage
 import interop_model
+"""
+
+WRITE = OPEN_MODEL + """
 storage = FileStorage(sys.argv[1])
 connection = Connection(storage)
 interop_model.populate(connection.get_root(), sys.argv[2])
@@ -15,11 +19,7 @@ connection.commit()
 storage.close()
 """
 
-MUTATE = """
-import sys
-from durus.connection import Connection
-from durus.file_storage import FileStorage
-import interop_model
+MUTATE = OPEN_MODEL + """
 storage = FileStorage(sys.argv[1])
 connection = Connection(storage)
 interop_model.mutate(connection.get_root(), sys.argv[2])
@@ -29,11 +29,7 @@ if sys.argv[3:] == ["pack"]:
 storage.close()
 """
 
-READ = """
-import sys
-from durus.connection import Connection
-from durus.file_storage import FileStorage
-import interop_model
+READ = OPEN_MODEL + """
 storage = FileStorage(sys.argv[1], readonly=True)
 print(interop_model.summarize(Connection(storage).get_root()))
 """
