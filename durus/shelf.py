@@ -140,7 +140,6 @@ class Shelf:
         out, and cut off unless the file is read-only.
         """
         self.file = file
-        self.writer_marked = writer_marked
         size = file.size()
         if size < len(_NEW_SHELF) and file.pread(size, 0) == _NEW_SHELF[:size]:
             if size and not (repair or writer_marked):
@@ -156,7 +155,7 @@ class Shelf:
                 fsync_directory(file.get_name())
         self._read_header()
         self.index = PositionIndex()
-        self.end = self._scan_transactions(repair)
+        self.end = self._scan_transactions(repair, writer_marked)
         self._chunk_start, self._chunk = 0, b""
         self._free_oids = None
         self._torn_end = False  # bytes of a failed append may follow self.end
@@ -200,7 +199,7 @@ class Shelf:
             raise CorruptFileError("%r is truncated inside its offset map" % self.file.get_name())
         return page
 
-    def _scan_transactions(self, repair: bool) -> int:
+    def _scan_transactions(self, repair: bool, writer_marked: bool) -> int:
         """Index every transaction after the offset map; return the end of the last good one."""
         size = self.file.size()
         position = self.map_end
@@ -211,7 +210,7 @@ class Shelf:
         needed = 0
         while position < size:
             if position + needed > size:
-                if self.writer_marked and _is_cut_short(self.file.pread(size - position, position)):
+                if writer_marked and _is_cut_short(self.file.pread(size - position, position)):
                     return self._drop_commit_in_flight(position, size)
                 reason = ("its length field is cut off" if size - position < 8 else
                           "it claims %d bytes but the file ends first" % needed)
@@ -219,7 +218,8 @@ class Shelf:
             buffer = self.file.pread(max(_SCAN_CHUNK, needed), position)
             end, oids, positions, run_start, error, needed = scan_buffer(buffer, position)
             self.index.update(oids, positions)
-            if end and (run_start == -1 or run_start > position or empty_run_start == -1):
+            # A run that starts where this buffer does goes on from the one before it.
+            if end and (run_start != position or empty_run_start == -1):
                 empty_run_start = run_start
             position += end
             if error:

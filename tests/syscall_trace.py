@@ -153,11 +153,9 @@ def check_durable_order(calls: list, database: str) -> None:
             if call.name in ("replace", "rename", "link") and call.detail[0] == database:
                 assert call.path not in unsynced, (
                     "%s put at the database's name before it was synced" % call.path)
-            if call.name in ("replace", "rename"):
+            if call.name != "link":  # a link keeps the old name
                 present.discard(call.path)
-            if call.name == "unlink":
-                present.discard(call.path)
-            else:
+            if call.name != "unlink":
                 present.add(call.detail[0])
             unsynced_dirs.add(os.path.dirname(call.path))
             assert database in present, "the database is missing after %s" % (call,)

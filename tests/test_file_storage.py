@@ -37,6 +37,18 @@ def make_file(path, commits=5):
     return boundaries
 
 
+def open_with_counters(path, count: int) -> tuple:
+    """Open a FileStorage at path and commit root[i] = Counter(i) for i < count;
+    return (storage, connection, root)."""
+    storage = FileStorage(str(path))
+    connection = Connection(storage)
+    root = connection.get_root()
+    for i in range(count):
+        root[i] = Counter(i)
+    connection.commit()
+    return storage, connection, root
+
+
 def committed_keys(path, **options):
     storage = FileStorage(str(path), **options)
     try:
@@ -361,12 +373,7 @@ def test_failed_write_leaves_file_valid_and_storage_usable(tmp_path, monkeypatch
 
 def test_pack_keeps_commits_made_during_the_pack(tmp_path):
     path = tmp_path / "pack.durus"
-    storage = FileStorage(str(path))
-    connection = Connection(storage)
-    root = connection.get_root()
-    for i in range(300):
-        root[i] = Counter(i)
-    connection.commit()
+    storage, connection, root = open_with_counters(path, 300)
     for i in range(0, 300, 2):
         del root[i]
     connection.commit()
@@ -399,13 +406,7 @@ def test_pack_ignores_a_stale_pack_file(tmp_path):
 
 
 def test_packed_file_reuses_freed_oids(tmp_path):
-    path = tmp_path / "holes.durus"
-    storage = FileStorage(str(path))
-    connection = Connection(storage)
-    root = connection.get_root()
-    for i in range(10):
-        root[i] = Counter(i)
-    connection.commit()
+    storage, connection, root = open_with_counters(tmp_path / "holes.durus", 10)
     freed = {root[i]._p_oid for i in (2, 5)}
     del root[2], root[5]
     connection.commit()
