@@ -59,8 +59,8 @@ class GroupCommit:
             with self._condition:
                 while self.durable == self.written and not self._stopping:
                     self._condition.wait()
-                if self.durable == self.written or self.error is not None:
-                    return
+                if self.durable == self.written:
+                    return  # stopping, and all is flushed
                 target = self.written
             try:
                 self.storage.make_durable()
@@ -69,8 +69,10 @@ class GroupCommit:
                     self.error = exc
                 self._wake()
                 return
+            # Only this thread changes durable; the log line (I/O) is kept
+            # out of the lock, which the event loop takes at every commit.
+            log(DEBUG, "Flushed %d commits to disk", target - self.durable)
             with self._condition:
-                log(DEBUG, "Flushed %d commits to disk", target - self.durable)
                 self.durable = target
             self._wake()
 

@@ -555,14 +555,11 @@ class StorageServer:
         if want is _Wait.DURABLE:
             return None if self._group_commit.is_durable(client.commit_number) else _BLOCKED
         if want is _Wait.OUTPUT_DRAINED:
-            self._flush(client)
-            return None if len(client.outbuf) <= _OUTPUT_LIMIT else _BLOCKED
-        if want is _Wait.COMMAND and len(client.outbuf) > _OUTPUT_LIMIT:
+            return None if self._output_within_limit(client) else _BLOCKED
+        if want is _Wait.COMMAND and not self._output_within_limit(client):
             # A client that sends requests but does not read the replies
             # gets no more served; it is dropped when it times out.
-            self._flush(client)
-            if len(client.outbuf) > _OUTPUT_LIMIT:
-                return _BLOCKED
+            return _BLOCKED
         size = 1 if want is _Wait.COMMAND else want
         if len(client.inbuf) < size:
             return _BLOCKED
@@ -570,6 +567,12 @@ class StorageServer:
             data = bytes(view[:size])  # one copy, even of a large commit
         del client.inbuf[:size]
         return data
+
+    def _output_within_limit(self, client: _Client) -> bool:
+        """Flush client's output if over _OUTPUT_LIMIT; tell whether it is within it now."""
+        if len(client.outbuf) > _OUTPUT_LIMIT:
+            self._flush(client)
+        return len(client.outbuf) <= _OUTPUT_LIMIT
 
     def _answer_durable_commits(self) -> None:
         """Go on with the sessions whose commits a flush has made durable."""

@@ -47,7 +47,7 @@ def commands(stream: bytes):
             arguments = count and take(8 * str_to_int4(count))
         elif code == b"C":
             size = take(4)
-            arguments = size and (take(str_to_int4(size)) if str_to_int4(size) else b"")
+            arguments = size and take(str_to_int4(size))
         else:
             return  # an unknown command: the server drops the client
         if arguments is None:

@@ -18,11 +18,11 @@ import bank
 import server_processes
 from durus.client_storage import ClientStorage
 from durus.connection import Connection
-from durus.serialize import pack_record
 from durus.storage import ROOT_OID
-from durus.utils import int4_to_str, str_to_int4
+from durus.utils import int4_to_str
 from protocol_fuzz import check_fds_back_to, open_fds, rss_kb
 from server_processes import connect_raw
+from test_storage_server import new_oids, payload, record, start_commit
 
 servers = server_processes.servers  # the fixture, for the tests here
 
@@ -57,16 +57,14 @@ def hold_commit_turn(address, holding: threading.Event, stop: threading.Event,
     """Take the commit turn (then set holding), and send a large commit one
     byte per interval until stop is set: a client that is slow, never silent."""
     with connect_raw(address, timeout=30) as sock:
-        sock.sendall(b"C")
-        count = str_to_int4(sock.recv(4))
-        sock.recv(8 * count)
+        start_commit(sock)
         sock.sendall(int4_to_str(1 << 20))
         holding.set()
         while not stop.wait(interval):
             sock.sendall(b"\0")
 
 
-def half_sent_requests(address) -> list:
+def half_sent_requests(address) -> tuple:
     """Sockets each holding a request cut short (the commit one also holds the
     commit turn while silent)."""
     prefixes = [b"L\0\0\0", b"B" + int4_to_str(2) + b"\0" * 5, b"V\0\0", b"M",
@@ -99,11 +97,8 @@ def test_slow_clients_hold_up_nobody(servers, tmp_path):
 
 def commit_payload(sock) -> bytes:
     """A real commit payload (int4 size + records) for a new object on sock's oids."""
-    sock.sendall(b"M\x01")
-    oid = sock.recv(8)
-    record = pack_record(oid, b"\x80\x02}q\x00." + bytes(200), b"")
-    body = int4_to_str(8 + len(record)) + oid + record
-    return int4_to_str(len(body)) + body
+    oid = new_oids(sock, 1)[0]
+    return payload(record(oid, b"\x80\x02}q\x00." + bytes(200)))
 
 
 def vanish(address, rng: random.Random) -> None:
@@ -158,14 +153,6 @@ def run_client_kills(server, directory, rounds: int, rng: random.Random) -> list
     return done
 
 
-def reserve_oids(sock) -> None:
-    """Have the server reserve 255 new oids for sock (which leaves them unused)."""
-    sock.sendall(b"M\xff")
-    received = 0
-    while received < 255 * 8:
-        received += len(sock.recv(65536))
-
-
 def test_thousands_of_connections_opened_and_dropped(servers, tmp_path, report):
     """Some half-send a request; many reserve oids they never use: the server
     must forget those reservations when they leave, or its memory grows."""
@@ -181,7 +168,7 @@ def test_thousands_of_connections_opened_and_dropped(servers, tmp_path, report):
         batch = [connect_raw(server.address) for _ in range(50)]
         for sock in batch:
             if rng.random() < 0.8:
-                reserve_oids(sock)
+                new_oids(sock, 255)  # reserved for sock, which leaves them unused
             elif rng.random() < 0.5:
                 sock.sendall(rng.choice([b"V", b"L\0\0", b"C", b"B\0\0\0\5", b"M"]))
             if rng.random() < 0.5:

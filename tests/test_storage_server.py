@@ -16,7 +16,7 @@ from durus.connection import Connection
 from durus.file_storage import FileStorage
 from durus.persistent_dict import PersistentDict
 from durus import serialize
-from durus.serialize import pack_record
+from durus.serialize import pack_record, split_oids
 from durus.storage import MemoryStorage
 from durus.storage_server import (DEFAULT_HOST, DEFAULT_PORT, STATUS_INVALID,
                                   STATUS_KEYERROR, STATUS_OKAY, HostPortAddress,
@@ -74,8 +74,7 @@ def start_commit(sock: socket.socket) -> list:
     """Send 'C' and return the invalidated oids the server answers with."""
     sock.sendall(b"C")
     count = str_to_int4(recv_exact(sock, 4))
-    data = recv_exact(sock, 8 * count)
-    return [data[i:i + 8] for i in range(0, len(data), 8)]
+    return split_oids(recv_exact(sock, 8 * count))
 
 
 def commit(sock: socket.socket, *records: bytes) -> bytes:
@@ -95,8 +94,17 @@ def load(sock: socket.socket, oid: bytes) -> bytes:
 
 def new_oids(sock: socket.socket, count: int) -> list:
     sock.sendall(b"M" + bytes([count]))
-    data = recv_exact(sock, 8 * count)
-    return [data[i:i + 8] for i in range(0, len(data), 8)]
+    return split_oids(recv_exact(sock, 8 * count))
+
+
+def serve_kept_root(servers, path) -> tuple:
+    """Start our server on the file at path and commit {'kept': 1} as its
+    root; return (the server, the Connection that committed it)."""
+    server = servers.ours("--file", str(path))
+    connection = Connection(ClientStorage(address=server.address))
+    connection.get_root()["kept"] = 1
+    connection.commit()
+    return server, connection
 
 
 def test_version_exchange_and_oids_reserved_per_client(servers):
@@ -195,10 +203,7 @@ def test_oversized_requests_are_refused_before_buffering(servers, tmp_path):
 ])
 def test_malformed_commit_changes_nothing(servers, tmp_path, bad, reason):
     path = tmp_path / "db.durus"
-    server = servers.ours("--file", str(path))
-    connection = Connection(ClientStorage(address=server.address))
-    connection.get_root()["kept"] = 1
-    connection.commit()
+    server, connection = serve_kept_root(servers, path)
     with connect_raw(server.address) as sock:
         start_commit(sock)
         # A good record comes first: it must not be applied either.
@@ -214,10 +219,7 @@ def test_malformed_commit_changes_nothing(servers, tmp_path, bad, reason):
 
 def test_disconnect_mid_commit_changes_nothing(servers, tmp_path):
     path = tmp_path / "db.durus"
-    server = servers.ours("--file", str(path))
-    connection = Connection(ClientStorage(address=server.address))
-    connection.get_root()["kept"] = 1
-    connection.commit()
+    server, connection = serve_kept_root(servers, path)
     with connect_raw(server.address) as sock:
         start_commit(sock)
         whole = payload(record(ROOT_OID, b"never"))
