@@ -188,6 +188,13 @@ def _client_options(options: argparse.Namespace, certificate: bool = True) -> di
     return client
 
 
+def _server_storage(address, client_options: dict) -> ClientStorage:
+    """Wait for a server at address, then return a ClientStorage(**client_options) on it."""
+    socket_address = SocketAddress.new(address)
+    wait_for_server(address=socket_address)
+    return ClientStorage(address=socket_address, **client_options)
+
+
 def _add_server_options(parser: argparse.ArgumentParser) -> None:
     """Add the options for TLS, users and limits of `durus -s`."""
     parser.add_argument("--certfile", default=None,
@@ -345,10 +352,8 @@ def interactive_client(file: str | None, address, cache_size: int, readonly: boo
                               readonly=readonly, repair=repair)
         description = file
     else:
-        socket_address = SocketAddress.new(address)
-        wait_for_server(address=socket_address)
-        storage = ClientStorage(address=socket_address, **(client_options or {}))
-        description = socket_address
+        storage = _server_storage(address, client_options or {})
+        description = storage.address
     try:
         connection = Connection(storage, cache_size=cache_size)
         namespace = {"__name__": "__console__", "connection": connection,
@@ -406,9 +411,8 @@ def pack_storage_main(argv: list) -> None:
     _add_client_options(parser)
     options = parser.parse_args(argv)
     if options.file is None:
-        address = SocketAddress.new(options.address or (options.host, options.port))
-        wait_for_server(address=address)
-        storage = ClientStorage(address=address, **_client_options(options))
+        storage = _server_storage(options.address or (options.host, options.port),
+                                  _client_options(options))
     else:
         storage = get_storage(options.file)
     try:

@@ -117,7 +117,7 @@ class HostPortAddress(SocketAddress):
         return (self.host, self.port)
 
     def bind_socket(self, sock: socket.socket) -> None:
-        sock.bind(self._sockaddr())
+        super().bind_socket(sock)
         self.port = sock.getsockname()[1]
 
     def __str__(self):

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from durus.client_storage import ClientStorage
+from durus.connection import Connection
+
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 
@@ -79,9 +82,26 @@ def connect_raw(address, timeout: float = 5) -> socket.socket:
     return sock
 
 
+def connect(server: "ServerProcess", **options) -> Connection:
+    """Return a Connection to server through a ClientStorage(**options)."""
+    return Connection(ClientStorage(address=server.address, **options))
+
+
 def our_env() -> dict:
     """The environment for a process that must import this project's durus."""
     return dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+def peer_env() -> dict:
+    """The environment for a Durus 4.3 process: no PYTHONPATH to shadow its durus."""
+    return {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+
+
+def _address_options(address) -> list:
+    """The `durus -s` options to listen on address: a socket path or (host, port)."""
+    if isinstance(address, str):
+        return ["--address", address]
+    return ["--host", address[0], "--port", str(address[1])]
 
 
 class ServerProcess:
@@ -168,12 +188,7 @@ class Servers:
         loopback port chosen by the server itself)."""
         log_path = self._log_path()
         args = list(args) + ["--logfile", str(log_path)]
-        if address is None:
-            args += ["--port", "0"]
-        elif isinstance(address, str):
-            args += ["--address", address]
-        else:
-            args += ["--host", address[0], "--port", str(address[1])]
+        args += ["--port", "0"] if address is None else _address_options(address)
         command = [sys.executable, "-m", "durus", "-s", *args]
         secured = "--certfile" in args or "--users-file" in args
         return self._start(ServerProcess(command, address, log_path, self.tmp_path, our_env(),
@@ -197,14 +212,9 @@ class Servers:
         (default: a free loopback port)."""
         address = address or ("127.0.0.1", free_port())
         log_path = self._log_path()
-        args = list(args) + ["--logfile", str(log_path)]
-        if isinstance(address, str):
-            args += ["--address", address]
-        else:
-            args += ["--host", address[0], "--port", str(address[1])]
-        env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+        args = [*args, "--logfile", str(log_path), *_address_options(address)]
         server = ServerProcess([python, "-m", "durus", "-s", *args], address, log_path,
-                               self.tmp_path, env)
+                               self.tmp_path, peer_env())
         self.started.append(server)
         server.wait_until_connectable()
         return server

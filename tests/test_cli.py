@@ -17,7 +17,7 @@ from durus.file_storage import FileStorage
 from durus.persistent_dict import PersistentDict
 
 import server_processes
-from server_processes import free_port, our_env
+from server_processes import connect, free_port, our_env
 
 servers = server_processes.servers  # the fixture, for the tests here
 
@@ -227,7 +227,7 @@ def test_errors_are_messages_not_tracebacks(tmp_path, servers):
 def test_server_restarts_on_a_commit_its_killed_predecessor_cut_short(tmp_path, servers):
     path = tmp_path / "db.durus"
     first = servers.ours("--file", str(path))
-    connection = Connection(ClientStorage(address=first.address))
+    connection = connect(first)
     connection.get_root()["kept"] = 1
     connection.commit()
     connection.get_storage().close()
@@ -237,7 +237,7 @@ def test_server_restarts_on_a_commit_its_killed_predecessor_cut_short(tmp_path, 
         f.write(b"\0\0\0\0\0\0\1\0torn")  # where the kill stopped its next commit
     second = servers.ours("--file", str(path))  # no --repair
     second.wait_for_log(r"dropped 12 bytes at byte %d" % size)
-    assert Connection(ClientStorage(address=second.address)).get_root()["kept"] == 1
+    assert connect(second).get_root()["kept"] == 1
     assert path.stat().st_size == size
     assert second.quit() == 0
     assert not path.with_name("db.durus.writer").exists()
@@ -254,7 +254,7 @@ def test_damaged_file_needs_repair_and_readonly_file_refuses_changes(tmp_path, s
     damaged = run_durus("-s", "--file", str(path), "--port", "0", cwd=tmp_path)
     assert damaged.returncode == 1 and "--repair" in damaged.stderr
     server = servers.ours("--file", str(path), "--repair")
-    assert Connection(ClientStorage(address=server.address)).get_root()["kept"] == 1
+    assert connect(server).get_root()["kept"] == 1
     assert server.quit() == 0
     readonly = run_durus("-c", "--file", str(path), "--readonly", cwd=tmp_path,
                          stdin="print('kept', root['kept'])\nroot['x'] = 2\n"

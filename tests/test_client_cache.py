@@ -12,6 +12,7 @@ from durus.error import ConflictError
 from durus.persistent import Persistent
 
 import server_processes
+from server_processes import connect
 
 servers = server_processes.servers  # the fixture, for the tests here
 
@@ -24,10 +25,6 @@ class Counter(Persistent):
 @pytest.fixture
 def server(servers, tmp_path):
     return servers.ours("--file", str(tmp_path / "db.durus"))
-
-
-def connect(server, **options) -> Connection:
-    return Connection(ClientStorage(address=server.address, **options))
 
 
 def test_ghosts_reload_from_the_cache_without_the_server(server):

@@ -20,7 +20,7 @@ from durus.utils import int8_to_str
 
 import counter_worker
 import server_processes
-from server_processes import TESTS, free_port, our_env
+from server_processes import TESTS, connect, free_port, our_env, peer_env
 
 servers = server_processes.servers  # the fixture, for the tests here
 
@@ -34,10 +34,6 @@ def server(request, servers, tmp_path):
     if request.param == "ours":
         return servers.ours("--file", path)
     return servers.peer(request.getfixturevalue("peer_python"), "--file", path)
-
-
-def connect(server) -> Connection:
-    return Connection(ClientStorage(address=server.address))
 
 
 def test_storage_protocol_walkthrough(server):
@@ -218,17 +214,16 @@ def test_no_lost_updates_with_concurrent_clients(servers, tmp_path, peer_python)
     """Processes (three of ours, one Durus 4.3) increment shared counters,
     retrying on conflicts; every increment must be in the totals."""
     server = servers.ours("--file", str(tmp_path / "db.durus"))
-    setup = Connection(ClientStorage(address=server.address))
+    setup = connect(server)
     for name in counter_worker.COUNTERS:
         setup.get_root()[name] = PersistentDict(n=0)
     setup.commit()
     host, port = server.address
     script = str(TESTS / "counter_worker.py")
-    peer_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     workers = [subprocess.Popen([python, script, host, str(port), "100", str(seed)],
                                 cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
                for seed, (python, env) in enumerate([(sys.executable, our_env())] * 3
-                                                    + [(peer_python, peer_env)])]
+                                                    + [(peer_python, peer_env())])]
     results = [json.loads(worker.communicate(timeout=120)[0]) for worker in workers]
     assert all(worker.returncode == 0 for worker in workers)
     setup.abort()
@@ -274,7 +269,7 @@ except WriteConflictError:
 
 def test_durus_43_client_on_our_server(servers, run_peer):
     server = servers.ours()
-    ours = Connection(ClientStorage(address=server.address))
+    ours = connect(server)
     ours.get_root()["from_ours"] = PersistentDict(a=1)
     ours.commit()
     assert run_peer(PEER_WRITER, str(server.address[1])).strip() == "[('a', 1)]"
@@ -286,10 +281,13 @@ def test_write_conflict_across_implementations(server, peer_python, tmp_path):
     ours = connect(server)
     ours.get_root()["x"] = PersistentDict(value="start")
     ours.commit()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    peer = subprocess.Popen([peer_python, "-c", PEER_READ_THEN_WRITE, str(server.address[1])],
-                            cwd=tmp_path, env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+
+    def start_peer() -> subprocess.Popen:
+        return subprocess.Popen([peer_python, "-c", PEER_READ_THEN_WRITE,
+                                 str(server.address[1])], cwd=tmp_path, env=peer_env(),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    peer = start_peer()
     try:
         assert peer.stdout.readline().strip() == "read"
         x = ours.get_root()["x"]
@@ -302,9 +300,7 @@ def test_write_conflict_across_implementations(server, peer_python, tmp_path):
         peer.communicate(timeout=30)
     # And the other way round: the peer commits first, ours conflicts.
     assert x["value"] == "ours"
-    peer = subprocess.Popen([peer_python, "-c", PEER_READ_THEN_WRITE, str(server.address[1])],
-                            cwd=tmp_path, env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    peer = start_peer()
     out, _ = peer.communicate("go\n", timeout=30)
     assert out.split() == ["read", "committed"]
     x["value"] = "ours again"

@@ -14,6 +14,7 @@ from durus.tls import client_context
 
 import certificates as certificates_module
 import server_processes
+from server_processes import connect
 
 servers = server_processes.servers  # the fixtures, for the tests here
 certificates = certificates_module.certificates
@@ -26,7 +27,7 @@ def tls_server(servers, identity, *args):
 def test_tls_round_trip_with_large_commits_and_bulk_loads(servers, certificates):
     server = tls_server(servers, certificates.server, "--logginglevel", "10")
     assert "(TLS)" in server.log_text()
-    writer = Connection(ClientStorage(address=server.address, cafile=certificates.ca.cafile))
+    writer = connect(server, cafile=certificates.ca.cafile)
     root = writer.get_root()
     # Megabytes each way, so that sends and receives stop part way
     # (SSLWantWrite/SSLWantRead) and TLS records arrive in pieces.
@@ -87,8 +88,8 @@ def test_mutual_tls_requires_a_client_certificate_from_the_trusted_ca(servers, c
     server = tls_server(servers, certificates.server, "--client-cafile", certificates.ca.cafile)
     assert "(TLS with client certificates)" in server.log_text()
     good = certificates.client
-    connection = Connection(ClientStorage(address=server.address, cafile=certificates.ca.cafile,
-                                          certfile=good.certfile, keyfile=good.keyfile))
+    connection = connect(server, cafile=certificates.ca.cafile, certfile=good.certfile,
+                         keyfile=good.keyfile)
     connection.get_root()["mutual"] = True
     connection.commit()
     # With TLS 1.3 the client finishes its handshake before the server has
