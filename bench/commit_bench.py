@@ -17,15 +17,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from shootout import ROOT, Contender
+from shootout import PEER_PYTHON, ROOT, ZODB_PYTHON, Contender
 
 OBJECTS = 100000
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--peer", default=str(ROOT / ".venv-peer" / "bin" / "python"))
-    parser.add_argument("--zodb", default=str(ROOT / ".venv-zodb" / "bin" / "python"))
+    parser.add_argument("--peer", default=PEER_PYTHON)
+    parser.add_argument("--zodb", default=ZODB_PYTHON)
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     ours = {"PYTHONPATH": str(ROOT)}

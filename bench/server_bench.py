@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from durus.client_storage import ClientStorage  # noqa: E402
 from durus.connection import Connection  # noqa: E402
 from durus.persistent_dict import PersistentDict  # noqa: E402
+from shootout import PEER_PYTHON, free_port, wait_for_port  # noqa: E402
 
 OBJECTS = 10000
 CLIENTS = 8
@@ -60,23 +61,6 @@ for _ in range(commits):
     connection.commit()
 print(time.perf_counter() - start, flush=True)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("server on port %d did not start" % port)
 
 
 # {kind with TLS: (kind without, server certificate, ClientStorage keyword arguments)}
@@ -122,7 +106,8 @@ def start_server(kind: str, peer: str, path: str, port: int) -> subprocess.Popen
     # The peer must not run with the repo as its directory, or it imports our durus.
     process = subprocess.Popen(command, cwd=os.path.dirname(path), env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port, process)
+    if not wait_for_port(port, process):
+        raise SystemExit("server on port %d did not start" % port)
     return process
 
 
@@ -208,7 +193,7 @@ def bench(kind: str, peer: str, commits: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--peer", default=str(ROOT / ".venv-peer" / "bin" / "python"),
+    parser.add_argument("--peer", default=PEER_PYTHON,
                         help="python with durus==4.3 installed")
     parser.add_argument("--commits", type=int, default=300,
                         help="commits per client in the commit measurements")
@@ -227,7 +212,7 @@ def main() -> None:
                 print("(no durus 4.3 at %s: left out)" % options.peer)
         rows = [bench(kind, options.peer, options.commits) for kind in kinds]
     if options.tls:
-        by_kind = {row["server"]: row for row in list(rows)}
+        by_kind = {row["server"]: row for row in rows}
         for tls, (plain, _, _) in TLS_KINDS.items():
             rows.append(dict({column: by_kind[tls][column] / by_kind[plain][column]
                               for column in by_kind[plain] if column != "server"},

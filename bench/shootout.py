@@ -36,6 +36,8 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 CACHE = BENCH / ".cache"
+PEER_PYTHON = str(ROOT / ".venv-peer" / "bin" / "python")
+ZODB_PYTHON = str(ROOT / ".venv-zodb" / "bin" / "python")
 
 PLAIN = r"""
 import json, sys, time
@@ -75,20 +77,34 @@ class Contender:
     def available(self) -> bool:
         return os.path.exists(self.python)
 
-    def run(self, phase: str, db: str, n: int, **options) -> dict:
-        argv = [self.python, str(BENCH / "workload.py"), self.api, phase, db, str(n),
+    def argv(self, phase: str, db: str, n: int, **options) -> list:
+        """The command line of one workload.py phase, with our options and these."""
+        return [self.python, str(BENCH / "workload.py"), self.api, phase, db, str(n),
                 json.dumps(dict(self.options, **options))]
-        return json.loads(_run(argv, self.env))
+
+    def run(self, phase: str, db: str, n: int, **options) -> dict:
+        return json.loads(_run(self.argv(phase, db, n, **options), self.env))
 
 
-def _run(argv, extra_env, cwd=None) -> str:
+def child_env(extra: dict) -> dict:
+    """os.environ for a contender's process: none of our caller's PYTHONPATH or
+    DURUS_PURE_PYTHON (each contender sets its own), plus extra."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DURUS_PURE_PYTHON")}
-    env.update(extra_env)
-    done = subprocess.run(argv, env=env, cwd=cwd or tempfile.gettempdir(),
+    env.update(extra)
+    return env
+
+
+def _run(argv, extra_env) -> str:
+    done = subprocess.run(argv, env=child_env(extra_env), cwd=tempfile.gettempdir(),
                           capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError("%s failed:\n%s" % (argv[:4], done.stderr[-3000:]))
     return done.stdout.strip().splitlines()[-1]
+
+
+def durus_server(python: str, *extra: str):
+    """The argv builder of a durus server (`python -m durus -s`) on a port and file."""
+    return lambda port, f: [python, "-m", "durus", "-s", "--port", str(port), "--file", f, *extra]
 
 
 def contenders(peer_python: str, zodb_python: str) -> list:
@@ -96,16 +112,12 @@ def contenders(peer_python: str, zodb_python: str) -> list:
     zodb_bin = Path(zodb_python).parent
     return [
         Contender("this (C)", sys.executable, "durus", ours,
-                  server=(lambda port, f: [sys.executable, "-m", "durus", "-s", "--port", str(port),
-                                           "--file", f], ours)),
+                  server=(durus_server(sys.executable), ours)),
         Contender("this (C, no fsync)", sys.executable, "durus", ours, {"nofsync": True},
-                  server=(lambda port, f: [sys.executable, "-m", "durus", "-s", "--port", str(port),
-                                           "--file", f, "--nofsync"], ours)),
+                  server=(durus_server(sys.executable, "--nofsync"), ours)),
         Contender("this (pure)", sys.executable, "durus",
                   dict(ours, DURUS_PURE_PYTHON="1")),
-        Contender("durus 4.3", peer_python, "durus",
-                  server=(lambda port, f: [peer_python, "-m", "durus", "-s", "--port", str(port),
-                                           "--file", f], {})),
+        Contender("durus 4.3", peer_python, "durus", server=(durus_server(peer_python), {})),
         Contender("ZODB 6", zodb_python, "zodb",
                   server=(lambda port, f: [str(zodb_bin / "runzeo"), "-a", "127.0.0.1:%d" % port,
                                            "-f", f], {})),
@@ -118,26 +130,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_port(port: int, process: subprocess.Popen) -> bool:
+    """Whether a server answers on the loopback port within 30 s (False at
+    once if its process ends)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
 class Server:
     """A contender's server process on a free loopback port, stopped on exit."""
 
     def __init__(self, contender: Contender, path: str):
         self.port = free_port()
         argv, env = contender.server
-        full_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        full_env.update(env)
-        self.process = subprocess.Popen(argv(self.port, path), env=full_env,
+        self.process = subprocess.Popen(argv(self.port, path), env=child_env(env),
                                         cwd=tempfile.gettempdir(),
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("%s server did not start" % contender.name)
+        if not wait_for_port(self.port, self.process):
+            self.stop()
+            raise RuntimeError("%s server did not start" % contender.name)
 
     def address(self) -> str:
         return "127.0.0.1:%d" % self.port
@@ -175,10 +192,8 @@ def server_round(contender: Contender, n: int, tmp: str, clients: int = 4) -> di
 def concurrent_commits(contender: Contender, address: str, clients: int, tmp: str) -> float:
     """Transactions/second of `clients` processes committing at once."""
     go = os.path.join(tmp, "go")
-    argv = [contender.python, str(BENCH / "workload.py"), contender.api, "client_commits", "-", "500",
-            json.dumps(dict(contender.options, server=address, go=go))]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(contender.env)
+    argv = contender.argv("client_commits", "-", 500, server=address, go=go)
+    env = child_env(contender.env)
     processes = [subprocess.Popen(argv, env=env, cwd=tmp, stdout=subprocess.PIPE, text=True)
                  for _ in range(clients)]
     time.sleep(2)  # let them connect and create their counters
@@ -255,19 +270,20 @@ def main():
     parser = argparse.ArgumentParser(description="durus / durus 4.3 / ZODB benchmark")
     parser.add_argument("--objects", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--big", type=int, default=1000000, help="objects in the open-time file (0: skip)")
-    parser.add_argument("--peer", default=str(ROOT / ".venv-peer" / "bin" / "python"))
-    parser.add_argument("--zodb", default=str(ROOT / ".venv-zodb" / "bin" / "python"))
+    parser.add_argument("--big", type=int, default=1000000,
+                        help="objects in the open-time file (0: skip)")
+    parser.add_argument("--peer", default=PEER_PYTHON)
+    parser.add_argument("--zodb", default=ZODB_PYTHON)
     parser.add_argument("--only", help="comma-separated contender names")
     parser.add_argument("--json", help="write the results here too")
     args = parser.parse_args()
-    results = {"plain Python": {}}
+    plain = [json.loads(_run([sys.executable, "-c", PLAIN, str(args.objects)], {}))
+             for _ in range(args.rounds)]
+    results = {"plain Python": median_rounds(plain)}
     with tempfile.TemporaryDirectory() as tmp:
-        plain = [json.loads(_run([sys.executable, "-c", PLAIN, str(args.objects)], {}))
-                 for _ in range(args.rounds)]
-        results["plain Python"] = median_rounds(plain)
         for contender in contenders(args.peer, args.zodb):
-            if not contender.available() or (args.only and contender.name not in args.only.split(",")):
+            wanted = not args.only or contender.name in args.only.split(",")
+            if not (contender.available() and wanted):
                 continue
             rounds = []
             for r in range(args.rounds):
