@@ -16,7 +16,7 @@ import pytest
 
 import bank
 import server_processes
-from durus.client_storage import ClientStorage
+from server_processes import connect
 from durus.connection import Connection
 from durus.file_storage import FileStorage
 
@@ -111,19 +111,19 @@ def test_server_on_a_full_disk(servers, disk):
     path = disk.directory / "bank.durus"
     bank.create_file(path)
     server = servers.ours("--file", str(path), "--gcbytes", "1000000")
-    connection = Connection(ClientStorage(address=server.address))
+    connection = connect(server)
     disk.fill()
     committed, error = transfer_until_full(connection)
     assert isinstance(error, ConnectionError)  # the server drops the client and says why:
     server.wait_for_log(r"dropped: request failed: OSError\(28, 'No space left on device'\)")
-    auditor = Connection(ClientStorage(address=server.address))
+    auditor = connect(server)
     assert bank.check_snapshot(auditor.get_root()) == [committed]  # still serving
     disk.fill()  # what the failed commit gave back
     auditor.get_storage().pack()
     server.wait_for_log("Pack failed")
     assert not path.with_name("bank.durus.pack").exists()
     disk.free()
-    writer = Connection(ClientStorage(address=server.address))
+    writer = connect(server)
     bank.apply_transfer(writer.get_root(), 0)
     writer.commit()
     writer.get_storage().pack()

@@ -13,6 +13,7 @@ from durus.file_storage import FileStorage
 from durus.persistent import Persistent
 
 import server_processes
+from server_processes import connect
 
 servers = server_processes.servers  # the fixture, for the tests here
 
@@ -46,7 +47,7 @@ def commit_counter(address, name: str, errors: list) -> None:
 def test_concurrent_commits_share_flushes_and_all_reach_the_disk(servers, tmp_path):
     path = tmp_path / "db.durus"
     server = servers.custom(path, logginglevel=10, flush_delay=0.05)
-    Connection(ClientStorage(address=server.address))  # creates the root
+    connect(server)  # creates the root
     errors = []
     threads = [threading.Thread(target=commit_counter, args=(server.address, "c%d" % i, errors))
                for i in range(CLIENTS)]
@@ -80,7 +81,7 @@ def test_a_failed_flush_answers_no_commit_and_stops_the_server(servers, tmp_path
 def test_nofsync_server_never_flushes(servers, tmp_path):
     path = tmp_path / "db.durus"
     server = servers.ours("--file", str(path), "--nofsync", "--logginglevel", "10")
-    connection = Connection(ClientStorage(address=server.address))
+    connection = connect(server)
     for i in range(5):
         connection.get_root()[i] = i
         connection.commit()

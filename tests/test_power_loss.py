@@ -15,7 +15,7 @@ import pytest
 
 import bank
 import server_processes
-from durus.client_storage import ClientStorage
+from server_processes import connect
 from durus.connection import Connection
 from durus.error import CorruptFileError
 from durus.file import WriterMark
@@ -200,7 +200,7 @@ def test_a_commit_is_one_append_then_one_sync(tmp_path):
 def test_server_answers_a_commit_only_once_it_is_synced(servers, tmp_path):
     path, trace_path = tmp_path / "db.durus", tmp_path / "trace.json"
     server = servers.custom(path, trace=trace_path)
-    connection = Connection(ClientStorage(address=server.address))
+    connection = connect(server)
     bank.create(connection, 1)
     for _ in range(10):
         bank.apply_transfer(connection.get_root(), 0)

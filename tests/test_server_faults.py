@@ -17,11 +17,10 @@ import time
 import bank
 import server_processes
 from durus.client_storage import ClientStorage
-from durus.connection import Connection
 from durus.storage import ROOT_OID
 from durus.utils import int4_to_str
 from protocol_fuzz import check_fds_back_to, open_fds, rss_kb
-from server_processes import connect_raw
+from server_processes import connect, connect_raw
 from test_storage_server import new_oids, payload, record, start_commit
 
 servers = server_processes.servers  # the fixture, for the tests here
@@ -33,7 +32,7 @@ MEMORY_BOUND_KB = 32 << 10
 def start_bank(servers, tmp_path, **options):
     """A server (custom, with options) holding a bank for CLIENTS clients."""
     server = servers.custom(tmp_path / "bank.durus", **options)
-    connection = Connection(ClientStorage(address=server.address))
+    connection = connect(server)
     bank.create(connection, CLIENTS)
     connection.get_storage().close()
     return server
@@ -146,7 +145,7 @@ def run_client_kills(server, directory, rounds: int, rng: random.Random) -> list
             bank.wait_for(lambda: sum(clients.acked()) > sum(acked) + CLIENTS,
                           clients.processes.values())
             time.sleep(rng.random() * 0.05)
-        connection = Connection(ClientStorage(address=server.address))
+        connection = connect(server)
         before, done = done, bank.check_snapshot(connection.get_root())
         connection.get_storage().close()
         bank.check_promises(done, clients.acked(), before)

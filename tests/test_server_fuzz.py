@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 import bank
 import server_processes
+from server_processes import connect
 from durus.client_storage import ClientStorage
-from durus.connection import Connection
 from durus.persistent_dict import PersistentDict
 from durus.storage import ROOT_OID
 from durus.utils import int4_to_str
@@ -74,7 +74,7 @@ def target(servers, tmp_path):
     path = tmp_path / "fuzz.durus"
     # Short limits, so that streams left half-sent are dropped soon.
     server = servers.custom(path, timeout=2, commit_grace=0.2)
-    connection = Connection(ClientStorage(address=server.address))
+    connection = connect(server)
     bank.create(connection, 2)
     for _ in range(3):
         bank.apply_transfer(connection.get_root(), 0)

@@ -19,7 +19,7 @@ from durus.utils import int8_to_str
 
 import certificates as certificates_module
 import server_processes
-from server_processes import connect_raw
+from server_processes import connect, connect_raw
 from test_storage_server import PROTOCOL, is_closed_by_server, recv_exact
 
 servers = server_processes.servers  # the fixtures, for the tests here
@@ -38,7 +38,7 @@ def test_defaults_are_bounded():
 
 def test_connections_beyond_max_connections_are_closed_at_once(servers, tmp_path):
     server = servers.custom(tmp_path / "db.durus", max_connections=2)
-    first = Connection(ClientStorage(address=server.address))
+    first = connect(server)
     with connect_raw(server.address) as second:
         with connect_raw(server.address) as third:
             assert is_closed_by_server(third)
@@ -50,7 +50,7 @@ def test_connections_beyond_max_connections_are_closed_at_once(servers, tmp_path
     deadline = time.monotonic() + 10
     while True:
         try:
-            replacement = Connection(ClientStorage(address=server.address, timeout=5))
+            replacement = connect(server, timeout=5)
             break
         except ConnectionError:
             assert time.monotonic() < deadline
@@ -80,8 +80,7 @@ def test_unfinished_handshakes_are_dropped_after_handshake_timeout(servers, tmp_
             assert is_closed_by_server(unauthenticated)
     log = server.wait_for_log(r"authentication not finished within 0\.5 s").string
     assert "TLS handshake not finished within 0.5 s (handshake_timeout)" in log
-    good = Connection(ClientStorage(address=server.address, cafile=certificates.ca.cafile,
-                                    user="alice", secret="a" * 32))
+    good = connect(server, cafile=certificates.ca.cafile, user="alice", secret="a" * 32)
     time.sleep(1)  # authenticated clients are past the handshake deadline
     good.get_root()["ok"] = True
     good.commit()
@@ -89,7 +88,7 @@ def test_unfinished_handshakes_are_dropped_after_handshake_timeout(servers, tmp_
 
 def test_idle_clients_are_dropped_after_idle_timeout(servers, tmp_path):
     server = servers.custom(tmp_path / "db.durus", idle_timeout=1.0)
-    busy = Connection(ClientStorage(address=server.address))
+    busy = connect(server)
     idle = ClientStorage(address=server.address)
     busy.get_root()["n"] = 0
     busy.commit()
@@ -115,5 +114,5 @@ def test_requests_over_max_frame_size_are_refused(servers, tmp_path):
     with pytest.raises(ConnectionError, match="closed the connection"):
         list(storage.bulk_load(oids + [int8_to_str(0)]))
     server.wait_for_log("bulk load request of 808 bytes is over the limit of 800 bytes")
-    assert Connection(ClientStorage(address=server.address)).get_root()["items"][99] is not None
+    assert connect(server).get_root()["items"][99] is not None
 

@@ -25,7 +25,7 @@ from durus.storage_server import (DEFAULT_HOST, DEFAULT_PORT, STATUS_INVALID,
 from durus.utils import int4_to_str, int8_to_str, str_to_int4
 
 import server_processes
-from server_processes import connect_raw, free_port, our_env
+from server_processes import connect, connect_raw, free_port, our_env
 
 servers = server_processes.servers  # the fixture, for the tests here
 
@@ -101,7 +101,7 @@ def serve_kept_root(servers, path) -> tuple:
     """Start our server on the file at path and commit {'kept': 1} as its
     root; return (the server, the Connection that committed it)."""
     server = servers.ours("--file", str(path))
-    connection = Connection(ClientStorage(address=server.address))
+    connection = connect(server)
     connection.get_root()["kept"] = 1
     connection.commit()
     return server, connection
@@ -168,19 +168,19 @@ def test_loads_commits_invalidations_and_sync(servers):
 
 def test_unknown_command_drops_only_that_client(servers):
     server = servers.ours()
-    good = Connection(ClientStorage(address=server.address))
+    good = connect(server)
     with connect_raw(server.address) as bad:
         bad.sendall(b"Z\x00garbage")
         assert is_closed_by_server(bad)
     server.wait_for_log(r"dropped: unknown command byte b'Z'")
     good.get_root()["still"] = "served"
     good.commit()
-    assert Connection(ClientStorage(address=server.address)).get_root()["still"] == "served"
+    assert connect(server).get_root()["still"] == "served"
 
 
 def test_oversized_requests_are_refused_before_buffering(servers, tmp_path):
     server = servers.custom(tmp_path / "db.durus", max_commit_size=1000)
-    connection = Connection(ClientStorage(address=server.address))
+    connection = connect(server)
     with connect_raw(server.address) as sock:
         start_commit(sock)
         sock.sendall(int4_to_str(10 ** 9))
@@ -234,7 +234,7 @@ def test_disconnect_mid_commit_changes_nothing(servers, tmp_path):
 
 def test_stalled_clients_hold_up_nobody(servers, tmp_path):
     server = servers.custom(tmp_path / "db.durus", timeout=4, commit_grace=0.5)
-    good = Connection(ClientStorage(address=server.address))
+    good = connect(server)
     good.get_root()["n"] = 0
     good.commit()
     with connect_raw(server.address) as half_load, connect_raw(server.address) as committer:
@@ -246,7 +246,7 @@ def test_stalled_clients_hold_up_nobody(servers, tmp_path):
         started = time.monotonic()
         good.get_root()["n"] = 1
         good.commit()  # waits for the silent holder's turn to lapse
-        other = Connection(ClientStorage(address=server.address))
+        other = connect(server)
         assert other.get_root()["n"] == 1
         assert time.monotonic() - started < 5
         # The holder finishes at last: others committed meanwhile, so it must
@@ -261,7 +261,7 @@ def test_stalled_clients_hold_up_nobody(servers, tmp_path):
 
 def test_client_that_never_reads_is_dropped_without_holding_up_others(servers, tmp_path):
     server = servers.custom(tmp_path / "db.durus", timeout=2)
-    good = Connection(ClientStorage(address=server.address))
+    good = connect(server)
     good.get_root()["big"] = os.urandom(200000)
     good.commit()
     with connect_raw(server.address) as greedy:
@@ -285,7 +285,7 @@ def test_client_that_never_reads_is_dropped_without_holding_up_others(servers, t
 def test_pack_runs_while_other_clients_commit(servers, tmp_path, monkeypatch):
     path = tmp_path / "db.durus"
     server = servers.ours("--file", str(path))
-    packer = Connection(ClientStorage(address=server.address))
+    packer = connect(server)
     root = packer.get_root()
     # Enough live data for the pack to take many steps, and quick to make.
     monkeypatch.setattr(serialize, "WRITE_COMPRESSED_STATE_PICKLES", False)
@@ -298,7 +298,7 @@ def test_pack_runs_while_other_clients_commit(servers, tmp_path, monkeypatch):
     del root["garbage"]
     packer.commit()
     size_before = path.stat().st_size
-    writer = Connection(ClientStorage(address=server.address))
+    writer = connect(server)
     counter = writer.get_root()["counter"]
     packer.pack()
     commits = 0
@@ -320,7 +320,7 @@ def test_pack_runs_while_other_clients_commit(servers, tmp_path, monkeypatch):
 def test_gcbytes_packs_automatically(servers, tmp_path):
     path = tmp_path / "db.durus"
     server = servers.ours("--file", str(path), "--gcbytes", "5000")
-    connection = Connection(ClientStorage(address=server.address))
+    connection = connect(server)
     root = connection.get_root()
     for i in range(10):
         root["blob"] = PersistentDict(data=os.urandom(1000), i=i)
@@ -338,13 +338,13 @@ def test_readonly_server_serves_loads_and_refuses_commits(servers, tmp_path):
     connection.commit()
     connection.get_storage().close()
     server = servers.ours("--file", str(path), "--readonly")
-    reader = Connection(ClientStorage(address=server.address))
+    reader = connect(server)
     assert reader.get_root()["kept"] == 1
     reader.get_root()["x"] = 2
     with pytest.raises(ConnectionError, match="closed the connection"):
         reader.commit()
     server.wait_for_log("refused by the storage: ReadOnlyError")
-    assert Connection(ClientStorage(address=server.address)).get_root()["kept"] == 1
+    assert connect(server).get_root()["kept"] == 1
 
 
 def test_unix_domain_socket_with_umask_owner_and_group(servers, tmp_path):
@@ -398,7 +398,7 @@ def _ipv6_loopback_works() -> bool:
 def test_ipv6(servers):
     server = servers.ours(address=("::1", 0))
     assert server.address[0] == "::1"
-    connection = Connection(ClientStorage(address=server.address))
+    connection = connect(server)
     connection.get_root()["v6"] = True
     connection.commit()
     assert "Ready on [::1]:" in server.log_text()
@@ -422,7 +422,7 @@ def test_temporary_file_is_removed_when_the_server_stops(servers):
     server = servers.ours()
     temporary = server.wait_for_log(r"Storage file=(\S+)").group(1)
     assert os.path.exists(temporary)
-    connection = Connection(ClientStorage(address=server.address))
+    connection = connect(server)
     connection.get_root()["x"] = 1
     connection.commit()
     connection.pack()  # nothing to pack in a temporary file; must not fail
