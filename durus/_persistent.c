@@ -15,10 +15,14 @@
 /* Must match UNSAVED, SAVED and GHOST in persistent.py. */
 enum { SAVED = 0, UNSAVED = 1, GHOST = -1 };
 
-/* A link in a connection's list of held objects, oldest access first. */
+struct ConnectionBaseObject;
+
+/* A link in a connection's list of held objects, oldest access first. An
+ * object is held by one connection at most: holding it in another moves it. */
 typedef struct Link {
     struct Link *prev;
     struct Link *next;  /* NULL when the object is not held */
+    struct ConnectionBaseObject *holder;  /* borrowed: its list holds the object */
 } Link;
 
 typedef struct {
@@ -30,7 +34,7 @@ typedef struct {
     PyObject *oid;          /* NULL reads as None */
 } PersistentBaseObject;
 
-typedef struct {
+typedef struct ConnectionBaseObject {
     PyObject_HEAD
     long long transaction_serial;
     Link held;              /* sentinel of the circular list of held objects */
@@ -88,18 +92,25 @@ unlink_object(PersistentBaseObject *obj)
     obj->link.next = obj->link.prev = NULL;
 }
 
-/* Put obj at the newest (or oldest) end of the held list, holding a reference. */
+/* Put obj at the newest (or oldest) end of the connection's held list,
+ * holding a reference; another connection holding it lets go of it. */
 static void
 hold_object(ConnectionBaseObject *connection, PersistentBaseObject *obj, int newest)
 {
     Link *sentinel = &connection->held;
-    if (obj->link.next != NULL) {
-        unlink_object(obj);
-    }
-    else {
+    if (obj->link.next == NULL) {
         Py_INCREF(obj);
         connection->held_count++;
     }
+    else {
+        unlink_object(obj);
+        if (obj->link.holder != connection) {
+            /* The reference passes from the other connection to this one. */
+            obj->link.holder->held_count--;
+            connection->held_count++;
+        }
+    }
+    obj->link.holder = connection;
     if (newest) {
         obj->link.prev = sentinel->prev;
         obj->link.next = sentinel;
@@ -112,12 +123,13 @@ hold_object(ConnectionBaseObject *connection, PersistentBaseObject *obj, int new
     obj->link.next->prev = &obj->link;
 }
 
-/* Drop the connection's reference to obj; obj may be freed by this. */
+/* Drop the connection's reference to obj, if it holds obj; obj may be freed by this. */
 static void
 release_object(ConnectionBaseObject *connection, PersistentBaseObject *obj)
 {
-    if (obj->link.next != NULL) {
+    if (obj->link.next != NULL && obj->link.holder == connection) {
         unlink_object(obj);
+        obj->link.holder = NULL;
         connection->held_count--;
         Py_DECREF(obj);
     }
@@ -131,11 +143,40 @@ record_access(ConnectionBaseObject *connection, PersistentBaseObject *obj)
     hold_object(connection, obj, 1);
 }
 
+/* Ask a connection of a class not based on ConnectionBase to note the
+ * access, as the pure-Python code does. Owns a reference to connection
+ * throughout: the calls into Python may drop self->connection. */
+static int
+note_access_through_python(PyObject *connection, PersistentBaseObject *self)
+{
+    PyObject *serial, *result;
+    long long value;
+    serial = PyObject_GetAttr(connection, str_transaction_serial);
+    if (serial == NULL) {
+        return -1;
+    }
+    value = PyLong_AsLongLong(serial);
+    Py_DECREF(serial);
+    if (value == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (value == self->serial) {
+        return 0;
+    }
+    result = PyObject_CallMethodOneArg(connection, str_note_access, (PyObject *)self);
+    if (result == NULL) {
+        return -1;
+    }
+    Py_DECREF(result);
+    return 0;
+}
+
 /* The bookkeeping done before any ordinary attribute access. */
 static int
 before_access(PersistentBaseObject *self)
 {
     PyObject *connection;
+    int status;
 
     if (self->status == GHOST && call_method_no_args((PyObject *)self, str_p_load_state) < 0) {
         return -1;
@@ -145,37 +186,17 @@ before_access(PersistentBaseObject *self)
         return 0;
     }
     if (PyObject_TypeCheck(connection, &ConnectionBase_Type)) {
+        /* No call into Python from here on: the borrowed pointer stays valid. */
         ConnectionBaseObject *base = (ConnectionBaseObject *)connection;
         if (self->serial != base->transaction_serial) {
             record_access(base, self);
         }
         return 0;
     }
-    else {
-        /* Some other connection class: ask it, as the pure-Python code does. */
-        PyObject *serial, *result;
-        long long value;
-        serial = PyObject_GetAttr(connection, str_transaction_serial);
-        if (serial == NULL) {
-            return -1;
-        }
-        value = PyLong_AsLongLong(serial);
-        Py_DECREF(serial);
-        if (value == -1 && PyErr_Occurred()) {
-            return -1;
-        }
-        if (value == self->serial) {
-            return 0;
-        }
-        Py_INCREF(connection);
-        result = PyObject_CallMethodOneArg(connection, str_note_access, (PyObject *)self);
-        Py_DECREF(connection);
-        if (result == NULL) {
-            return -1;
-        }
-        Py_DECREF(result);
-        return 0;
-    }
+    Py_INCREF(connection);
+    status = note_access_through_python(connection, self);
+    Py_DECREF(connection);
+    return status;
 }
 
 static PyObject *
@@ -385,7 +406,7 @@ cb_hold_loaded(ConnectionBaseObject *self, PyObject *obj)
     if (persistent == NULL) {
         return NULL;
     }
-    if (persistent->link.next == NULL) {
+    if (persistent->link.next == NULL || persistent->link.holder != self) {
         hold_object(self, persistent, 0);
     }
     Py_RETURN_NONE;
@@ -423,11 +444,13 @@ cb_held_count(ConnectionBaseObject *self, PyObject *unused)
 static PyMethodDef cb_methods[] = {
     {"note_access", (PyCFunction)cb_note_access, METH_O,
      "note_access(obj): record that obj is used in the current transaction:\n"
-     "set its _p_serial and hold it as the most recently used object."},
+     "set its _p_serial and hold it as the most recently used object (another\n"
+     "connection holding it lets go of it)."},
     {"hold_loaded", (PyCFunction)cb_hold_loaded, METH_O,
-     "hold_loaded(obj): hold a just-loaded obj, as the least recently used, if not held."},
+     "hold_loaded(obj): hold a just-loaded obj, as the least recently used, if this\n"
+     "connection does not hold it (another connection holding it lets go of it)."},
     {"release", (PyCFunction)cb_release, METH_O,
-     "release(obj): stop holding obj (held by this connection, or not at all)."},
+     "release(obj): stop holding obj if this connection holds it."},
     {"oldest_held", (PyCFunction)cb_oldest_held, METH_NOARGS,
      "oldest_held() -> the least recently used held object, or None."},
     {"held_count", (PyCFunction)cb_held_count, METH_NOARGS,
@@ -560,7 +583,10 @@ m_cached_or_ghost(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     }
     if (ref != NULL) {
+        /* Owned across the call, which may run Python code that changes objects. */
+        Py_INCREF(ref);
         obj = PyObject_CallNoArgs(ref);
+        Py_DECREF(ref);
         if (obj == NULL || (obj != Py_None && (PyObject *)Py_TYPE(obj) == cls)) {
             goto done;
         }

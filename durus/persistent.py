@@ -66,7 +66,9 @@ def _data_slot_names(cls: type) -> tuple:
 
 class ConnectionBase:
     """Base of Connection: the transaction serial, and strong references to
-    the objects used lately ("held"), least recently used first.
+    the objects used lately ("held"), least recently used first. An object
+    is held by one connection at most (its _p_holder): holding it in
+    another moves it there.
 
     transaction_serial: int, incremented by every commit() and abort().
     """
@@ -84,20 +86,31 @@ class ConnectionBase:
         _p_serial and hold it as the most recently used object."""
         _check_persistent(obj)
         _setattribute(obj, "_p_serial", self.transaction_serial)
-        self._held[id(obj)] = obj
+        self._hold(obj)
         self._held.move_to_end(id(obj))
 
     def hold_loaded(self, obj):
-        """Hold a just-loaded obj, as the least recently used, if not held."""
+        """Hold a just-loaded obj, as the least recently used, if this
+        connection does not hold it."""
         _check_persistent(obj)
-        if id(obj) not in self._held:
-            self._held[id(obj)] = obj
+        if _getattribute(obj, "_p_holder") is not self:
+            self._hold(obj)
             self._held.move_to_end(id(obj), last=False)
 
+    def _hold(self, obj):
+        holder = _getattribute(obj, "_p_holder")
+        if holder is not self:
+            if holder is not None:
+                del holder._held[id(obj)]
+            _setattribute(obj, "_p_holder", self)
+            self._held[id(obj)] = obj
+
     def release(self, obj):
-        """Stop holding obj (held by this connection, or not at all)."""
+        """Stop holding obj if this connection holds it."""
         _check_persistent(obj)
-        self._held.pop(id(obj), None)
+        if _getattribute(obj, "_p_holder") is self:
+            _setattribute(obj, "_p_holder", None)
+            del self._held[id(obj)]
 
     def oldest_held(self):
         """Return the least recently used held object, or None."""
@@ -114,9 +127,11 @@ class PersistentBase:
     _p_serial: int, the connection's transaction_serial at the last access.
     _p_connection: the Connection that stores this object, or None.
     _p_oid: bytes (8) | None, assigned when the object is first stored.
+    _p_holder: the ConnectionBase holding this object, or None (the C
+        accelerator keeps it hidden).
     """
 
-    __slots__ = ("_p_status", "_p_serial", "_p_connection", "_p_oid")
+    __slots__ = ("_p_status", "_p_serial", "_p_connection", "_p_oid", "_p_holder")
 
     def __new__(cls, *args, **kwargs):
         instance = object.__new__(cls)
@@ -124,6 +139,7 @@ class PersistentBase:
         _setattribute(instance, "_p_serial", 0)
         _setattribute(instance, "_p_connection", None)
         _setattribute(instance, "_p_oid", None)
+        _setattribute(instance, "_p_holder", None)
         return instance
 
     def __getattribute__(self, name):
