@@ -1,16 +1,18 @@
 """ClientStorage: the Storage of a Durus storage server, used over a socket."""
 
+import select
 import socket
 from collections import OrderedDict
 from typing import NoReturn
 
 from durus.auth import AUTH_PROTOCOL, DEFAULT_USER, AuthenticationError, client_handshake
-from durus.error import (DurusKeyError, ProtocolError, ReadConflictError, ReadOnlyError,
-                         WriteConflictError)
+from durus.error import (CommitTooLargeError, DurusKeyError, ProtocolError, ReadConflictError,
+                         ReadOnlyError, WriteConflictError)
 from durus.serialize import split_oids
 from durus.socket_address import DEFAULT_HOST, DEFAULT_PORT, HostPortAddress, SocketAddress
 from durus.storage import Storage
-from durus.storage_server import PROTOCOL, STATUS_INVALID, STATUS_KEYERROR, STATUS_OKAY
+from durus.storage_server import (PROTOCOL, STATUS_INVALID, STATUS_KEYERROR, STATUS_OKAY,
+                                  STATUS_REFUSED)
 from durus.tls import client_context, start_tls
 from durus.utils import int4_to_str, join_bytes, str_to_int4
 
@@ -21,6 +23,11 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_CACHE_BYTES = 32 << 20
 # Bytes asked of the socket at once: a reply and the next are read together.
 _RECEIVE_SIZE = 1 << 16
+# A commit payload is sent in pieces this large, looking for an early
+# refusal between them.
+_COMMIT_PIECE = 4 << 20
+# The protocol frames a commit payload with an int4.
+_MAX_PAYLOAD = (1 << 32) - 1
 
 
 class RecordCache:
@@ -201,6 +208,7 @@ class ClientStorage(Storage):
     # The Storage interface.
 
     def new_oid(self) -> bytes:
+        self._check_open()
         if self.read_only:
             self._refuse_change("new oid")
         if not self.oid_pool:
@@ -213,6 +221,7 @@ class ClientStorage(Storage):
         return oid
 
     def load(self, oid: bytes) -> bytes:
+        self._check_open()
         _check_oid(oid)
         record = self.cache.get(oid)
         if record is None:
@@ -235,7 +244,10 @@ class ClientStorage(Storage):
     def bulk_load(self, oids):
         """Yield the records of oids, those not cached loaded in one request
         when iteration starts."""
-        oids = list(oids)
+        self._check_open()
+        return self._bulk_load(list(oids))
+
+    def _bulk_load(self, oids: list):
         for oid in oids:
             _check_oid(oid)
         records = {oid: self.cache.get(oid) for oid in oids}
@@ -257,10 +269,12 @@ class ClientStorage(Storage):
             yield records[oid]
 
     def begin(self) -> None:
+        self._check_open()
         self.records = {}
         self.transaction_new_oids = []
 
     def store(self, oid: bytes, record: bytes) -> None:
+        self._check_open()
         _check_oid(oid)
         self.records[oid] = record
 
@@ -268,8 +282,13 @@ class ClientStorage(Storage):
         """Commit the stored records. Raises the ConflictError that
         handle_invalidations raises on what others committed, or
         WriteConflictError if the server refuses the commit."""
+        self._check_open()
         if self.read_only:
             self._refuse_change("commit")
+        size = sum(12 + len(record) for record in self.records.values())
+        if size > _MAX_PAYLOAD:
+            raise CommitTooLargeError("a commit of %d bytes cannot be sent: the protocol's "
+                                      "limit is %d bytes" % (size, _MAX_PAYLOAD))
         try:
             self._send(b"C")
             invalid = self._receive_oids()
@@ -287,10 +306,13 @@ class ClientStorage(Storage):
             raise
         payload = join_bytes(int4_to_str(8 + len(record)) + oid + record
                              for oid, record in self.records.items())
-        self._send(int4_to_str(len(payload)) + payload)
+        self._send_payload(int4_to_str(len(payload)) + payload)
         if not payload:
             return
         status = self._receive(1)
+        if status == STATUS_REFUSED:
+            reason = self._receive(self._receive_int4()).decode("utf-8", "replace")
+            self._fail("the server refused the commit: %s" % reason, error=CommitTooLargeError)
         if status == STATUS_INVALID:
             self._abandon_commit()
             raise WriteConflictError()
@@ -300,12 +322,26 @@ class ClientStorage(Storage):
             self.cache.put(oid, record)
         self.begin()
 
+    def _send_payload(self, data: bytes) -> None:
+        """Send a commit's payload; stop early if the server answers before
+        it has all of it (it refuses a commit over its limit at once)."""
+        view = memoryview(data)
+        for start in range(0, len(view), _COMMIT_PIECE):
+            if start and self._reply_waiting():
+                return
+            self._send(view[start:start + _COMMIT_PIECE])
+
+    def _reply_waiting(self) -> bool:
+        pending = getattr(self.s, "pending", None)  # TLS: bytes already decrypted
+        return bool(pending and pending()) or bool(select.select([self.s], [], [], 0)[0])
+
     def _abandon_commit(self) -> None:
         """Forget the records; the server still reserves their new oids for us."""
         self.oid_pool.extend(reversed(self.transaction_new_oids))
         self.begin()
 
     def sync(self) -> list:
+        self._check_open()
         self._send(b"S")
         received = self._receive_oids()
         self.cache.discard_all(received)
@@ -315,6 +351,7 @@ class ClientStorage(Storage):
 
     def pack(self) -> None:
         """Ask the server to pack; it does so while serving, after replying."""
+        self._check_open()
         if self.read_only:
             self._refuse_change("pack")
         self._send(b"P")
@@ -324,6 +361,7 @@ class ClientStorage(Storage):
 
     def stop_server(self) -> None:
         """Ask the server to shut down (as `durus -s --stop` does), then close."""
+        self._check_open()
         if self.read_only:
             self._refuse_change("stopping the server")
         self._send(b"Q")
@@ -336,8 +374,8 @@ class ClientStorage(Storage):
                 self.s.sendall(b".")
             except OSError:
                 pass
-            self.s.close()
-            self.broken = "the ClientStorage for %s is closed" % self.address
+        self.s.close()
+        self.closed = True
 
 
 def _check_oid(oid: bytes) -> None:

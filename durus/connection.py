@@ -1,5 +1,6 @@
 """Connection: moves persistent objects between a Storage and memory, in transactions."""
 
+import numbers
 import os
 import time
 from collections import deque
@@ -112,11 +113,14 @@ class Connection(ConnectionBase):
         """
         if self.invalid_oids:
             raise ConflictError(sorted(self.invalid_oids))
-        try:
-            record = self.storage.load(oid)
-        except ReadConflictError:
-            self._handle_invalidations(self.storage.sync(), read_oid=oid)
-            record = self.storage.load(oid)
+        while True:
+            try:
+                record = self.storage.load(oid)
+                break
+            except ReadConflictError:
+                # Raises unless nothing this transaction used was changed;
+                # then the load is tried again (others may commit oid meanwhile).
+                self._handle_invalidations(self.storage.sync(), read_oid=oid)
         record_oid, data, _ = unpack_record(record)
         if record_oid != oid:
             raise ValueError("storage returned the record of %r for %r" % (record_oid, oid))
@@ -212,7 +216,8 @@ class Connection(ConnectionBase):
 
     def _store_changes(self) -> None:
         """Write the changed objects and the new objects they reference as one
-        transaction. On any failure, leave the changes pending as they were."""
+        transaction. On any failure, leave the changes pending as they were,
+        and every object first met here without an oid, as it was."""
         saved = list(self.changed.values())
         new_objects = []
         writer = ObjectWriter(self)
@@ -230,7 +235,8 @@ class Connection(ConnectionBase):
                     found.extend(writer.take_new_objects())
             self.storage.end(self._handle_invalidations)
         except BaseException:
-            self._forget_new_objects(new_objects)
+            # Those the pickler gave an oid before it failed, too.
+            self._forget_new_objects(new_objects + writer.take_new_objects())
             raise
         finally:
             writer.close()
@@ -297,9 +303,12 @@ class Cache:
     def get_size(self) -> int:
         return self.size
 
-    def set_size(self, size: int) -> None:
-        if not isinstance(size, int) or size <= 0:
-            raise ValueError("the cache size must be a positive int, not %r" % (size,))
+    def set_size(self, size: float) -> None:
+        """size: a number > 0 (as in Durus, a float works too)."""
+        if not isinstance(size, numbers.Real):
+            raise TypeError("the cache size must be a number, not %r" % (size,))
+        if not size > 0:
+            raise ValueError("the cache size must be > 0, not %r" % (size,))
         self.size = size
 
     def get_count(self) -> int:

@@ -43,6 +43,11 @@ class ReadConflictError(ConflictError):
     """An object changed by another transaction was loaded before sync."""
 
 
+class CommitTooLargeError(DurusError, ValueError):
+    """A commit is too large to send, or the server refused it for its size
+    (its max_commit_size); the server then closes the connection."""
+
+
 class ProtocolError(DurusError):
     """The peer on a storage-server connection broke the protocol."""
 
@@ -51,8 +56,9 @@ class CorruptFileError(DurusError, ValueError):
     """A storage file is damaged or is not a durus file."""
 
 
-class FileLockedError(DurusError, OSError):
-    """Another process holds the write lock on a storage file."""
+class FileLockedError(DurusError, BlockingIOError):
+    """Another process holds the write lock on a storage file (a
+    BlockingIOError, which is what Durus raised)."""
 
 
 class ReadOnlyError(DurusError, PermissionError):

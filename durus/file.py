@@ -35,13 +35,15 @@ class File:
         else:
             self.file = open(name, "r+b" if os.path.exists(name) else "w+b")
             self.name = name
-        self.fd = self.file.fileno()
+        # The descriptor is looked up through self.file at each use, never
+        # kept: once closed, its number may belong to another file.
+        self.closed = False
         if not readonly:
             self._lock()
 
     def _lock(self) -> None:
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.file.close()
             raise FileLockedError(
@@ -57,42 +59,51 @@ class File:
     def is_readonly(self) -> bool:
         return self.readonly
 
+    def _descriptor(self) -> int:
+        """The open descriptor; ValueError once the file is closed."""
+        if self.closed:
+            raise ValueError("I/O operation on closed durus file %r" % self.name)
+        return self.file.fileno()
+
     def size(self) -> int:
-        return os.fstat(self.fd).st_size
+        return os.fstat(self._descriptor()).st_size
 
     def pread(self, n: int, position: int) -> bytes:
         """Return up to n bytes at position (fewer only at the end of the file)."""
-        return os.pread(self.fd, n, position)
+        return os.pread(self._descriptor(), n, position)
 
     def pwrite(self, data: bytes, position: int) -> None:
         """Write all of data at position."""
-        self._check_writable()
+        fd = self._writable_descriptor()
         view = memoryview(data)
         while view:
-            written = os.pwrite(self.fd, view, position)
+            written = os.pwrite(fd, view, position)
             view = view[written:]
             position += written
 
     def truncate(self, size: int) -> None:
-        self._check_writable()
-        os.ftruncate(self.fd, size)
+        os.ftruncate(self._writable_descriptor(), size)
 
     def fsync(self) -> None:
         """Make everything written so far durable."""
-        os.fdatasync(self.fd)
+        os.fdatasync(self._descriptor())
 
-    def _check_writable(self) -> None:
+    def _writable_descriptor(self) -> int:
+        fd = self._descriptor()
         if self.readonly:
             raise ReadOnlyError("%r is open read-only" % self.name)
+        return fd
 
     def rename(self, new_name: str) -> None:
         """Give the file a new name (replacing any file there) and make that durable."""
+        self._descriptor()
         os.replace(self.name, new_name)
         self.name = new_name
         fsync_directory(new_name)
 
     def link(self, other_name: str) -> None:
         """Give the file other_name as a second name, replacing any file there."""
+        self._descriptor()
         try:
             os.unlink(other_name)
         except FileNotFoundError:
@@ -100,6 +111,7 @@ class File:
         os.link(self.name, other_name)
 
     def close(self) -> None:
+        self.closed = True
         if not self.file.closed:
             self.file.close()  # closing also releases the flock
 

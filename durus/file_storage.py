@@ -79,7 +79,12 @@ class FileStorage(Storage):
     def is_readonly(self) -> bool:
         return self.shelf.file.is_readonly()
 
+    @property
+    def closed(self) -> bool:
+        return self.shelf.closed
+
     def _check_writable(self) -> None:
+        self._check_open()
         if self.is_readonly():
             raise ReadOnlyError("%s is read-only" % self)
 
@@ -90,9 +95,11 @@ class FileStorage(Storage):
         return record
 
     def begin(self) -> None:
+        self._check_open()
         self.pending = {}
 
     def store(self, oid: bytes, record: bytes) -> None:
+        self._check_open()
         if not isinstance(record, bytes) or len(record) < 12 or record[:8] != oid:
             raise ValueError("malformed record for oid %r" % (oid,))
         if oid not in self.allocated and oid not in self.shelf and oid != ROOT_OID:
@@ -117,6 +124,7 @@ class FileStorage(Storage):
             self.shelf.file.fsync()
 
     def sync(self) -> list:
+        self._check_open()
         invalid = list(self.invalid)
         self.invalid.clear()
         return invalid
@@ -131,11 +139,13 @@ class FileStorage(Storage):
 
     def release_oids(self, oids) -> None:
         # Forgotten, so that they cost no memory; a pack makes them free again.
+        self._check_open()
         self.allocated.difference_update(oids)
 
     def gen_oid_record(self, start_oid: bytes | None = None, batch_size: int = 100):
         """Yield (oid, record): for every record in the file when start_oid is
         None (unreachable ones included), else for those reachable from it."""
+        self._check_open()
         if start_oid is None:
             return ((oid, self.load(oid)) for oid in self.shelf.gen_oids())
         return self._gen_reachable(start_oid, set())
@@ -173,6 +183,7 @@ class FileStorage(Storage):
         <name>.prepack and renames the new one to <name>. Temporary and read-only
         files, and storages in a commit or pack, are not packed.
         """
+        self._check_open()
         file = self.shelf.file
         if self.pending or self.pack_extra is not None or file.is_temporary() or file.is_readonly():
             return iter(())
@@ -196,19 +207,14 @@ class FileStorage(Storage):
             if extra:
                 new_shelf.append(extra.items())
             old_shelf = self.shelf
-            self.invalid.update(oid for oid in old_shelf.gen_oids() if oid not in new_shelf)
-            # The old file stays at `name` until the new one atomically
-            # replaces it, so that a crash in between finds a whole database
-            # there rather than none; it is kept as .prepack by a hard link.
+            removed = [oid for oid in old_shelf.gen_oids() if oid not in new_shelf]
             with self._switch_lock:
-                try:
-                    old_shelf.file.link(name + ".prepack")
-                except OSError:  # no hard links on this file system
-                    old_shelf.file.rename(name + ".prepack")
-                new_file.rename(name)
+                _switch_files(old_shelf.file, new_file, name)
                 self.shelf = new_shelf
                 new_file = None  # it is the database now
                 old_shelf.close()
+            # Only now: had the switch failed, nothing would have been removed.
+            self.invalid.update(removed)
         finally:
             self.pack_extra = None
             if new_file is not None:
@@ -235,6 +241,27 @@ class FileStorage(Storage):
 
     def __str__(self):
         return "%s(%r)" % (type(self).__name__, self.get_filename())
+
+
+def _switch_files(old: File, new: File, name: str) -> None:
+    """Put new at name, keeping old as name.prepack.
+
+    The old file stays at name until the new one atomically replaces it, so
+    that a crash in between finds a whole database there rather than none;
+    it is kept as .prepack by a hard link, or where there are none, by a
+    rename that is undone if the new file cannot take its place.
+    """
+    try:
+        old.link(name + ".prepack")
+    except OSError:  # no hard links on this file system
+        old.rename(name + ".prepack")
+        try:
+            new.rename(name)
+        except BaseException:
+            old.rename(name)
+            raise
+    else:
+        new.rename(name)
 
 
 def TempFileStorage() -> FileStorage:

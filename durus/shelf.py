@@ -74,7 +74,12 @@ class PositionIndex:
 
     Oids are allocated densely, so most live in an array of 8 bytes per oid;
     the rare oid far beyond the others goes to a dict instead of growing it.
+    Each oid has one home: the dict holds only oids beyond the array's end,
+    and growing the array moves the ones it now reaches into it.
     """
+
+    # The dense array may reach this many slots beyond twice its entries.
+    slack = 65536
 
     def __init__(self):
         self.dense = array("q")
@@ -89,15 +94,28 @@ class PositionIndex:
     def __contains__(self, n: int) -> bool:
         return self.get(n) is not None
 
+    def __len__(self) -> int:
+        return self.count
+
     def _grow_for(self, n: int, count: int) -> bool:
         """Make the dense array reach n if that keeps it dense enough for
         count entries; tell whether n is within it."""
         dense = self.dense
-        if n >= len(dense) and n < 2 * count + 65536:
+        if n >= len(dense) and n < 2 * count + self.slack:
             dense.frombytes(bytes(8 * (n + 1 + len(dense) // 4 - len(dense))))
+            self._move_into_dense()
         return n < len(dense)
 
+    def _move_into_dense(self) -> None:
+        """Move the sparse entries that the dense array now reaches into it."""
+        dense, sparse = self.dense, self.sparse
+        reached = [n for n in sparse if n < len(dense)]
+        for n in reached:
+            dense[n] = sparse.pop(n)
+
     def set(self, n: int, position: int) -> None:
+        if position <= 0:
+            raise ValueError("a record position is > 0, not %r" % (position,))
         dense = self.dense
         if self._grow_for(n, self.count):
             if not dense[n]:
@@ -169,9 +187,11 @@ class Shelf:
         if len(head) < 16:
             raise CorruptFileError("%r is truncated inside its header" % name)
         self.map_start = 16 + str_to_int8(head[8:16])
+        if self.map_start > size - 24:
+            raise CorruptFileError("%r is truncated before its offset map: the header at "
+                                   "byte 8 puts it at byte %d, the file has %d bytes"
+                                   % (name, self.map_start, size))
         map_head = self.file.pread(24, self.map_start)
-        if len(map_head) < 24:
-            raise CorruptFileError("%r is truncated before its offset map" % name)
         length, self.word_size, self.map_count = struct.unpack(">QQQ", map_head)
         if not 1 <= self.word_size <= 8 or length != 16 + self.word_size * self.map_count:
             raise CorruptFileError("%r has a damaged offset map at %d" % (name, self.map_start))
@@ -252,11 +272,23 @@ class Shelf:
 
     def ends_cleanly(self) -> bool:
         """Tell whether the file ends with the last transaction appended."""
+        self._check_open()
         return not self._torn_end
+
+    @property
+    def closed(self) -> bool:
+        return self.file.closed
+
+    def _check_open(self) -> None:
+        if self.file.closed:
+            raise ValueError("operation on a closed shelf (%r)" % self.file.get_name())
 
     def get_position(self, oid: bytes) -> int | None:
         """Return the position of the newest record of oid, or None."""
-        j = str_to_int8(oid)
+        self._check_open()
+        return self._position(_INT8.unpack(oid)[0])
+
+    def _position(self, j: int) -> int | None:
         position = self.index.get(j)
         if position is not None:
             return position
@@ -270,28 +302,59 @@ class Shelf:
         return self.get_position(oid) is not None
 
     def read_record(self, position: int) -> bytes:
-        """Return the object record stored at position."""
+        """Return the object record stored at position.
+
+        Raises CorruptFileError if there is no well-formed record there.
+        """
+        self._check_open()
+        return self._read_record(position, None)
+
+    def get_value(self, oid: bytes) -> bytes | None:
+        """Return the newest record of oid, or None.
+
+        Raises CorruptFileError if the file's index points at something else.
+        """
+        if self.file.closed:
+            self._check_open()
+        j = _INT8.unpack(oid)[0]
+        position = self._position(j)
+        return None if position is None else self._read_record(position, j)
+
+    def _read_record(self, position: int, j: int | None) -> bytes:
+        """The record at position, which must be one of oid number j (if not None)."""
         offset = position - self._chunk_start
         chunk = self._chunk
-        if not 0 <= offset <= len(chunk) - 8:
+        if not 0 <= offset <= len(chunk) - _RECORD_HEAD.size:
             # Records written together are read together: keep the next
             # _READ_AHEAD bytes, which hold many small records (but none past
             # the end of the last transaction, the only bytes that may change).
-            chunk = self._chunk = self.file.pread(max(8, min(_READ_AHEAD, self.end - position)),
-                                                  position)
+            chunk = self._chunk = self.file.pread(
+                max(_RECORD_HEAD.size, min(_READ_AHEAD, self.end - position)), position)
             self._chunk_start, offset = position, 0
-        end = offset + 8 + _INT8.unpack_from(chunk, offset)[0]
+        # A record lies within the pack's records or the transactions after the map.
+        limit = (self.map_start if position < self.map_start else self.end) - self._chunk_start
+        if len(chunk) - offset < _RECORD_HEAD.size or position < len(PREFIX) + 8:
+            oid, end = None, -1
+        else:
+            oid, end = _read_record_head(chunk, offset, limit)
+        if end == -1:
+            raise CorruptFileError("%r: no well-formed record at byte %d"
+                                   % (self.file.get_name(), position))
+        if j is not None and oid != j:
+            raise CorruptFileError("%r: the record for oid %d should be at byte %d, which "
+                                   "holds one for oid %d" % (self.file.get_name(), j,
+                                                             position, oid))
         if end > len(chunk):
-            return self.file.pread(end - offset - 16, position + 16)
+            record = self.file.pread(end - offset - 16, position + 16)
+            if len(record) < end - offset - 16:
+                raise CorruptFileError("%r: the record at byte %d is cut off"
+                                       % (self.file.get_name(), position))
+            return record
         return chunk[offset + 16:end]
-
-    def get_value(self, oid: bytes) -> bytes | None:
-        """Return the newest record of oid, or None."""
-        position = self.get_position(oid)
-        return None if position is None else self.read_record(position)
 
     def gen_oids(self):
         """Yield every oid that has a record (the checksum oid excluded)."""
+        self._check_open()
         index = self.index
         for j in range(self.map_count):
             if self._map_word(j) < self.map_start and j not in index:
@@ -301,6 +364,7 @@ class Shelf:
 
     def gen_free_oids(self):
         """Yield oids without a record: the offset map's holes, then upwards from its end."""
+        self._check_open()
         last = self.map_count - 1
         j = last
         for _ in range(self.map_count):  # bounded, in case the list is damaged
@@ -317,6 +381,7 @@ class Shelf:
 
     def next_free_oid(self) -> bytes:
         """Return an oid with no record that this method has not returned before."""
+        self._check_open()
         if self._free_oids is None:
             self._free_oids = self.gen_free_oids()
         for oid in self._free_oids:
@@ -329,6 +394,7 @@ class Shelf:
         When this returns (with fsync) the transaction is on disk. If writing
         fails, the file is cut back so that it stays valid, and the error raised.
         """
+        self._check_open()
         offsets = []
         parts = []
         position = self.end + 8

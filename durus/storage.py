@@ -13,11 +13,18 @@ ROOT_OID = int8_to_str(0)
 class Storage:
     """Abstract base of storages: a mapping from oid to record, changed by commits.
 
-    A commit is begin(), store() for each record, then end().
+    A commit is begin(), store() for each record, then end(). Once close()d,
+    every method but close() raises ValueError.
     """
+
+    closed = False
 
     def __init__(self):
         raise RuntimeError("Storage is abstract")
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError("operation on a closed storage: %s" % self)
 
     def load(self, oid: bytes) -> bytes:
         """Return the record of oid; raise DurusKeyError (a KeyError) if there is
@@ -48,26 +55,31 @@ class Storage:
     def release_oids(self, oids) -> None:
         """Take back oids from new_oid() that will never be committed (a
         server's client left without using them)."""
+        self._check_open()
 
     def close(self) -> None:
-        """Release the storage's resources."""
+        """Release the storage's resources; safe to repeat."""
+        self.closed = True
 
     def get_packer(self):
         """Return a generator that packs a step at a time, or None if not supported."""
+        self._check_open()
         return None
 
     def pack(self) -> None:
         """Remove records not reachable from the root, if the storage can."""
+        self._check_open()
 
     def bulk_load(self, oids: Iterable[bytes]) -> Iterator[bytes]:
         """Yield the records of oids, in order."""
-        for oid in oids:
-            yield self.load(oid)
+        self._check_open()
+        return (self.load(oid) for oid in oids)
 
     def gen_oid_record(self, start_oid: bytes | None = None, batch_size: int = 100
                        ) -> Iterator[tuple[bytes, bytes]]:
         """Yield (oid, record) for every object reachable from start_oid (the root
         by default), breadth first by oid, loading batch_size records at a time."""
+        self._check_open()
         return _gen_reachable(self, start_oid or ROOT_OID, batch_size)
 
 
@@ -128,27 +140,38 @@ class MemoryStorage(Storage):
         self.next_oid = 0
 
     def new_oid(self) -> bytes:
+        self._check_open()
         oid = int8_to_str(self.next_oid)
         self.next_oid += 1
         return oid
 
     def load(self, oid: bytes) -> bytes:
+        self._check_open()
         try:
             return self.records[oid]
         except KeyError:
             raise DurusKeyError(oid) from None
 
     def begin(self) -> None:
+        self._check_open()
         self.pending = {}
 
     def store(self, oid: bytes, record: bytes) -> None:
+        self._check_open()
         if self.pending is None:
             raise RuntimeError("store() called outside begin()/end()")
         self.pending[oid] = record
 
     def end(self, handle_invalidations=None) -> None:
+        self._check_open()
+        if self.pending is None:
+            raise RuntimeError("end() called without begin()")
         self.records.update(self.pending)
         self.pending = None
 
     def sync(self) -> list:
+        self._check_open()
         return []
+
+    def __str__(self):
+        return "MemoryStorage(%d records)" % len(self.records)

@@ -53,13 +53,18 @@ from durus.utils import int4_to_str, join_bytes, str_to_int4, str_to_int8
 __all__ = [
     "StorageServer", "wait_for_server", "ClientError", "SocketAddress", "HostPortAddress",
     "UnixAbstractAddress", "UnixDomainSocketAddress", "InheritedSocket",
-    "STATUS_OKAY", "STATUS_KEYERROR", "STATUS_INVALID", "DEFAULT_HOST", "DEFAULT_PORT",
+    "STATUS_OKAY", "STATUS_KEYERROR", "STATUS_INVALID", "STATUS_REFUSED", "DEFAULT_HOST",
+    "DEFAULT_PORT",
     "DEFAULT_GCBYTES", "DEFAULT_MAX_COMMIT_SIZE", "DEFAULT_MAX_FRAME_SIZE",
     "DEFAULT_MAX_CONNECTIONS", "DEFAULT_HANDSHAKE_TIMEOUT", "TIMEOUT", "PROTOCOL"]
 
 STATUS_OKAY = b"O"
 STATUS_KEYERROR = b"K"
 STATUS_INVALID = b"I"
+# Beyond Durus: a commit refused outright (over max_commit_size), followed
+# by int4 n and n bytes of UTF-8 saying why; sent as soon as the commit's
+# size is read, and the client is disconnected once it has gone.
+STATUS_REFUSED = b"R"
 
 PROTOCOL = int4_to_str(1)
 
@@ -119,6 +124,8 @@ class _Client:
     unused_oids: {oid}, handed to this client by 'N'/'M' and not yet committed.
     want: int | _Wait, what the session needs before it can go on.
     progress: float, monotonic time of the last I/O or turn change.
+    refusal: str | None, why its last request was refused; it is dropped
+        for that reason once the request's bytes are through.
     """
 
     def __init__(self, sock: socket.socket, name: str):
@@ -137,6 +144,7 @@ class _Client:
         self.tls = False
         self.tls_handshaking = False
         self.commit_number = 0  # with group commit: the number of its last commit
+        self.refusal = None
         # Monotonic time by which TLS and authentication must be done; None once done.
         self.handshake_deadline = None
 
@@ -399,7 +407,9 @@ class StorageServer:
             self._drop(client, "receive failed: %s" % exc, WARNING)
             return
         if not data:
-            if client.is_mid_request() and client.want is not _Wait.COMMIT_TURN:
+            if client.refusal is not None:
+                self._drop(client, client.refusal, WARNING)
+            elif client.is_mid_request() and client.want is not _Wait.COMMIT_TURN:
                 self._drop(client, "disconnected in the middle of a request "
                            "(waiting for %s)" % _describe(client), WARNING)
             else:
@@ -680,20 +690,15 @@ class StorageServer:
 
     def _handle_bulk_load(self, client: _Client):
         count = str_to_int4((yield 4))
-        self._check_size(8 * count, "bulk load request",
-                         min(self.max_frame_size, self.max_commit_size))
+        limit = min(self.max_frame_size, self.max_commit_size)
+        if 8 * count > limit:
+            raise ClientError("bulk load request of %d bytes is over the limit of %d bytes"
+                              % (8 * count, limit))
         oids = split_oids((yield 8 * count)) if count else []
         for oid in oids:
             self._send(client, self._load_response(client, oid))
             if len(client.outbuf) > _OUTPUT_LIMIT:
                 yield _Wait.OUTPUT_DRAINED
-
-    def _check_size(self, size: int, what: str, limit: int | None = None) -> None:
-        """Refuse a request of size bytes over limit (default: max_commit_size)."""
-        limit = self.max_commit_size if limit is None else limit
-        if size > limit:
-            raise ClientError("%s of %d bytes is over the limit of %d bytes"
-                              % (what, size, limit))
 
     def _sync_storage(self) -> None:
         """Pass invalidations the storage itself reports (after a pack) to everyone."""
@@ -720,7 +725,8 @@ class StorageServer:
             size = str_to_int4((yield 4))
             if size == 0:
                 return  # The client found a conflict in the invalidations.
-            self._check_size(size, "commit")
+            if size > self.max_commit_size:
+                yield from self._refuse_commit(client, size)
             records = self._parse_commit(client, (yield size))
             if client.invalid:
                 # Others committed after this client got its invalidations (it
@@ -739,6 +745,19 @@ class StorageServer:
                 client.commit_number = self._group_commit.note_written()
                 yield _Wait.DURABLE
             self._send(client, STATUS_OKAY)
+
+    def _refuse_commit(self, client: _Client, size: int):
+        """Tell client at once why its commit of size bytes is refused, pass
+        over the payload as it arrives (never holding it), then drop client:
+        a Durus 4.3 client cannot read the reason, so the session cannot go
+        on. Ours stops sending when the answer comes, and hangs up."""
+        client.refusal = ("commit of %d bytes is over the server's limit of %d bytes "
+                          "(max_commit_size)" % (size, self.max_commit_size))
+        reason = client.refusal.encode("utf-8")
+        self._send(client, STATUS_REFUSED + int4_to_str(len(reason)) + reason)
+        while size:
+            size -= len((yield min(size, _LARGE_READ_SIZE)))
+        raise ClientError(client.refusal)
 
     def _parse_commit(self, client: _Client, payload: bytes) -> list:
         """Return [(oid, record)] from a commit payload, checking that each

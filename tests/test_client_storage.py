@@ -5,22 +5,27 @@ semantics, failures, and Durus 4.3 clients on our server."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
+from durus import client_storage
 from durus.client_storage import ClientStorage
 from durus.connection import Connection
-from durus.error import DurusKeyError, ReadConflictError, WriteConflictError
+from durus.error import CommitTooLargeError, DurusKeyError, ReadConflictError, WriteConflictError
 from durus.persistent import Persistent
 from durus.persistent_dict import PersistentDict
 from durus.serialize import pack_record
-from durus.utils import int8_to_str
+from durus.utils import int4_to_str, int8_to_str
 
 import counter_worker
 import server_processes
 from server_processes import TESTS, connect, free_port, our_env, peer_env
+from test_storage_server import recv_exact
 
 servers = server_processes.servers  # the fixture, for the tests here
 
@@ -208,6 +213,68 @@ def test_silent_server_times_out(servers):
             storage.load(int8_to_str(0))
     finally:
         os.kill(server.process.pid, signal.SIGCONT)
+
+
+def test_a_commit_over_the_servers_limit_is_refused_with_the_reason(servers, tmp_path):
+    server = servers.custom(tmp_path / "db.durus", max_commit_size=1 << 20)
+    connection, other = connect(server), connect(server)
+    connection.get_root()["big"] = os.urandom(20 << 20)
+    with pytest.raises(CommitTooLargeError, match=r"the server refused the commit: commit of "
+                       r"\d+ bytes is over the server's limit of 1048576 bytes "
+                       r"\(max_commit_size\)"):
+        connection.commit()
+    with pytest.raises(ConnectionError, match="refused the commit"):
+        connection.get_storage().sync()  # the server hung up
+    server.wait_for_log(r"dropped: commit of \d+ bytes is over the server's limit")
+    other.get_root()["small"] = 1
+    other.commit()
+    assert connect(server).get_root()["small"] == 1
+
+
+def test_a_client_stops_sending_a_commit_the_server_refused(servers):
+    """A server that answers as soon as it has the commit's size, then reads
+    no more (a real socket, as our server's sessions see it): the client
+    does not block on the rest of its 64 MiB."""
+    reason = b"commit of 67108947 bytes is over the server's limit of 1000 bytes"
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        def serve():
+            sock, _ = listener.accept()
+            with sock:
+                assert recv_exact(sock, 5) == b"V" + int4_to_str(1)
+                sock.sendall(int4_to_str(1))
+                assert recv_exact(sock, 1) == b"C"
+                sock.sendall(int4_to_str(0))
+                recv_exact(sock, 4)
+                sock.sendall(b"R" + int4_to_str(len(reason)) + reason)
+                received = 0
+                while received < 5 << 20:  # the client's first piece, at most
+                    chunk = sock.recv(1 << 16)
+                    if not chunk:
+                        return  # the client hung up
+                    received += len(chunk)
+                time.sleep(10)  # and no more
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        storage = ClientStorage(address=listener.getsockname(), timeout=5)
+        storage.begin()
+        storage.store(int8_to_str(0), pack_record(int8_to_str(0), os.urandom(64 << 20), b""))
+        with pytest.raises(CommitTooLargeError, match=reason.decode()):
+            storage.end()
+
+
+def test_a_commit_too_large_for_the_protocol_is_refused_before_sending(servers, monkeypatch):
+    server = servers.ours()
+    connection = connect(server)
+    monkeypatch.setattr(client_storage, "_MAX_PAYLOAD", 1000)  # rather than 4 GiB
+    connection.get_root()["big"] = os.urandom(2000)
+    with pytest.raises(CommitTooLargeError, match="cannot be sent: the protocol's limit is "
+                       "1000 bytes"):
+        connection.commit()
+    connection.abort()  # the storage is still usable
+    connection.get_root()["small"] = 1
+    connection.commit()
+    assert connect(server).get_root()["small"] == 1
 
 
 def test_no_lost_updates_with_concurrent_clients(servers, tmp_path, peer_python):

@@ -144,8 +144,22 @@ def test_set_cache_size_validates():
     connection = Connection(MemoryStorage())
     connection.set_cache_size(10)
     assert connection.get_cache_size() == 10
-    with pytest.raises(ValueError):
-        connection.set_cache_size(0)
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(ValueError):
+            connection.set_cache_size(bad)
+    with pytest.raises(TypeError):
+        connection.set_cache_size("10")
+
+
+def test_cache_size_may_be_any_positive_number_as_in_durus():
+    connection = Connection(MemoryStorage(), cache_size=2.5)
+    assert connection.get_cache_size() == 2.5
+    root = connection.get_root()
+    root["items"] = [Item(i) for i in range(10)]
+    connection.commit()
+    connection.abort()
+    gc.collect()
+    assert connection.get_cache_count() <= 2
 
 
 def test_load_count_and_crawler(tmp_path):

@@ -1,5 +1,6 @@
 """FileStorage on real files: format, durability, torn tails, repair, locking, pack."""
 
+import errno
 import os
 import random
 import struct
@@ -217,6 +218,70 @@ def test_truncated_header_and_map(tmp_path):
             FileStorage(str(path), repair=True)
 
 
+@pytest.mark.parametrize("field", [2 ** 63, 2 ** 64 - 1, 10 ** 6])
+def test_a_header_that_puts_the_offset_map_beyond_the_file_is_refused(tmp_path, field):
+    path = tmp_path / "bad.durus"
+    make_file(path, commits=3)
+    FileStorage(str(path)).pack()
+    data = bytearray(path.read_bytes())
+    data[8:16] = struct.pack(">Q", field)
+    path.write_bytes(data)
+    for options in ({}, {"readonly": True}, {"repair": True}):
+        with pytest.raises(CorruptFileError, match="header at byte 8 puts it at byte %d"
+                           % (16 + field)):
+            FileStorage(str(path), **options)
+
+
+def packed_with_counters(path, count: int) -> list:
+    """A packed file whose root holds Counters 0..count-1; return their oids."""
+    storage, connection, root = open_with_counters(path, count)
+    oids = [root[i]._p_oid for i in range(count)]
+    connection.pack()
+    storage.close()
+    return oids
+
+
+def test_a_damaged_record_length_in_the_packed_records_is_reported(tmp_path):
+    path = tmp_path / "bad.durus"
+    oids = packed_with_counters(path, 10)
+    storage = FileStorage(str(path))
+    positions = [storage.shelf.get_position(oid) for oid in oids]
+    storage.close()
+    data = bytearray(path.read_bytes())
+    for n, length in ((3, 2 ** 62), (5, 2 ** 64 - 1), (7, 3)):
+        data[positions[n]:positions[n] + 8] = struct.pack(">Q", length)
+    path.write_bytes(data)
+    storage = FileStorage(str(path))  # the packed records are read as they are needed
+    root = Connection(storage).get_root()
+    assert root[2].n == 2
+    for n in (3, 5, 7):
+        with pytest.raises(CorruptFileError, match="no well-formed record at byte %d"
+                           % positions[n]):
+            root[n].n
+    assert root[9].n == 9
+    storage.close()
+
+
+def test_an_offset_map_word_pointing_at_another_record_is_reported(tmp_path):
+    path = tmp_path / "bad.durus"
+    oids = packed_with_counters(path, 4)
+    storage = FileStorage(str(path))
+    shelf = storage.shelf
+    first, second = (shelf.get_position(oid) for oid in oids[:2])
+    word = shelf.map_start + 24 + shelf.word_size * int.from_bytes(oids[0], "big")
+    storage.close()
+    data = bytearray(path.read_bytes())
+    data[word:word + shelf.word_size] = second.to_bytes(shelf.word_size, "big")
+    path.write_bytes(data)
+    storage = FileStorage(str(path), readonly=True)
+    with pytest.raises(CorruptFileError, match="the record for oid %d should be at byte %d, "
+                       "which holds one for oid %d" % (int.from_bytes(oids[0], "big"), second,
+                                                       int.from_bytes(oids[1], "big"))):
+        storage.load(oids[0])
+    assert first != second
+    storage.close()
+
+
 def test_writer_mark_is_kept_while_a_writer_has_the_file_open(tmp_path):
     path = tmp_path / "marked.durus"
     mark = tmp_path / "marked.durus.writer"
@@ -314,8 +379,9 @@ def test_marked_file_whose_creation_was_cut_short_is_created(tmp_path):
 def test_second_writer_is_refused_with_the_file_name(tmp_path):
     path = tmp_path / "locked.durus"
     first = FileStorage(str(path))
-    with pytest.raises(FileLockedError, match="locked.durus"):
+    with pytest.raises(FileLockedError, match="locked.durus") as refused:
         FileStorage(str(path))
+    assert isinstance(refused.value, BlockingIOError)  # what Durus raised
     reader = FileStorage(str(path), readonly=True)  # readers take no lock
     reader.close()
     first.close()
@@ -393,6 +459,38 @@ def test_pack_keeps_commits_made_during_the_pack(tmp_path):
     assert reopened[1].n == "changed during pack"
     assert sorted(k for k in reopened.keys() if isinstance(k, int)) == list(range(1, 300, 2))
     assert os.path.getsize(path) < os.path.getsize(str(path) + ".prepack")
+
+
+def test_a_pack_that_cannot_take_the_files_place_leaves_the_database_where_it_was(
+        tmp_path, monkeypatch):
+    """Without hard links the old file is renamed to .prepack first; if the
+    new one then cannot be renamed into place, the old one is put back."""
+    path = tmp_path / "pack.durus"
+    storage, connection, root = open_with_counters(path, 10)
+    del root[3]
+    connection.commit()
+
+    def no_hard_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if str(src).endswith(".pack"):
+            raise OSError(errno.EIO, "Input/output error")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="Input/output error"):
+        storage.pack()
+    monkeypatch.undo()
+    assert storage.sync() == []  # nothing was removed
+    assert not os.path.exists(str(path) + ".pack")
+    root[10] = Counter(10)
+    connection.commit()
+    storage.close()
+    assert committed_keys(path) == [0, 1, 2, 4, 5, 6, 7, 8, 9, 10]
 
 
 def test_pack_ignores_a_stale_pack_file(tmp_path):

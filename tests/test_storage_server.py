@@ -2,6 +2,7 @@
 misbehave, packing while serving, addresses, and shutting down."""
 
 import os
+import re
 import signal
 import socket
 import stat
@@ -181,17 +182,34 @@ def test_unknown_command_drops_only_that_client(servers):
 def test_oversized_requests_are_refused_before_buffering(servers, tmp_path):
     server = servers.custom(tmp_path / "db.durus", max_commit_size=1000)
     connection = connect(server)
+    reason = b"commit of 1000000000 bytes is over the server's limit of 1000 bytes " \
+             b"(max_commit_size)"
     with connect_raw(server.address) as sock:
         start_commit(sock)
         sock.sendall(int4_to_str(10 ** 9))
-        assert is_closed_by_server(sock)
+        # Answered at once, before any of the payload.
+        assert recv_exact(sock, 5 + len(reason)) == b"R" + int4_to_str(len(reason)) + reason
+        sock.sendall(b"\0" * 100_000)  # passed over, not buffered
+    server.wait_for_log("dropped: " + re.escape(reason.decode()))
     with connect_raw(server.address) as sock:
         sock.sendall(b"B" + int4_to_str(10 ** 6))
         assert is_closed_by_server(sock)
-    log = server.wait_for_log("bulk load request of 8000000 bytes").string
-    assert "commit of 1000000000 bytes is over the limit of 1000 bytes" in log
+    server.wait_for_log("bulk load request of 8000000 bytes is over the limit of 1000 bytes")
     connection.get_root()["x"] = 1
     connection.commit()
+
+
+def test_a_refused_commit_whose_client_sends_it_all_is_passed_over(servers, tmp_path):
+    server = servers.custom(tmp_path / "db.durus", max_commit_size=1000)
+    with connect_raw(server.address) as sock:
+        start_commit(sock)
+        body = frame(record(int8_to_str(5), b"x" * 3000))
+        sock.sendall(int4_to_str(len(body)) + body)  # as a Durus 4.3 client does
+        assert recv_exact(sock, 1) == b"R"
+        assert b"over the server's limit of 1000 bytes" in recv_exact(sock, str_to_int4(
+            recv_exact(sock, 4)))
+        assert is_closed_by_server(sock)
+    server.wait_for_log("dropped: commit of %d bytes is over" % len(body))
 
 
 @pytest.mark.parametrize("bad, reason", [

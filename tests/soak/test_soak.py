@@ -1,5 +1,5 @@
 """The reliability tests at length: thousands of kills, a hundred thousand
-fuzz cases, ten minutes of load. Left out of the default run; see
+fuzz cases, ten minutes of load, a database of two million objects. Left out of the default run; see
 "Reliability testing" in README.md:
 
     python3 -m pytest -m soak tests/soak
@@ -9,6 +9,7 @@ a quick run, 10 for a night. Seeds are random and reported, so that a
 failure can be replayed.
 """
 
+import logging
 import os
 import random
 
@@ -16,6 +17,7 @@ import pytest
 
 import server_processes
 import test_server_fuzz
+from lifecycle import Lifecycle
 from test_crash import run_file_writer_kills, run_server_kills
 from test_load import describe, run_load
 from test_server_faults import CLIENTS, check_bank, run_client_kills, start_bank
@@ -76,3 +78,15 @@ def test_mutated_sessions(target, report):
 def test_load(servers, tmp_path, report):
     report(describe(run_load(servers, tmp_path, clients=16, seconds=600 * SCALE,
                              packs=scaled(10))))
+
+
+def test_lifecycle_of_two_million_objects(tmp_path, caplog, report):
+    life = Lifecycle(tmp_path / "life.durus", chosen := seed())
+    objects = scaled(2_000_000)
+    with caplog.at_level(logging.WARNING, logger="durus"):
+        counts = life.run(objects=objects, steps=scaled(20))
+    life.close()
+    assert not caplog.records
+    report("seed %d: %d objects, then %s, each checked object by object"
+           % (chosen, objects, ", ".join("%d %s" % (n, name)
+                                         for name, n in sorted(counts.items()))))

@@ -1,0 +1,153 @@
+"""Every operation on a closed storage, shelf or file raises ValueError and
+touches no descriptor. A closed FileStorage once kept writing through its
+old descriptor number, into whatever file had it next (issue 10, defect 2).
+
+Each test lists every public method of the class: a method added later
+without a closed check fails here until it is given arguments below.
+"""
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from durus.client_storage import ClientStorage
+from durus.connection import Connection
+from durus.file import File
+from durus.file_storage import FileStorage, TempFileStorage
+from durus.serialize import pack_record
+from durus.shelf import Shelf
+from durus.storage import MemoryStorage
+from durus.utils import int8_to_str
+
+import server_processes
+
+servers = server_processes.servers  # the fixture, for the tests here
+
+ROOT_OID = int8_to_str(0)
+RECORD = pack_record(ROOT_OID, b"data", b"")
+# What each public method is called with after close().
+ARGUMENTS = {
+    "load": (ROOT_OID,), "begin": (), "store": (ROOT_OID, RECORD), "end": (), "sync": (),
+    "new_oid": (), "release_oids": ([ROOT_OID],), "get_packer": (), "pack": (),
+    "bulk_load": ([ROOT_OID],), "gen_oid_record": (), "make_durable": (), "stop_server": (),
+    # Shelf and File
+    "get_position": (ROOT_OID,), "get_value": (ROOT_OID,), "read_record": (16,),
+    "gen_oids": (), "gen_free_oids": (), "next_free_oid": (), "append": ([(ROOT_OID, RECORD)],),
+    "ends_cleanly": (), "size": (), "pread": (8, 0), "pwrite": (b"x", 0), "truncate": (0,),
+    "fsync": (), "rename": ("elsewhere",), "link": ("elsewhere",),
+}
+# Methods that only report what the object was, and close() itself.
+STILL_ANSWERED = {"close", "get_filename", "is_readonly", "get_name", "is_temporary",
+                  "is_readonly", "has_format"}
+
+DESCRIPTOR_CALLS = ("pread", "pwrite", "fstat", "ftruncate", "fdatasync", "fsync", "read",
+                    "write", "lseek")
+
+
+@pytest.fixture
+def descriptor_calls(monkeypatch):
+    """A list that records every call of an os function that acts on a descriptor."""
+    calls = []
+    for name in DESCRIPTOR_CALLS:
+        real = getattr(os, name)
+
+        def traced(*args, _name=name, _real=real):
+            calls.append((_name, args[0]))
+            return _real(*args)
+        monkeypatch.setattr(os, name, traced)
+    return calls
+
+
+def public_methods(obj) -> list:
+    return sorted(name for name in dir(obj)
+                  if not name.startswith("_") and callable(getattr(obj, name)))
+
+
+def check_every_method_refused(obj, descriptor_calls: list) -> None:
+    descriptor_calls.clear()
+    for name in public_methods(obj):
+        if name in STILL_ANSWERED:
+            continue
+        assert name in ARGUMENTS, "%s.%s: give it arguments in ARGUMENTS" % (
+            type(obj).__name__, name)
+        with pytest.raises(ValueError, match="closed"):
+            result = getattr(obj, name)(*ARGUMENTS[name])
+            if isinstance(result, Iterator):
+                next(result)
+    assert obj.closed
+    obj.close()  # again: nothing happens
+    assert descriptor_calls == []
+
+
+def make_file_storage(tmp_path):
+    storage = FileStorage(str(tmp_path / "db.durus"))
+    Connection(storage).commit()
+    return storage
+
+
+def make_readonly_file_storage(tmp_path):
+    make_file_storage(tmp_path).close()
+    return FileStorage(str(tmp_path / "db.durus"), readonly=True)
+
+
+@pytest.mark.parametrize("make", [make_file_storage, make_readonly_file_storage,
+                                  lambda tmp_path: TempFileStorage(),
+                                  lambda tmp_path: MemoryStorage()],
+                         ids=["file", "read-only file", "temporary file", "memory"])
+def test_local_storages_refuse_every_operation_once_closed(make, tmp_path, descriptor_calls):
+    storage = make(tmp_path)
+    Connection(storage)  # in use: it has a root
+    storage.close()
+    check_every_method_refused(storage, descriptor_calls)
+
+
+def test_client_storage_refuses_every_operation_once_closed(servers, tmp_path,
+                                                            descriptor_calls):
+    server = servers.ours("--file", str(tmp_path / "db.durus"))
+    storage = ClientStorage(address=server.address)
+    Connection(storage).get_root()["x"] = 1
+    storage.close()
+    check_every_method_refused(storage, descriptor_calls)
+    assert dict(Connection(ClientStorage(address=server.address)).get_root().items()) == {}
+
+
+def test_shelf_and_file_refuse_every_operation_once_closed(tmp_path, descriptor_calls):
+    storage = make_file_storage(tmp_path)
+    shelf = storage.shelf
+    storage.close()
+    check_every_method_refused(shelf, descriptor_calls)
+    check_every_method_refused(shelf.file, descriptor_calls)
+
+
+def test_a_closed_file_storage_never_writes_into_the_file_that_took_its_descriptor(tmp_path):
+    """The reproduction from the issue: b.durus read {'who': 'a', 'late': ...}."""
+    a = Connection(FileStorage(str(tmp_path / "a.durus")))
+    a.get_root()["who"] = "a"
+    a.commit()
+    a.get_storage().close()
+    b = Connection(FileStorage(str(tmp_path / "b.durus")))
+    b.get_root()["who"] = "b"
+    b.commit()
+    b_bytes = (tmp_path / "b.durus").read_bytes()
+    a.get_root()["late"] = "x" * 100
+    with pytest.raises(ValueError, match="closed"):
+        a.commit()
+    assert (tmp_path / "b.durus").read_bytes() == b_bytes
+    b.get_storage().close()
+    assert dict(Connection(FileStorage(str(tmp_path / "b.durus"))).get_root().items()) == \
+        {"who": "b"}
+
+
+def test_a_closed_storage_keeps_its_name_for_messages(tmp_path):
+    storage = make_file_storage(tmp_path)
+    storage.close()
+    assert storage.get_filename() == str(tmp_path / "db.durus")
+    with pytest.raises(ValueError, match=r"closed storage: FileStorage\('.*db.durus'\)"):
+        storage.begin()
+    with pytest.raises(ValueError, match=r"closed shelf \('.*db.durus'\)"):
+        storage.load(ROOT_OID)
+    shelf_file = File(str(tmp_path / "other.durus"))
+    shelf_file.close()
+    with pytest.raises(ValueError, match="closed durus file .*other.durus"):
+        Shelf(shelf_file)
