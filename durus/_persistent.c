@@ -39,6 +39,7 @@ typedef struct ConnectionBaseObject {
     long long transaction_serial;
     Link held;              /* sentinel of the circular list of held objects */
     Py_ssize_t held_count;  /* each held object is a strong reference */
+    int own_note_access;    /* its class overrides note_access, which must be called */
 } ConnectionBaseObject;
 
 #define OBJECT_OF(l) ((PersistentBaseObject *)((char *)(l) - offsetof(PersistentBaseObject, link)))
@@ -56,6 +57,7 @@ static PyObject *str_p_connection;
 static PyObject *str_p_status;
 static PyObject *str_key;
 static PyObject *ghost_status;   /* the int GHOST */
+static PyObject *base_note_access;   /* ConnectionBase.note_access */
 
 /* Names that never load a ghost or count as an access. */
 static int
@@ -143,9 +145,10 @@ record_access(ConnectionBaseObject *connection, PersistentBaseObject *obj)
     hold_object(connection, obj, 1);
 }
 
-/* Ask a connection of a class not based on ConnectionBase to note the
- * access, as the pure-Python code does. Owns a reference to connection
- * throughout: the calls into Python may drop self->connection. */
+/* Ask a connection of a class not based on ConnectionBase, or that
+ * overrides note_access, to note the access, as the pure-Python code does.
+ * Owns a reference to connection throughout: the calls into Python may drop
+ * self->connection. */
 static int
 note_access_through_python(PyObject *connection, PersistentBaseObject *self)
 {
@@ -185,7 +188,8 @@ before_access(PersistentBaseObject *self)
     if (connection == NULL || connection == Py_None) {
         return 0;
     }
-    if (PyObject_TypeCheck(connection, &ConnectionBase_Type)) {
+    if (PyObject_TypeCheck(connection, &ConnectionBase_Type)
+            && !((ConnectionBaseObject *)connection)->own_note_access) {
         /* No call into Python from here on: the borrowed pointer stays valid. */
         ConnectionBaseObject *base = (ConnectionBaseObject *)connection;
         if (self->serial != base->transaction_serial) {
@@ -338,13 +342,19 @@ static PyTypeObject PersistentBase_Type = {
 static PyObject *
 cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    ConnectionBaseObject *self = (ConnectionBaseObject *)type->tp_alloc(type, 0);
-    if (self == NULL) {
+    ConnectionBaseObject *self;
+    PyObject *note_access = PyObject_GetAttr((PyObject *)type, str_note_access);
+    if (note_access == NULL) {
         return NULL;
     }
-    self->transaction_serial = 1;
-    self->held.prev = self->held.next = &self->held;
-    self->held_count = 0;
+    self = (ConnectionBaseObject *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        self->transaction_serial = 1;
+        self->held.prev = self->held.next = &self->held;
+        self->held_count = 0;
+        self->own_note_access = note_access != base_note_access;
+    }
+    Py_DECREF(note_access);
     return (PyObject *)self;
 }
 
@@ -660,6 +670,10 @@ PyInit__persistent(void)
     PyObject *module;
     if (intern_names() < 0 || PyType_Ready(&PersistentBase_Type) < 0
             || PyType_Ready(&ConnectionBase_Type) < 0) {
+        return NULL;
+    }
+    base_note_access = PyObject_GetAttr((PyObject *)&ConnectionBase_Type, str_note_access);
+    if (base_note_access == NULL) {
         return NULL;
     }
     module = PyModule_Create(&module_def);

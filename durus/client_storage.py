@@ -118,6 +118,10 @@ class ClientStorage(Storage):
                 raise ConnectionError("cannot connect to the Durus server at %s: %s"
                                       % (self.address, exc)) from exc
         self.broken = None
+        # Whether a request was sent whose whole reply has not been read:
+        # anything that stops a call there (Ctrl-C) leaves the stream out of
+        # step, and the next request breaks the connection instead.
+        self._awaiting_reply = False
         self.read_only = False
         self.oid_pool = []
         self.oid_pool_size = 32
@@ -173,6 +177,16 @@ class ClientStorage(Storage):
         self.s.close()
         raise error(self.broken) from cause
 
+    def _request(self, data: bytes) -> None:
+        """Send a request; _replied() must follow once its reply is read."""
+        if self._awaiting_reply and not self.broken:
+            self._fail("an earlier request was interrupted before its reply was read")
+        self._awaiting_reply = True
+        self._send(data)
+
+    def _replied(self) -> None:
+        self._awaiting_reply = False
+
     def _send(self, data: bytes) -> None:
         if self.broken:
             raise ConnectionError(self.broken)
@@ -213,9 +227,9 @@ class ClientStorage(Storage):
             self._refuse_change("new oid")
         if not self.oid_pool:
             batch = max(1, min(self.oid_pool_size, 255))
-            self._send(b"M" + bytes([batch]))
-            self.oid_pool = split_oids(self._receive(8 * batch))
-            self.oid_pool.reverse()
+            self._request(b"M" + bytes([batch]))
+            self.oid_pool = split_oids(self._receive(8 * batch))[::-1]
+            self._replied()
         oid = self.oid_pool.pop()
         self.transaction_new_oids.append(oid)
         return oid
@@ -225,20 +239,25 @@ class ClientStorage(Storage):
         _check_oid(oid)
         record = self.cache.get(oid)
         if record is None:
-            self._send(b"L" + oid)
+            self._request(b"L" + oid)
             record = self._receive_load_response(oid)
-            self.cache.put(oid, record)
+            self._replied()
+            if isinstance(record, Exception):
+                raise record
         return record
 
-    def _receive_load_response(self, oid: bytes) -> bytes:
-        """Return the record in a load reply; raise the error it reports."""
+    def _receive_load_response(self, oid: bytes) -> bytes | Exception:
+        """Return the record in a load reply (and cache it), or the error it
+        reports, to be raised once the whole reply is read."""
         status = self._receive(1)
         if status == STATUS_OKAY:
-            return self._receive(self._receive_int4())
+            record = self._receive(self._receive_int4())
+            self.cache.put(oid, record)
+            return record
         if status == STATUS_INVALID:
-            raise ReadConflictError([oid])
+            return ReadConflictError([oid])
         if status == STATUS_KEYERROR:
-            raise DurusKeyError(oid)
+            return DurusKeyError(oid)
         self._fail("unexpected load status %r for oid %r" % (status, oid), error=ProtocolError)
 
     def bulk_load(self, oids):
@@ -252,19 +271,16 @@ class ClientStorage(Storage):
             _check_oid(oid)
         records = {oid: self.cache.get(oid) for oid in oids}
         missing = [oid for oid, record in records.items() if record is None]
+        errors = []
         if missing:
-            self._send(b"B" + int4_to_str(len(missing)) + join_bytes(missing))
-        error = None
-        # Read every reply before raising, to stay in step with the server.
-        for oid in missing:
-            try:
-                records[oid] = record = self._receive_load_response(oid)
-            except (DurusKeyError, ReadConflictError) as exc:
-                error = error or exc
-            else:
-                self.cache.put(oid, record)
-        if error is not None:
-            raise error
+            self._request(b"B" + int4_to_str(len(missing)) + join_bytes(missing))
+            # Every reply is read before raising, to stay in step with the server.
+            for oid in missing:
+                records[oid] = self._receive_load_response(oid)
+            self._replied()
+            errors = [record for record in records.values() if isinstance(record, Exception)]
+        if errors:
+            raise errors[0]
         for oid in oids:
             yield records[oid]
 
@@ -289,31 +305,32 @@ class ClientStorage(Storage):
         if size > _MAX_PAYLOAD:
             raise CommitTooLargeError("a commit of %d bytes cannot be sent: the protocol's "
                                       "limit is %d bytes" % (size, _MAX_PAYLOAD))
+        self._request(b"C")
+        invalid = self._receive_oids()
+        self.cache.discard_all(invalid)
         try:
-            self._send(b"C")
-            invalid = self._receive_oids()
-            self.cache.discard_all(invalid)
             if invalid:
                 if handle_invalidations is None:
                     self.held_invalidations.extend(invalid)
                 else:
                     handle_invalidations(invalid)
-        except ConnectionError:
-            raise
         except BaseException:
             self._send(int4_to_str(0))  # tell the server we give up
+            self._replied()
             self._abandon_commit()
             raise
         payload = join_bytes(int4_to_str(8 + len(record)) + oid + record
                              for oid, record in self.records.items())
         self._send_payload(int4_to_str(len(payload)) + payload)
         if not payload:
+            self._replied()
             return
         status = self._receive(1)
         if status == STATUS_REFUSED:
             reason = self._receive(self._receive_int4()).decode("utf-8", "replace")
             self._fail("the server refused the commit: %s" % reason, error=CommitTooLargeError)
         if status == STATUS_INVALID:
+            self._replied()
             self._abandon_commit()
             raise WriteConflictError()
         if status != STATUS_OKAY:
@@ -321,6 +338,7 @@ class ClientStorage(Storage):
         for oid, record in self.records.items():
             self.cache.put(oid, record)
         self.begin()
+        self._replied()
 
     def _send_payload(self, data: bytes) -> None:
         """Send a commit's payload; stop early if the server answers before
@@ -342,11 +360,12 @@ class ClientStorage(Storage):
 
     def sync(self) -> list:
         self._check_open()
-        self._send(b"S")
+        self._request(b"S")
         received = self._receive_oids()
         self.cache.discard_all(received)
-        invalid = self.held_invalidations + received
-        self.held_invalidations = []
+        self.held_invalidations.extend(received)
+        self._replied()
+        invalid, self.held_invalidations = self.held_invalidations, []
         return invalid
 
     def pack(self) -> None:
@@ -354,8 +373,9 @@ class ClientStorage(Storage):
         self._check_open()
         if self.read_only:
             self._refuse_change("pack")
-        self._send(b"P")
+        self._request(b"P")
         status = self._receive(1)
+        self._replied()
         if status != STATUS_OKAY:
             self._fail("unexpected pack status %r" % status, error=ProtocolError)
 
@@ -364,7 +384,7 @@ class ClientStorage(Storage):
         self._check_open()
         if self.read_only:
             self._refuse_change("stopping the server")
-        self._send(b"Q")
+        self._request(b"Q")
         self.close()
 
     def close(self) -> None:

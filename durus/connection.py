@@ -192,9 +192,12 @@ class Connection(ConnectionBase):
 
     def abort(self) -> None:
         """Forget uncommitted changes, sync, and shrink the cache."""
-        for obj in self.changed.values():
-            obj._p_set_status_ghost()
-        self.changed.clear()
+        # Ghosting drops states, whose finalizers may change more objects:
+        # those changes are forgotten too.
+        while self.changed:
+            for oid, obj in list(self.changed.items()):
+                obj._p_set_status_ghost()
+                self.changed.pop(oid, None)
         self._sync()
         self.shrink_cache()
         self.transaction_serial += 1
@@ -219,8 +222,8 @@ class Connection(ConnectionBase):
         transaction. On any failure, leave the changes pending as they were,
         and every object first met here without an oid, as it was."""
         saved = list(self.changed.values())
-        new_objects = []
         writer = ObjectWriter(self)
+        committed = False
         self.storage.begin()
         try:
             for obj in saved:
@@ -230,19 +233,28 @@ class Connection(ConnectionBase):
                 while found:
                     new = found.popleft()
                     self.cache[new._p_oid] = new
-                    new_objects.append(new)
+                    # Noted changed until marked saved: stored again if the
+                    # commit is cut short once written.
+                    self.changed[new._p_oid] = new
                     self._store(writer, new)
                     found.extend(writer.take_new_objects())
             self.storage.end(self._handle_invalidations)
+            committed = True
+            self._mark_saved(saved + writer.new_objects)
         except BaseException:
-            # Those the pickler gave an oid before it failed, too.
-            self._forget_new_objects(new_objects + writer.take_new_objects())
+            if not committed:
+                # Every object the writer gave an oid, stored yet or not.
+                self._forget_new_objects(writer.new_objects)
             raise
         finally:
             writer.close()
-        for obj in saved + new_objects:
+
+    def _mark_saved(self, objects: list) -> None:
+        """Mark the objects of a commit that reached the storage saved and no
+        longer changed (each one left changed is stored again next time)."""
+        for obj in objects:
             obj._p_set_status_saved()
-        self.changed.clear()
+            self.changed.pop(obj._p_oid, None)
 
     def _store(self, writer: ObjectWriter, obj) -> None:
         data, refs = writer.get_state(obj)
@@ -251,6 +263,8 @@ class Connection(ConnectionBase):
     def _forget_new_objects(self, new_objects) -> None:
         """Undo the oid assignment of objects first met in a failed commit."""
         for obj in new_objects:
+            self.changed.pop(obj._p_oid, None)
+            self.release(obj)
             self.cache.forget(obj)
             obj._p_oid = None
             obj._p_connection = None
@@ -328,8 +342,7 @@ class Cache:
         self.objects[oid] = ref
 
     def forget(self, obj) -> None:
-        """Drop obj from the cache and from its connection's held objects."""
-        obj._p_connection.release(obj)
+        """Drop obj from the cache, if it is there."""
         if self.get(obj._p_oid) is obj:
             del self.objects[obj._p_oid]
 

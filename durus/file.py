@@ -6,6 +6,7 @@ import fcntl
 import os
 import socket
 import tempfile
+import threading
 import time
 
 from durus.error import FileLockedError, ReadOnlyError
@@ -35,9 +36,12 @@ class File:
         else:
             self.file = open(name, "r+b" if os.path.exists(name) else "w+b")
             self.name = name
-        # The descriptor is looked up through self.file at each use, never
-        # kept: once closed, its number may belong to another file.
         self.closed = False
+        # Descriptor uses under way, in any thread: close() leaves the
+        # descriptor open until the last one ends, so that no other file can
+        # be given its number while a call still uses it.
+        self._uses = 0
+        self._uses_lock = threading.Lock()
         if not readonly:
             self._lock()
 
@@ -47,6 +51,7 @@ class File:
         except BlockingIOError:
             self.file.close()
             raise FileLockedError(
+                errno.EAGAIN,
                 "%r is in use by another writer (a FileStorage or a durus server); "
                 "open it with readonly=True or go through the server" % self.name) from None
 
@@ -59,51 +64,54 @@ class File:
     def is_readonly(self) -> bool:
         return self.readonly
 
-    def _descriptor(self) -> int:
-        """The open descriptor; ValueError once the file is closed."""
+    def _check_open(self) -> None:
         if self.closed:
             raise ValueError("I/O operation on closed durus file %r" % self.name)
-        return self.file.fileno()
+
+    def _call(self, function, *args, writing: bool = False):
+        """Return function(descriptor, *args); ValueError once the file is closed."""
+        with self._uses_lock:
+            self._check_open()
+            if writing and self.readonly:
+                raise ReadOnlyError("%r is open read-only" % self.name)
+            self._uses += 1
+        try:
+            return function(self.file.fileno(), *args)
+        finally:
+            with self._uses_lock:
+                self._uses -= 1
+                last = self.closed and not self._uses
+            if last:
+                self.file.close()
 
     def size(self) -> int:
-        return os.fstat(self._descriptor()).st_size
+        return self._call(os.fstat).st_size
 
     def pread(self, n: int, position: int) -> bytes:
         """Return up to n bytes at position (fewer only at the end of the file)."""
-        return os.pread(self._descriptor(), n, position)
+        return self._call(os.pread, n, position)
 
     def pwrite(self, data: bytes, position: int) -> None:
         """Write all of data at position."""
-        fd = self._writable_descriptor()
-        view = memoryview(data)
-        while view:
-            written = os.pwrite(fd, view, position)
-            view = view[written:]
-            position += written
+        self._call(_write_all, data, position, writing=True)
 
     def truncate(self, size: int) -> None:
-        os.ftruncate(self._writable_descriptor(), size)
+        self._call(os.ftruncate, size, writing=True)
 
     def fsync(self) -> None:
         """Make everything written so far durable."""
-        os.fdatasync(self._descriptor())
-
-    def _writable_descriptor(self) -> int:
-        fd = self._descriptor()
-        if self.readonly:
-            raise ReadOnlyError("%r is open read-only" % self.name)
-        return fd
+        self._call(os.fdatasync)
 
     def rename(self, new_name: str) -> None:
         """Give the file a new name (replacing any file there) and make that durable."""
-        self._descriptor()
+        self._check_open()
         os.replace(self.name, new_name)
         self.name = new_name
         fsync_directory(new_name)
 
     def link(self, other_name: str) -> None:
         """Give the file other_name as a second name, replacing any file there."""
-        self._descriptor()
+        self._check_open()
         try:
             os.unlink(other_name)
         except FileNotFoundError:
@@ -111,9 +119,20 @@ class File:
         os.link(self.name, other_name)
 
     def close(self) -> None:
-        self.closed = True
-        if not self.file.closed:
-            self.file.close()  # closing also releases the flock
+        """Close the file (and release its lock) once no call is using it."""
+        with self._uses_lock:
+            self.closed = True
+            if self._uses:
+                return  # the last use closes it
+        self.file.close()
+
+
+def _write_all(fd: int, data: bytes, position: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, position)
+        view = view[written:]
+        position += written
 
 
 class WriterMark:

@@ -58,6 +58,7 @@ class FileStorage(Storage):
         self.allocated = set()
         self.invalid = set()
         self.pack_extra = None
+        self._packer = None  # the generator of the pack underway
 
     def _place_mark(self) -> None:
         """Place the writer's mark, or do without it (as Durus does) where it cannot be made."""
@@ -111,9 +112,12 @@ class FileStorage(Storage):
         # The commit is over even if writing fails (a retry begins anew), so
         # that it does not hold up a pack.
         pending, self.pending = self.pending, {}
-        self.shelf.append(pending.items(), fsync=self.fsync)
         if self.pack_extra is not None:
+            # Before the append, so that nothing can stop the pack from
+            # hearing of a commit that is written (oids of one that fails
+            # have no record, and the pack passes over them).
             self.pack_extra.update(pending)
+        self.shelf.append(pending.items(), fsync=self.fsync)
         self.allocated.difference_update(pending)
 
     def make_durable(self) -> None:
@@ -188,7 +192,8 @@ class FileStorage(Storage):
         if self.pending or self.pack_extra is not None or file.is_temporary() or file.is_readonly():
             return iter(())
         self.pack_extra = set()
-        return self._pack_steps()
+        self._packer = self._pack_steps()
+        return self._packer
 
     def _pack_steps(self):
         name = self.get_filename()
@@ -203,7 +208,8 @@ class FileStorage(Storage):
             seen.difference_update(self.pack_extra)
             extra = {}
             for oid in self.pack_extra:
-                extra.update(self._gen_reachable(oid, seen, True))
+                if oid in self.shelf:
+                    extra.update(self._gen_reachable(oid, seen, True))
             if extra:
                 new_shelf.append(extra.items())
             old_shelf = self.shelf
@@ -232,6 +238,9 @@ class FileStorage(Storage):
             pass
 
     def close(self) -> None:
+        packer, self._packer = self._packer, None
+        if packer is not None:
+            packer.close()  # an unfinished pack removes its file
         try:
             if self._mark is not None and self.shelf.ends_cleanly():
                 self._mark.remove()  # while still holding the lock

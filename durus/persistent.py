@@ -257,8 +257,11 @@ class PersistentObject(PersistentBase):
         return str(oid and str_to_int8(oid))
 
     def _p_set_status_ghost(self):
-        self.__setstate__({})
-        _setattribute(self, "_p_status", GHOST)
+        try:
+            self.__setstate__({})
+        finally:
+            # Even if that stopped half way: the next access loads the state.
+            _setattribute(self, "_p_status", GHOST)
 
     def _p_set_status_saved(self):
         _setattribute(self, "_p_status", SAVED)

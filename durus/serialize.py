@@ -62,12 +62,15 @@ class ObjectWriter:
     Persistent objects met while pickling that have no oid yet are given one
     (and this connection); take_new_objects() hands them to the commit loop.
     Call close() when done: Picklers don't take part in garbage collection.
+
+    new_objects: [PersistentObject], every object given an oid, in the order met.
     """
 
     def __init__(self, connection):
         self.connection = connection
         self.refs = set()
         self.new_objects = []
+        self._taken = 0
         self._reset_pickler()
 
     def _reset_pickler(self):
@@ -82,9 +85,11 @@ class ObjectWriter:
         """Return the persistent id (oid, class) of a referenced object."""
         connection = obj._p_connection
         if obj._p_oid is None:
+            # Listed first: whatever is interrupted after this, a failed
+            # commit finds the object here to undo.
+            self.new_objects.append(obj)
             obj._p_oid = self.connection.new_oid()
             obj._p_connection = self.connection
-            self.new_objects.append(obj)
         elif connection is not self.connection:
             raise ValueError(
                 "%r belongs to a different connection and cannot be stored here" % obj)
@@ -92,9 +97,9 @@ class ObjectWriter:
         return obj._p_oid, type(obj)
 
     def take_new_objects(self) -> list:
-        """Return and forget the objects that got an oid since the last call."""
-        found = self.new_objects
-        self.new_objects = []
+        """Return the objects that got an oid since the last call."""
+        found = self.new_objects[self._taken:]
+        self._taken += len(found)
         return found
 
     def get_state(self, obj) -> tuple[bytes, bytes]:

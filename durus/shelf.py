@@ -126,6 +126,22 @@ class PositionIndex:
                 self.count += 1
             self.sparse[n] = position
 
+    def discard(self, n: int) -> None:
+        if n < len(self.dense):
+            if self.dense[n]:
+                self.dense[n] = 0
+                self.count -= 1
+        elif self.sparse.pop(n, None) is not None:
+            self.count -= 1
+
+    def restore(self, oids, previous: list) -> None:
+        """Undo an update of oids: previous[i] is what get(oids[i]) answered before it."""
+        for n, position in zip(oids, previous):
+            if position is None:
+                self.discard(n)
+            else:
+                self.set(n, position)
+
     def update(self, oids: array, positions: array) -> None:
         """Set the positions of the oid numbers, pairwise (arrays of "Q" and "q")."""
         if oids and self._grow_for(max(oids), self.count + len(oids)):
@@ -290,12 +306,20 @@ class Shelf:
 
     def _position(self, j: int) -> int | None:
         position = self.index.get(j)
-        if position is not None:
-            return position
-        if j < self.map_count:
-            position = self._map_word(j)
-            if position < self.map_start:
-                return position
+        if position is None and j < self.map_count:
+            return self._packed_position(j)
+        return position
+
+    def _packed_position(self, j: int) -> int | None:
+        """The position of oid number j's record among the packed ones, or None
+        (the map's word for j < map_count is a position or a link of the free list)."""
+        word = self._map_word(j)
+        if word < self.map_start:
+            return word
+        if word - self.map_start >= self.map_count:
+            raise CorruptFileError("%r: the offset map's word for oid %d (at byte %d) is damaged"
+                                   % (self.file.get_name(), j,
+                                      self.map_start + 24 + j * self.word_size))
         return None
 
     def __contains__(self, oid: bytes) -> bool:
@@ -357,7 +381,7 @@ class Shelf:
         self._check_open()
         index = self.index
         for j in range(self.map_count):
-            if self._map_word(j) < self.map_start and j not in index:
+            if j not in index and self._packed_position(j) is not None:
                 yield int8_to_str(j)
         for j in index:
             yield int8_to_str(j)
@@ -371,6 +395,11 @@ class Shelf:
             j = self._map_word(j) - self.map_start
             if not 0 <= j <= last:
                 break
+            if self._map_word(j) < self.map_start:
+                log(WARNING, "%r: the offset map's free list leads to oid %d, which has a "
+                    "record; new oids are taken from beyond the map instead"
+                    % (self.file.get_name(), j))
+                break
             yield int8_to_str(j)
             if j == last:
                 break
@@ -380,13 +409,19 @@ class Shelf:
             j += 1
 
     def next_free_oid(self) -> bytes:
-        """Return an oid with no record that this method has not returned before."""
+        """Return an oid with no record that this method has not returned
+        before (unless it failed since: then it starts over, and callers
+        skip the oids they were given)."""
         self._check_open()
         if self._free_oids is None:
             self._free_oids = self.gen_free_oids()
-        for oid in self._free_oids:
-            if str_to_int8(oid) not in self.index:
-                return oid
+        try:
+            for oid in self._free_oids:
+                if str_to_int8(oid) not in self.index:
+                    return oid
+        except BaseException:
+            self._free_oids = None  # a generator that raised is finished for good
+            raise
 
     def append(self, items, fsync: bool = True) -> None:
         """Write the (oid, record) pairs as one transaction at the end of the file.
@@ -395,11 +430,12 @@ class Shelf:
         fails, the file is cut back so that it stays valid, and the error raised.
         """
         self._check_open()
-        offsets = []
+        oids, positions = array("Q"), array("q")
         parts = []
         position = self.end + 8
         for oid, record in items:
-            offsets.append((str_to_int8(oid), position))
+            oids.append(str_to_int8(oid))
+            positions.append(position)
             part = _shelf_record(oid, record)
             parts.append(part)
             position += len(part)
@@ -410,16 +446,23 @@ class Shelf:
             # Or a shorter transaction would leave the rest of them after it.
             self.file.truncate(self.end)
             self._torn_end = False
+        start = self.end
+        previous = None
+        # Anything that stops this (an I/O error, or Ctrl-C even after the
+        # fsync) undoes it all: the caller is told the commit failed.
         try:
-            self.file.pwrite(transaction, self.end)
+            self.file.pwrite(transaction, start)
             if fsync:
                 self.file.fsync()
+            previous = [self.index.get(n) for n in oids]
+            self.index.update(oids, positions)
+            self.end = start + len(transaction)
         except BaseException:
+            if previous is not None:
+                self.index.restore(oids, previous)
+            self.end = start
             self._cut_back()
             raise
-        for n, position in offsets:
-            self.index.set(n, position)
-        self.end += len(transaction)
 
     def _cut_back(self) -> None:
         """Remove whatever part of a failed append reached the file."""

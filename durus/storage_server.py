@@ -751,6 +751,8 @@ class StorageServer:
         over the payload as it arrives (never holding it), then drop client:
         a Durus 4.3 client cannot read the reason, so the session cannot go
         on. Ours stops sending when the answer comes, and hangs up."""
+        if self._committer is client:
+            self._committer = None  # others commit while the payload goes by
         client.refusal = ("commit of %d bytes is over the server's limit of %d bytes "
                           "(max_commit_size)" % (size, self.max_commit_size))
         reason = client.refusal.encode("utf-8")

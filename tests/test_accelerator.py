@@ -363,3 +363,28 @@ def test_held_objects_move_between_connections():
     a.release(probe())
     gc.collect()
     assert probe() is None
+
+
+class CountingConnection(Connection):
+    """Durus programs may override note_access (Durus's C code calls the method)."""
+
+    def __init__(self, *args, **kwargs):
+        self.noted = []
+        super().__init__(*args, **kwargs)
+
+    def note_access(self, obj):
+        self.noted.append(obj._p_oid)
+        super().note_access(obj)
+
+
+def test_an_overridden_note_access_is_called_in_both_implementations():
+    connection = CountingConnection(MemoryStorage())
+    root = connection.get_root()
+    node = root["n"] = Node()
+    connection.commit()
+    connection.noted.clear()
+    node.other
+    root["n"]
+    node.other  # noted once a transaction
+    assert connection.noted == [node._p_oid, root._p_oid]
+    assert connection.oldest_held() is not None  # super().note_access held them

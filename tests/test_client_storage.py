@@ -277,6 +277,38 @@ def test_a_commit_too_large_for_the_protocol_is_refused_before_sending(servers, 
     assert connect(server).get_root()["small"] == 1
 
 
+def test_a_request_interrupted_before_its_reply_breaks_the_connection(servers):
+    """Ctrl-C while waiting for a slow server left its reply unread, and the
+    next load returned that reply: another object's record."""
+    server = servers.ours()
+    connection = connect(server)
+    root = connection.get_root()
+    root["a"], root["b"] = PersistentDict(a=1), PersistentDict(b=2)
+    connection.commit()
+    oid_a, oid_b = root["a"]._p_oid, root["b"]._p_oid
+    storage = ClientStorage(address=server.address, cache_bytes=0)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    os.kill(server.process.pid, signal.SIGSTOP)  # busy for a moment
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(KeyboardInterrupt):
+            storage.load(oid_a)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        os.kill(server.process.pid, signal.SIGCONT)
+    with pytest.raises(ConnectionError, match="interrupted before its reply was read"):
+        storage.load(oid_b)
+    with pytest.raises(ConnectionError):
+        storage.sync()
+    storage.close()
+    assert connect(server).get_root()["b"]["b"] == 2
+
+
 def test_no_lost_updates_with_concurrent_clients(servers, tmp_path, peer_python):
     """Processes (three of ours, one Durus 4.3) increment shared counters,
     retrying on conflicts; every increment must be in the totals."""

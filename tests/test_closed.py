@@ -7,6 +7,10 @@ without a closed check fails here until it is given arguments below.
 """
 
 import os
+import random
+import sys
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -151,3 +155,63 @@ def test_a_closed_storage_keeps_its_name_for_messages(tmp_path):
     shelf_file.close()
     with pytest.raises(ValueError, match="closed durus file .*other.durus"):
         Shelf(shelf_file)
+
+
+def test_close_racing_a_commit_in_another_thread_writes_nowhere_else(tmp_path):
+    """A thread commits while the main thread closes the storage and opens a
+    file, which may be given the descriptor number the storage had: a call
+    under way keeps the descriptor until it ends, so nothing lands there."""
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns between any two steps
+    try:
+        for round_number in range(60):
+            path = tmp_path / ("a%d.durus" % round_number)
+            storage = FileStorage(str(path), fsync=False)
+            connection = Connection(storage)
+            errors = []
+
+            def commit_until_closed():
+                i = 0
+                while True:
+                    connection.get_root()["x"] = b"A" * 5000 + str(i).encode()
+                    i += 1
+                    try:
+                        connection.commit()
+                    except ValueError as error:
+                        errors.append(error)
+                        return
+
+            thread = threading.Thread(target=commit_until_closed)
+            thread.start()
+            time.sleep(random.uniform(0, 0.005))
+            storage.close()
+            victim = tmp_path / ("victim%d.bin" % round_number)
+            fd = os.open(victim, os.O_RDWR | os.O_CREAT, 0o644)
+            thread.join(30)
+            os.close(fd)
+            assert victim.stat().st_size == 0
+            assert "closed" in str(errors[0])
+            reopened = FileStorage(str(path))  # whole, and its lock released
+            Connection(reopened)
+            reopened.close()
+    finally:
+        sys.setswitchinterval(switch_interval)
+
+
+def test_closing_during_a_pack_removes_the_unfinished_pack_file(tmp_path):
+    path = tmp_path / "db.durus"
+    storage = FileStorage(str(path))
+    connection = Connection(storage)
+    connection.get_root()["items"] = [os.urandom(100_000) for _ in range(30)]
+    connection.commit()
+    packer = storage.get_packer()
+    next(packer)
+    assert os.path.exists(str(path) + ".pack")
+    storage.close()
+    assert not os.path.exists(str(path) + ".pack")
+    with pytest.raises(StopIteration):
+        next(packer)
+    again = FileStorage(str(path))
+    again.pack()  # the pack file is free: no FileLockedError
+    assert len(Connection(again).get_root()["items"]) == 30
+    again.close()

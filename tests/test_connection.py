@@ -206,3 +206,33 @@ def test_pack_removes_unreachable_objects(tmp_path):
     assert root["keep"].n == 1
     connection.get_storage().close()
     assert Connection(FileStorage(path)).get(dropped_oid) is None
+
+
+class Flusher:
+    """Changes a persistent log when it is let go of (as a finalizer may)."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def __del__(self):
+        self.log.entries = self.log.entries + ["flushed"]
+
+
+def test_abort_forgets_changes_that_finalizers_make_while_it_runs(tmp_path):
+    """Ghosting drops states; a finalizer in one changed another object, and
+    abort() stopped half done with 'dictionary changed size during iteration'."""
+    path = str(tmp_path / "db.durus")
+    connection = Connection(FileStorage(path))
+    root = connection.get_root()
+    log = root["log"] = Item(0)
+    log.entries = []
+    a, b = root["a"], root["b"] = Item(1), Item(2)
+    connection.commit()
+    a.helper = Flusher(log)
+    a.n = b.n = "aborted"
+    connection.abort()
+    assert not connection.changed
+    connection.commit()
+    connection.get_storage().close()
+    root = Connection(FileStorage(path)).get_root()
+    assert (root["a"].n, root["b"].n, root["log"].entries) == (1, 2, [])

@@ -8,6 +8,8 @@ new objects, on another connection's object, on a full disk and on a
 conflict; each is retried, the file reopened and every reference followed.
 """
 
+import errno
+import os
 import pickle
 
 import pytest
@@ -139,6 +141,40 @@ def test_the_reproduction_from_the_issue(tmp_path):
     assert reopened_values(path) == ["holder", "precious"]
 
 
+class Fragile(Persistent):
+    """Cannot be pickled while broken is set."""
+    broken = True
+
+    def __getstate__(self):
+        if Fragile.broken:
+            raise RuntimeError("cannot pickle this yet")
+        return Persistent.__getstate__(self)
+
+
+def test_retry_after_a_new_object_fails_stores_its_siblings(tmp_path):
+    """Siblings met in the same state waited their turn when the failure came."""
+    path = tmp_path / "db.durus"
+    connection = Connection(FileStorage(str(path)))
+    root = connection.get_root()
+    holder = Node("holder")
+    holder.fragile, holder.sibling, holder.other = Fragile(), Node("sibling"), Node("other")
+    root["h"] = holder
+    Fragile.broken = True
+    with pytest.raises(RuntimeError):
+        connection.commit()
+    assert [(obj._p_oid, obj._p_connection) for obj in
+            (holder, holder.fragile, holder.sibling, holder.other)] == [(None, None)] * 4
+    Fragile.broken = False
+    connection.commit()
+    connection.get_storage().close()
+    storage = FileStorage(str(path), readonly=True)
+    holder = Connection(storage).get_root()["h"]
+    assert (holder.value, holder.sibling.value, holder.other.value) == \
+        ("holder", "sibling", "other")
+    assert type(holder.fragile) is Fragile and holder.fragile.__dict__ == {}
+    storage.close()
+
+
 def test_retry_after_referencing_another_connections_object(tmp_path):
     path = tmp_path / "db.durus"
     connection = Connection(FileStorage(str(path)))
@@ -173,6 +209,27 @@ def test_retry_after_a_full_disk(disk):
 
     def fix_it(first, _):
         disk.free()
+
+    fail_then_retry(connection, lambda: chain(values), break_it, fix_it, OSError)
+    connection.get_storage().close()
+    assert reopened_values(path) == values
+
+
+def test_retry_after_a_failed_flush(tmp_path, monkeypatch):
+    """An I/O error where the disk cannot be made to give one (EIO from fdatasync)."""
+    path = tmp_path / "db.durus"
+    connection = Connection(FileStorage(str(path)))
+    values = ["v%d" % i for i in range(10)]
+    real_fdatasync = os.fdatasync
+
+    def failing_fdatasync(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    def break_it(first):
+        monkeypatch.setattr(os, "fdatasync", failing_fdatasync)
+
+    def fix_it(first, _):
+        monkeypatch.setattr(os, "fdatasync", real_fdatasync)
 
     fail_then_retry(connection, lambda: chain(values), break_it, fix_it, OSError)
     connection.get_storage().close()

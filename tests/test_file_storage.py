@@ -1,6 +1,7 @@
 """FileStorage on real files: format, durability, torn tails, repair, locking, pack."""
 
 import errno
+import logging
 import os
 import random
 import struct
@@ -282,6 +283,63 @@ def test_an_offset_map_word_pointing_at_another_record_is_reported(tmp_path):
     storage.close()
 
 
+def damage_map_word(path, j: int, value) -> None:
+    """Set the offset map's word for oid number j (-1: the last) to
+    value(old word, the map's start)."""
+    storage = FileStorage(str(path), readonly=True)
+    shelf = storage.shelf
+    j = j % shelf.map_count
+    position = shelf.map_start + 24 + shelf.word_size * j
+    new_word = value(shelf._map_word(j), shelf.map_start).to_bytes(shelf.word_size, "big")
+    storage.close()
+    with open(path, "r+b") as f:
+        f.seek(position)
+        f.write(new_word)
+
+
+def test_a_free_list_leading_to_a_used_oid_hands_out_no_used_oid(tmp_path, caplog):
+    """The holes of the map form a list of free oids; damaged so that it names
+    an oid in use, a new object took that oid and replaced the old one."""
+    path = tmp_path / "holes.durus"
+    oids = packed_with_counters(path, 10)
+    storage = FileStorage(str(path))
+    connection = Connection(storage)
+    del connection.get_root()[5]
+    connection.commit()
+    connection.pack()
+    storage.close()
+    used = int.from_bytes(oids[7], "big")
+    hole = int.from_bytes(oids[5], "big")
+    damage_map_word(path, -1, lambda word, map_start: map_start + used)  # the list's head
+    storage = FileStorage(str(path))
+    connection = Connection(storage)
+    root = connection.get_root()
+    root[100] = Counter(100)
+    with caplog.at_level(logging.WARNING, logger="durus"):
+        connection.commit()
+    assert "free list leads to oid %d, which has a record" % used in caplog.text
+    assert root[100]._p_oid not in oids and int.from_bytes(root[100]._p_oid, "big") != hole
+    storage.close()
+    root = Connection(FileStorage(str(path), readonly=True)).get_root()
+    assert [root[i].n for i in (0, 1, 2, 3, 4, 6, 7, 8, 9, 100)] == [0, 1, 2, 3, 4, 6, 7, 8, 9, 100]
+
+
+def test_an_offset_map_word_beyond_the_map_is_reported(tmp_path):
+    path = tmp_path / "word.durus"
+    oids = packed_with_counters(path, 10)
+    damage_map_word(path, int.from_bytes(oids[5], "big"), lambda word, map_start: word | 1 << 15)
+    storage = FileStorage(str(path))
+    with pytest.raises(CorruptFileError, match="the offset map's word for oid %d "
+                       r"\(at byte \d+\) is damaged" % int.from_bytes(oids[5], "big")):
+        storage.load(oids[5])
+    with pytest.raises(CorruptFileError):
+        list(storage.gen_oid_record())  # a pack cannot pass over it either
+    with pytest.raises(CorruptFileError):
+        storage.pack()
+    assert storage.load(oids[6])
+    storage.close()
+
+
 def test_writer_mark_is_kept_while_a_writer_has_the_file_open(tmp_path):
     path = tmp_path / "marked.durus"
     mark = tmp_path / "marked.durus.writer"
@@ -382,6 +440,7 @@ def test_second_writer_is_refused_with_the_file_name(tmp_path):
     with pytest.raises(FileLockedError, match="locked.durus") as refused:
         FileStorage(str(path))
     assert isinstance(refused.value, BlockingIOError)  # what Durus raised
+    assert refused.value.errno == errno.EAGAIN
     reader = FileStorage(str(path), readonly=True)  # readers take no lock
     reader.close()
     first.close()

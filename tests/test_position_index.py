@@ -86,6 +86,19 @@ class IndexMachine(RuleBasedStateMachine):
             oids.reverse()
         self._update(oids, [position + i for i in range(length)])
 
+    @rule(oids=st.lists(oid_numbers, max_size=20, unique=True), data=st.data())
+    def update_then_undo(self, oids, data):
+        """What an append that is stopped after its index update puts back."""
+        previous = [self.index.get(n) for n in oids]
+        self._update(oids, data.draw(st.lists(positions, min_size=len(oids),
+                                              max_size=len(oids))))
+        self.index.restore(oids, previous)
+        for n, position in zip(oids, previous):
+            if position is None:
+                del self.model[n]
+            else:
+                self.model[n] = position
+
     @rule(n=oid_numbers)
     def probe(self, n):
         assert self.index.get(n) == self.model.get(n)

@@ -199,6 +199,26 @@ def test_oversized_requests_are_refused_before_buffering(servers, tmp_path):
     connection.commit()
 
 
+def test_a_refused_commit_does_not_hold_up_other_commits(servers, tmp_path):
+    """The refused client gives up the commit turn at once, even if it then
+    goes silent, or sends its payload a byte at a time."""
+    server = servers.custom(tmp_path / "db.durus", max_commit_size=1000, commit_grace=600,
+                            timeout=600)
+    honest = connect(server, timeout=20)
+    with connect_raw(server.address) as silent, connect_raw(server.address) as dripping:
+        for sock in (silent, dripping):
+            start_commit(sock)
+            sock.sendall(int4_to_str(10 ** 6))
+            assert recv_exact(sock, 1) == b"R"
+        dripping.sendall(b"x")
+        honest.get_root()["x"] = 1
+        honest.commit()  # without the turn, it would wait for commit_grace (600 s)
+        dripping.sendall(b"x")
+        honest.get_root()["x"] = 2
+        honest.commit()
+    assert connect(server).get_root()["x"] == 2
+
+
 def test_a_refused_commit_whose_client_sends_it_all_is_passed_over(servers, tmp_path):
     server = servers.custom(tmp_path / "db.durus", max_commit_size=1000)
     with connect_raw(server.address) as sock:
