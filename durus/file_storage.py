@@ -82,11 +82,18 @@ class FileStorage(Storage):
 
     @property
     def closed(self) -> bool:
-        return self.shelf.closed
+        return self.shelf.file.closed
+
+    def _check_open(self) -> None:
+        # Called for every record stored: the shortest way to the answer.
+        if self.shelf.file.closed:
+            super()._check_open()
 
     def _check_writable(self) -> None:
-        self._check_open()
-        if self.is_readonly():
+        file = self.shelf.file
+        if file.closed:
+            super()._check_open()
+        if file.readonly:
             raise ReadOnlyError("%s is read-only" % self)
 
     def load(self, oid: bytes) -> bytes:

@@ -341,8 +341,14 @@ class Shelf:
         if self.file.closed:
             self._check_open()
         j = _INT8.unpack(oid)[0]
-        position = self._position(j)
-        return None if position is None else self._read_record(position, j)
+        position = self.index.get(j)  # self._position(j), without a call: loads are hot
+        if position is None:
+            if j >= self.map_count:
+                return None
+            position = self._packed_position(j)
+            if position is None:
+                return None
+        return self._read_record(position, j)
 
     def _read_record(self, position: int, j: int | None) -> bytes:
         """The record at position, which must be one of oid number j (if not None)."""
@@ -357,9 +363,8 @@ class Shelf:
             self._chunk_start, offset = position, 0
         # A record lies within the pack's records or the transactions after the map.
         limit = (self.map_start if position < self.map_start else self.end) - self._chunk_start
-        if len(chunk) - offset < _RECORD_HEAD.size or position < len(PREFIX) + 8:
-            oid, end = None, -1
-        else:
+        oid, end = None, -1
+        if len(chunk) - offset >= _RECORD_HEAD.size and position >= len(PREFIX) + 8:
             oid, end = _read_record_head(chunk, offset, limit)
         if end == -1:
             raise CorruptFileError("%r: no well-formed record at byte %d"
