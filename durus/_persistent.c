@@ -39,7 +39,6 @@ typedef struct ConnectionBaseObject {
     long long transaction_serial;
     Link held;              /* sentinel of the circular list of held objects */
     Py_ssize_t held_count;  /* each held object is a strong reference */
-    int own_note_access;    /* its class overrides note_access, which must be called */
 } ConnectionBaseObject;
 
 #define OBJECT_OF(l) ((PersistentBaseObject *)((char *)(l) - offsetof(PersistentBaseObject, link)))
@@ -152,7 +151,7 @@ record_access(ConnectionBaseObject *connection, PersistentBaseObject *obj)
 static int
 note_access_through_python(PyObject *connection, PersistentBaseObject *self)
 {
-    PyObject *serial, *result;
+    PyObject *serial, *method, *result;
     long long value;
     serial = PyObject_GetAttr(connection, str_transaction_serial);
     if (serial == NULL) {
@@ -166,7 +165,13 @@ note_access_through_python(PyObject *connection, PersistentBaseObject *self)
     if (value == self->serial) {
         return 0;
     }
-    result = PyObject_CallMethodOneArg(connection, str_note_access, (PyObject *)self);
+    /* type(connection).note_access(connection, self), as in pure Python. */
+    method = PyObject_GetAttr((PyObject *)Py_TYPE(connection), str_note_access);
+    if (method == NULL) {
+        return -1;
+    }
+    result = PyObject_CallFunctionObjArgs(method, connection, (PyObject *)self, NULL);
+    Py_DECREF(method);
     if (result == NULL) {
         return -1;
     }
@@ -188,8 +193,10 @@ before_access(PersistentBaseObject *self)
     if (connection == NULL || connection == Py_None) {
         return 0;
     }
+    /* note_access is looked up on the class (through its attribute cache),
+     * as the pure-Python code does: a class that overrides it is asked. */
     if (PyObject_TypeCheck(connection, &ConnectionBase_Type)
-            && !((ConnectionBaseObject *)connection)->own_note_access) {
+            && _PyType_Lookup(Py_TYPE(connection), str_note_access) == base_note_access) {
         /* No call into Python from here on: the borrowed pointer stays valid. */
         ConnectionBaseObject *base = (ConnectionBaseObject *)connection;
         if (self->serial != base->transaction_serial) {
@@ -342,19 +349,13 @@ static PyTypeObject PersistentBase_Type = {
 static PyObject *
 cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    ConnectionBaseObject *self;
-    PyObject *note_access = PyObject_GetAttr((PyObject *)type, str_note_access);
-    if (note_access == NULL) {
+    ConnectionBaseObject *self = (ConnectionBaseObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
         return NULL;
     }
-    self = (ConnectionBaseObject *)type->tp_alloc(type, 0);
-    if (self != NULL) {
-        self->transaction_serial = 1;
-        self->held.prev = self->held.next = &self->held;
-        self->held_count = 0;
-        self->own_note_access = note_access != base_note_access;
-    }
-    Py_DECREF(note_access);
+    self->transaction_serial = 1;
+    self->held.prev = self->held.next = &self->held;
+    self->held_count = 0;
     return (PyObject *)self;
 }
 

@@ -308,12 +308,13 @@ class ClientStorage(Storage):
         self._request(b"C")
         invalid = self._receive_oids()
         self.cache.discard_all(invalid)
+        # Held, for sync() to hand out (again), until dealt with: whatever
+        # stops handle_invalidations half way, none is lost.
+        self.held_invalidations.extend(invalid)
         try:
-            if invalid:
-                if handle_invalidations is None:
-                    self.held_invalidations.extend(invalid)
-                else:
-                    handle_invalidations(invalid)
+            if invalid and handle_invalidations is not None:
+                handle_invalidations(invalid)
+                del self.held_invalidations[-len(invalid):]
         except BaseException:
             self._send(int4_to_str(0))  # tell the server we give up
             self._replied()

@@ -17,6 +17,8 @@ from durus.utils import as_bytes, int8_to_str, str_to_int8
 
 # Seconds a connection to a new database waits for another client to create its root.
 ROOT_WAIT = 10.0
+# Rounds in which abort() forgets the changes that finalizers make while it runs.
+_ABORT_ROUNDS = 4
 
 
 class Connection(ConnectionBase):
@@ -46,6 +48,12 @@ class Connection(ConnectionBase):
         self.reader = ObjectReader(self)
         self.changed = {}
         self.invalid_oids = set()
+        # Set while oids a sync returned are being dealt with: if something
+        # stops that half way (Ctrl-C), some may be lost, so the next sync
+        # treats every cached object as invalid.
+        self._invalidations_pending = False
+        # New objects of a failed commit, until their undoing is complete.
+        self._forgetting = ()
         self.root = self.get(ROOT_OID)
         if self.root is None:
             self.root = self._create_root(root_class or PersistentDict)
@@ -120,7 +128,13 @@ class Connection(ConnectionBase):
             except ReadConflictError:
                 # Raises unless nothing this transaction used was changed;
                 # then the load is tried again (others may commit oid meanwhile).
-                self._handle_invalidations(self.storage.sync(), read_oid=oid)
+                oids = self._take_invalidations()
+                try:
+                    self._handle_invalidations(oids, read_oid=oid)
+                except ConflictError:
+                    self._invalidations_pending = False
+                    raise
+                self._invalidations_pending = False
         record_oid, data, _ = unpack_record(record)
         if record_oid != oid:
             raise ValueError("storage returned the record of %r for %r" % (record_oid, oid))
@@ -181,20 +195,37 @@ class Connection(ConnectionBase):
         """Ghost least recently used objects until the cache is at its target size."""
         self.cache.shrink(self)
 
+    def _take_invalidations(self) -> list:
+        """Return storage.sync(): the oids others changed. The caller clears
+        _invalidations_pending once it has dealt with them all."""
+        if self._invalidations_pending:
+            # The last ones may be lost: treat every cached object as changed.
+            self._invalidations_pending = False
+            try:
+                self._handle_invalidations([obj._p_oid for obj in self.cache])
+            except ConflictError:
+                pass  # noted in invalid_oids: this transaction cannot commit
+        self._invalidations_pending = True
+        return self.storage.sync()
+
     def _sync(self) -> None:
         """Turn every object that others changed into a ghost."""
-        self.invalid_oids.update(self.storage.sync())
+        self.invalid_oids.update(self._take_invalidations())
         for oid in self.invalid_oids:
             obj = self.cache.get(oid)
             if obj is not None:
                 obj._p_set_status_ghost()
         self.invalid_oids.clear()
+        self._invalidations_pending = False
 
     def abort(self) -> None:
         """Forget uncommitted changes, sync, and shrink the cache."""
+        self._finish_forgetting()
         # Ghosting drops states, whose finalizers may change more objects:
-        # those changes are forgotten too.
-        while self.changed:
+        # those changes are forgotten too, for a few rounds (finalizers that
+        # change each other's objects would go on for ever; what they change
+        # after that stays noted, for the next commit).
+        for _ in range(_ABORT_ROUNDS):
             for oid, obj in list(self.changed.items()):
                 obj._p_set_status_ghost()
                 self.changed.pop(oid, None)
@@ -208,6 +239,7 @@ class Connection(ConnectionBase):
         Raises WriteConflictError if another client committed an object used
         in this transaction: then call abort() and retry the transaction.
         """
+        self._finish_forgetting()
         if self.changed:
             if self.invalid_oids:
                 raise ConflictError(sorted(self.invalid_oids))
@@ -244,7 +276,8 @@ class Connection(ConnectionBase):
         except BaseException:
             if not committed:
                 # Every object the writer gave an oid, stored yet or not.
-                self._forget_new_objects(writer.new_objects)
+                self._forgetting = writer.new_objects
+                self._finish_forgetting()
             raise
         finally:
             writer.close()
@@ -260,14 +293,16 @@ class Connection(ConnectionBase):
         data, refs = writer.get_state(obj)
         self.storage.store(obj._p_oid, pack_record(obj._p_oid, data, refs))
 
-    def _forget_new_objects(self, new_objects) -> None:
-        """Undo the oid assignment of objects first met in a failed commit."""
-        for obj in new_objects:
+    def _finish_forgetting(self) -> None:
+        """Undo the oid assignment of the objects first met in a failed commit
+        (every step is harmless to repeat, should this be stopped half way)."""
+        for obj in self._forgetting:
             self.changed.pop(obj._p_oid, None)
             self.release(obj)
             self.cache.forget(obj)
             obj._p_oid = None
             obj._p_connection = None
+        self._forgetting = ()
 
     def _handle_invalidations(self, oids, read_oid: bytes | None = None) -> None:
         """Ghost objects others changed; raise a conflict if any was used in this

@@ -6,7 +6,6 @@ import fcntl
 import os
 import socket
 import tempfile
-import threading
 import time
 
 from durus.error import FileLockedError, ReadOnlyError
@@ -41,7 +40,6 @@ class File:
         # descriptor open until the last one ends, so that no other file can
         # be given its number while a call still uses it.
         self._uses = 0
-        self._uses_lock = threading.Lock()
         if not readonly:
             self._lock()
 
@@ -70,18 +68,18 @@ class File:
 
     def _call(self, function, *args, writing: bool = False):
         """Return function(descriptor, *args); ValueError once the file is closed."""
-        with self._uses_lock:
+        # No call comes between the count and the try, nor between the finally
+        # and the uncount: nothing (a signal handler's Ctrl-C, another thread:
+        # both run only at calls and loops under the GIL) can come between.
+        self._uses += 1
+        try:
             self._check_open()
             if writing and self.readonly:
                 raise ReadOnlyError("%r is open read-only" % self.name)
-            self._uses += 1
-        try:
             return function(self.file.fileno(), *args)
         finally:
-            with self._uses_lock:
-                self._uses -= 1
-                last = self.closed and not self._uses
-            if last:
+            self._uses -= 1
+            if self.closed and not self._uses:
                 self.file.close()
 
     def size(self) -> int:
@@ -102,11 +100,25 @@ class File:
         """Make everything written so far durable."""
         self._call(os.fdatasync)
 
+    def is_at(self, path: str) -> bool:
+        """Tell whether path names this file."""
+        self._check_open()
+        try:
+            there = os.stat(path)
+        except FileNotFoundError:
+            return False
+        return os.path.samestat(self._call(os.fstat), there)
+
     def rename(self, new_name: str) -> None:
         """Give the file a new name (replacing any file there) and make that durable."""
         self._check_open()
-        os.replace(self.name, new_name)
-        self.name = new_name
+        old_name, self.name = self.name, new_name
+        try:
+            os.replace(old_name, new_name)
+        except BaseException:
+            if not self.is_at(new_name):  # else it was stopped after the rename
+                self.name = old_name
+            raise
         fsync_directory(new_name)
 
     def link(self, other_name: str) -> None:
@@ -120,11 +132,9 @@ class File:
 
     def close(self) -> None:
         """Close the file (and release its lock) once no call is using it."""
-        with self._uses_lock:
-            self.closed = True
-            if self._uses:
-                return  # the last use closes it
-        self.file.close()
+        self.closed = True
+        if not self._uses:  # else the last use closes it
+            self.file.close()
 
 
 def _write_all(fd: int, data: bytes, position: int) -> None:

@@ -2,6 +2,7 @@
 
 import os
 import threading
+import weakref
 from logging import WARNING
 
 from durus.error import DurusKeyError, ReadOnlyError
@@ -54,11 +55,13 @@ class FileStorage(Storage):
         self.fsync = fsync
         # Held by make_durable() and by a pack while it switches files.
         self._switch_lock = threading.Lock()
+        # Held by a commit while it writes, so that close() waits for it.
+        self._commit_lock = threading.RLock()
         self.pending = {}
         self.allocated = set()
         self.invalid = set()
         self.pack_extra = None
-        self._packer = None  # the generator of the pack underway
+        self._packer = None  # weak reference to the generator of the pack underway
 
     def _place_mark(self) -> None:
         """Place the writer's mark, or do without it (as Durus does) where it cannot be made."""
@@ -124,7 +127,8 @@ class FileStorage(Storage):
             # hearing of a commit that is written (oids of one that fails
             # have no record, and the pack passes over them).
             self.pack_extra.update(pending)
-        self.shelf.append(pending.items(), fsync=self.fsync)
+        with self._commit_lock:
+            self.shelf.append(pending.items(), fsync=self.fsync)
         self.allocated.difference_update(pending)
 
     def make_durable(self) -> None:
@@ -199,12 +203,15 @@ class FileStorage(Storage):
         if self.pending or self.pack_extra is not None or file.is_temporary() or file.is_readonly():
             return iter(())
         self.pack_extra = set()
-        self._packer = self._pack_steps()
-        return self._packer
+        packer = self._pack_steps()
+        # Weak: a packer its caller abandons is collected, and its cleanup runs.
+        self._packer = weakref.ref(packer)
+        return packer
 
     def _pack_steps(self):
         name = self.get_filename()
         new_file = None
+        switched = False
         try:
             new_file = File(name + ".pack")
             new_file.truncate(0)
@@ -222,20 +229,25 @@ class FileStorage(Storage):
             old_shelf = self.shelf
             removed = [oid for oid in old_shelf.gen_oids() if oid not in new_shelf]
             with self._switch_lock:
-                _switch_files(old_shelf.file, new_file, name)
-                self.shelf = new_shelf
-                new_file = None  # it is the database now
-                old_shelf.close()
-            # Only now: had the switch failed, nothing would have been removed.
-            self.invalid.update(removed)
+                try:
+                    _switch_files(old_shelf.file, new_file, name)
+                finally:
+                    # Whatever stopped the switch (a failed directory fsync,
+                    # Ctrl-C), the storage goes on with the file at name.
+                    if new_file.is_at(name):
+                        self.shelf = new_shelf
+                        switched = True
+                        self.invalid.update(removed)
+                        old_shelf.close()
         finally:
             self.pack_extra = None
-            if new_file is not None:
+            if not switched:
                 # The pack failed or was abandoned: give back its file's space
                 # (it may have failed for want of it) and descriptor.
-                new_file.close()
+                if new_file is not None:
+                    new_file.close()
                 try:
-                    os.unlink(new_file.get_name())
+                    os.unlink(name + ".pack")
                 except OSError:
                     pass
         yield "packed"
@@ -245,15 +257,21 @@ class FileStorage(Storage):
             pass
 
     def close(self) -> None:
-        packer, self._packer = self._packer, None
+        """Close the file (once a commit under way in another thread ends)."""
+        packer = self._packer and self._packer()
+        self._packer = None
         if packer is not None:
-            packer.close()  # an unfinished pack removes its file
-        try:
-            if self._mark is not None and self.shelf.ends_cleanly():
-                self._mark.remove()  # while still holding the lock
-        finally:
-            self._mark = None
-            self.shelf.close()
+            try:
+                packer.close()  # an unfinished pack removes its file
+            except ValueError:
+                pass  # running in another thread: its next step fails, and cleans up
+        with self._commit_lock, self._switch_lock:
+            try:
+                if self._mark is not None and self.shelf.ends_cleanly():
+                    self._mark.remove()  # while still holding the lock
+            finally:
+                self._mark = None
+                self.shelf.close()
 
     def __str__(self):
         return "%s(%r)" % (type(self).__name__, self.get_filename())

@@ -98,19 +98,19 @@ class ConnectionBase:
             self._held.move_to_end(id(obj), last=False)
 
     def _hold(self, obj):
+        # Each step leaves a state the next call puts right, whatever stops it.
         holder = _getattribute(obj, "_p_holder")
         if holder is not self:
             if holder is not None:
-                del holder._held[id(obj)]
+                holder._held.pop(id(obj), None)
             _setattribute(obj, "_p_holder", self)
-            self._held[id(obj)] = obj
+        self._held[id(obj)] = obj
 
     def release(self, obj):
         """Stop holding obj if this connection holds it."""
         _check_persistent(obj)
-        if _getattribute(obj, "_p_holder") is self:
+        if self._held.pop(id(obj), None) is not None:
             _setattribute(obj, "_p_holder", None)
-            del self._held[id(obj)]
 
     def oldest_held(self):
         """Return the least recently used held object, or None."""
@@ -149,7 +149,8 @@ class PersistentBase:
             connection = _getattribute(self, "_p_connection")
             if (connection is not None
                     and _getattribute(self, "_p_serial") != connection.transaction_serial):
-                connection.note_access(self)
+                # Looked up on the class, as the C accelerator does.
+                type(connection).note_access(connection, self)
         return _getattribute(self, name)
 
     def __setattr__(self, name, value):
@@ -249,8 +250,10 @@ class PersistentObject(PersistentBase):
     def _p_note_change(self):
         """Mark this object changed, so that the next commit() stores it."""
         if self._p_status != UNSAVED:
-            self._p_set_status_unsaved()
+            # Noted first: if something stops this in between, the object
+            # is stored anyway (UNSAVED but not noted, no change would be).
             self._p_connection.note_change(self)
+            self._p_set_status_unsaved()
 
     def _p_format_oid(self) -> str:
         oid = self._p_oid

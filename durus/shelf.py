@@ -400,10 +400,14 @@ class Shelf:
             j = self._map_word(j) - self.map_start
             if not 0 <= j <= last:
                 break
-            if self._map_word(j) < self.map_start:
+            try:
+                free = self._packed_position(j) is None
+            except CorruptFileError:
+                free = False  # its own word is damaged: it may be in use
+            if not free:
                 log(WARNING, "%r: the offset map's free list leads to oid %d, which has a "
-                    "record; new oids are taken from beyond the map instead"
-                    % (self.file.get_name(), j))
+                    "record or a damaged word; new oids are taken from beyond the map "
+                    "instead" % (self.file.get_name(), j))
                 break
             yield int8_to_str(j)
             if j == last:

@@ -388,3 +388,24 @@ def test_an_overridden_note_access_is_called_in_both_implementations():
     node.other  # noted once a transaction
     assert connection.noted == [node._p_oid, root._p_oid]
     assert connection.oldest_held() is not None  # super().note_access held them
+
+
+def test_note_access_set_on_the_class_later_is_called_in_both_implementations():
+    class Patched(Connection):
+        pass
+
+    connection = Patched(MemoryStorage())
+    node = connection.get_root()["n"] = Node()
+    connection.commit()
+    noted = []
+
+    def note_access(self, obj):
+        noted.append(obj)
+        Connection.note_access(self, obj)
+
+    Patched.note_access = note_access
+    node.other
+    del Patched.note_access
+    connection.abort()
+    node.other
+    assert noted == [node]

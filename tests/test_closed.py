@@ -39,7 +39,7 @@ ARGUMENTS = {
     "get_position": (ROOT_OID,), "get_value": (ROOT_OID,), "read_record": (16,),
     "gen_oids": (), "gen_free_oids": (), "next_free_oid": (), "append": ([(ROOT_OID, RECORD)],),
     "ends_cleanly": (), "size": (), "pread": (8, 0), "pwrite": (b"x", 0), "truncate": (0,),
-    "fsync": (), "rename": ("elsewhere",), "link": ("elsewhere",),
+    "fsync": (), "rename": ("elsewhere",), "link": ("elsewhere",), "is_at": ("elsewhere",),
 }
 # Methods that only report what the object was, and close() itself.
 STILL_ANSWERED = {"close", "get_filename", "is_readonly", "get_name", "is_temporary",
@@ -196,6 +196,68 @@ def test_close_racing_a_commit_in_another_thread_writes_nowhere_else(tmp_path):
             reopened.close()
     finally:
         sys.setswitchinterval(switch_interval)
+
+
+def test_close_waits_for_a_commit_under_way_in_another_thread(tmp_path):
+    """close() came during a commit's write, whose fsync then found the file
+    closed: the commit raised, but it was whole in the file, and counted."""
+    for round_number in range(10):
+        path = tmp_path / ("db%d.durus" % round_number)
+        storage = FileStorage(str(path))
+        connection = Connection(storage)
+        connection.get_root()["n"] = 0
+        connection.commit()
+        outcome = []
+
+        def commit():
+            connection.get_root()["n"] = 1
+            connection.get_root()["pad"] = os.urandom(20_000_000)  # a long write
+            try:
+                connection.commit()
+                outcome.append("committed")
+            except ValueError:
+                outcome.append("refused")
+
+        thread = threading.Thread(target=commit)
+        thread.start()
+        time.sleep(random.uniform(0, 0.05))
+        storage.close()
+        thread.join(60)
+        reopened = FileStorage(str(path))
+        n = Connection(reopened).get_root()["n"]
+        reopened.close()
+        assert (outcome[0], n) in (("committed", 1), ("refused", 0))
+
+
+def test_close_while_another_thread_packs(tmp_path):
+    path = tmp_path / "db.durus"
+    storage = FileStorage(str(path))
+    connection = Connection(storage)
+    connection.get_root()["items"] = [os.urandom(100_000) for _ in range(100)]
+    connection.commit()
+    errors = []
+    packer = storage.get_packer()
+    started = threading.Event()
+
+    def pack():
+        try:
+            for _ in packer:
+                started.set()
+                time.sleep(0.01)
+        except ValueError as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=pack)
+    thread.start()
+    started.wait(10)
+    storage.close()
+    thread.join(30)
+    # Ended by close() between two steps, or failing (ValueError) at the next one.
+    assert storage.closed and len(errors) <= 1
+    assert not os.path.exists(str(path) + ".pack")
+    again = FileStorage(str(path))  # not locked
+    assert len(Connection(again).get_root()["items"]) == 100
+    again.close()
 
 
 def test_closing_during_a_pack_removes_the_unfinished_pack_file(tmp_path):

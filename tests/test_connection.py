@@ -236,3 +236,37 @@ def test_abort_forgets_changes_that_finalizers_make_while_it_runs(tmp_path):
     connection.get_storage().close()
     root = Connection(FileStorage(path)).get_root()
     assert (root["a"].n, root["b"].n, root["log"].entries) == (1, 2, [])
+
+
+class Toucher:
+    """Changes another persistent object when it is let go of (while active)."""
+
+    active = False
+
+    def __init__(self, target):
+        self.target = target
+
+    def __del__(self):
+        if Toucher.active:
+            self.target.touched = getattr(self.target, "touched", 0) + 1
+
+
+def test_abort_returns_when_finalizers_keep_changing_each_others_objects(tmp_path):
+    """Ghosting x lets go of a Toucher that changes y; ghosting y, one that
+    changes x, which loads x again, with a new Toucher...: abort() went on
+    for ever."""
+    path = str(tmp_path / "db.durus")
+    connection = Connection(FileStorage(path))
+    root = connection.get_root()
+    x, y = root["x"], root["y"] = Item(1), Item(2)
+    x.toucher, y.toucher = Toucher(y), Toucher(x)
+    connection.commit()
+    x.n, y.n = "aborted", "aborted"
+    Toucher.active = True
+    try:
+        connection.abort()  # returns
+    finally:
+        Toucher.active = False
+    connection.abort()
+    assert (x.n, y.n) == (1, 2)
+    connection.get_storage().close()

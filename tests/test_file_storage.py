@@ -1,9 +1,11 @@
 """FileStorage on real files: format, durability, torn tails, repair, locking, pack."""
 
 import errno
+import gc
 import logging
 import os
 import random
+import stat
 import struct
 
 import pytest
@@ -317,11 +319,34 @@ def test_a_free_list_leading_to_a_used_oid_hands_out_no_used_oid(tmp_path, caplo
     root[100] = Counter(100)
     with caplog.at_level(logging.WARNING, logger="durus"):
         connection.commit()
-    assert "free list leads to oid %d, which has a record" % used in caplog.text
+    assert "free list leads to oid %d, which has a record or a damaged word" % used in caplog.text
     assert root[100]._p_oid not in oids and int.from_bytes(root[100]._p_oid, "big") != hole
     storage.close()
     root = Connection(FileStorage(str(path), readonly=True)).get_root()
     assert [root[i].n for i in (0, 1, 2, 3, 4, 6, 7, 8, 9, 100)] == [0, 1, 2, 3, 4, 6, 7, 8, 9, 100]
+
+
+def test_a_free_list_leading_to_a_damaged_word_hands_out_no_used_oid(tmp_path, caplog):
+    """The list names oid u, whose own word is damaged: u may be in use."""
+    path = tmp_path / "holes.durus"
+    oids = packed_with_counters(path, 10)
+    storage = FileStorage(str(path))
+    connection = Connection(storage)
+    del connection.get_root()[5]
+    connection.commit()
+    connection.pack()
+    storage.close()
+    used = int.from_bytes(oids[7], "big")
+    damage_map_word(path, -1, lambda word, map_start: map_start + used)
+    damage_map_word(path, used, lambda word, map_start: word | 1 << 15)
+    storage = FileStorage(str(path))
+    with caplog.at_level(logging.WARNING, logger="durus"):
+        fresh = storage.new_oid()
+    assert "leads to oid %d, which has a record or a damaged word" % used in caplog.text
+    assert fresh not in oids
+    with pytest.raises(CorruptFileError):
+        storage.load(oids[7])
+    storage.close()
 
 
 def test_an_offset_map_word_beyond_the_map_is_reported(tmp_path):
@@ -550,6 +575,48 @@ def test_a_pack_that_cannot_take_the_files_place_leaves_the_database_where_it_wa
     connection.commit()
     storage.close()
     assert committed_keys(path) == [0, 1, 2, 4, 5, 6, 7, 8, 9, 10]
+
+
+def test_a_pack_whose_directory_fsync_fails_keeps_the_database(tmp_path, monkeypatch):
+    """Some file systems refuse fsync on a directory: the pack's file is in
+    place by then, and its cleanup used to delete it, the database."""
+    path = tmp_path / "pack.durus"
+    storage, connection, root = open_with_counters(path, 10)
+    real_fsync = os.fsync
+
+    def no_directory_fsync(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", no_directory_fsync)
+    with pytest.raises(OSError, match="Invalid argument"):
+        storage.pack()
+    monkeypatch.undo()
+    assert os.path.exists(path)
+    root[10] = Counter(10)  # goes into the file at path: the packed one
+    connection.commit()
+    storage.pack()
+    storage.close()
+    assert committed_keys(path) == list(range(11))
+
+
+def test_an_abandoned_packer_does_not_stop_later_packs(tmp_path):
+    path = tmp_path / "pack.durus"
+    storage, connection, root = open_with_counters(path, 10)
+    packer = storage.get_packer()
+    next(packer)
+    del packer  # its cleanup runs when it is collected
+    gc.collect()
+    assert not os.path.exists(str(path) + ".pack")
+    removed = root[3]._p_oid
+    del root[3]
+    connection.commit()
+    storage.pack()
+    assert storage.sync() == [removed]  # the pack ran
+    storage.close()
+    assert committed_keys(path) == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    assert os.path.exists(str(path) + ".prepack")
 
 
 def test_pack_ignores_a_stale_pack_file(tmp_path):
