@@ -229,12 +229,18 @@ def test_close_waits_for_a_commit_under_way_in_another_thread(tmp_path):
         assert (outcome[0], n) in (("committed", 1), ("refused", 0))
 
 
-def test_close_while_another_thread_packs(tmp_path):
-    path = tmp_path / "db.durus"
+def storage_with_items(path, count: int) -> FileStorage:
+    """A FileStorage whose root holds count items of 100 kB: a pack of it takes steps."""
     storage = FileStorage(str(path))
     connection = Connection(storage)
-    connection.get_root()["items"] = [os.urandom(100_000) for _ in range(100)]
+    connection.get_root()["items"] = [os.urandom(100_000) for _ in range(count)]
     connection.commit()
+    return storage
+
+
+def test_close_while_another_thread_packs(tmp_path):
+    path = tmp_path / "db.durus"
+    storage = storage_with_items(path, 100)
     errors = []
     packer = storage.get_packer()
     started = threading.Event()
@@ -262,10 +268,7 @@ def test_close_while_another_thread_packs(tmp_path):
 
 def test_closing_during_a_pack_removes_the_unfinished_pack_file(tmp_path):
     path = tmp_path / "db.durus"
-    storage = FileStorage(str(path))
-    connection = Connection(storage)
-    connection.get_root()["items"] = [os.urandom(100_000) for _ in range(30)]
-    connection.commit()
+    storage = storage_with_items(path, 30)
     packer = storage.get_packer()
     next(packer)
     assert os.path.exists(str(path) + ".pack")

@@ -299,10 +299,9 @@ def damage_map_word(path, j: int, value) -> None:
         f.write(new_word)
 
 
-def test_a_free_list_leading_to_a_used_oid_hands_out_no_used_oid(tmp_path, caplog):
-    """The holes of the map form a list of free oids; damaged so that it names
-    an oid in use, a new object took that oid and replaced the old one."""
-    path = tmp_path / "holes.durus"
+def packed_with_a_hole(path) -> list:
+    """A packed file of Counters 0..9 but 5, which left a hole in the map;
+    return the oids the ten had."""
     oids = packed_with_counters(path, 10)
     storage = FileStorage(str(path))
     connection = Connection(storage)
@@ -310,6 +309,14 @@ def test_a_free_list_leading_to_a_used_oid_hands_out_no_used_oid(tmp_path, caplo
     connection.commit()
     connection.pack()
     storage.close()
+    return oids
+
+
+def test_a_free_list_leading_to_a_used_oid_hands_out_no_used_oid(tmp_path, caplog):
+    """The holes of the map form a list of free oids; damaged so that it names
+    an oid in use, a new object took that oid and replaced the old one."""
+    path = tmp_path / "holes.durus"
+    oids = packed_with_a_hole(path)
     used = int.from_bytes(oids[7], "big")
     hole = int.from_bytes(oids[5], "big")
     damage_map_word(path, -1, lambda word, map_start: map_start + used)  # the list's head
@@ -329,13 +336,7 @@ def test_a_free_list_leading_to_a_used_oid_hands_out_no_used_oid(tmp_path, caplo
 def test_a_free_list_leading_to_a_damaged_word_hands_out_no_used_oid(tmp_path, caplog):
     """The list names oid u, whose own word is damaged: u may be in use."""
     path = tmp_path / "holes.durus"
-    oids = packed_with_counters(path, 10)
-    storage = FileStorage(str(path))
-    connection = Connection(storage)
-    del connection.get_root()[5]
-    connection.commit()
-    connection.pack()
-    storage.close()
+    oids = packed_with_a_hole(path)
     used = int.from_bytes(oids[7], "big")
     damage_map_word(path, -1, lambda word, map_start: map_start + used)
     damage_map_word(path, used, lambda word, map_start: word | 1 << 15)
