@@ -238,10 +238,11 @@ class FileStorage(Storage):
                         self.shelf = new_shelf
                         switched = True
                         self.invalid.update(removed)
-                        old_shelf.close()
         finally:
             self.pack_extra = None
-            if not switched:
+            if switched:
+                old_shelf.close()
+            else:
                 # The pack failed or was abandoned: give back its file's space
                 # (it may have failed for want of it) and descriptor.
                 if new_file is not None:
