@@ -86,8 +86,11 @@ class ConnectionBase:
         _p_serial and hold it as the most recently used object."""
         _check_persistent(obj)
         _setattribute(obj, "_p_serial", self.transaction_serial)
-        self._hold(obj)
-        self._held.move_to_end(id(obj))
+        if _getattribute(obj, "_p_holder") is not self:
+            self._hold(obj)
+        held, key = self._held, id(obj)
+        held[key] = obj  # a no-op, but after an interrupted _hold()
+        held.move_to_end(key)
 
     def hold_loaded(self, obj):
         """Hold a just-loaded obj, as the least recently used, if this
