@@ -6,6 +6,7 @@ Levels are plain numbers, as in Durus: 20 for what an operator wants to see
 
 import logging
 import sys
+from logging import INFO
 
 logger = logging.getLogger("durus")
 log = logger.log
@@ -23,7 +24,7 @@ def direct_output(file) -> None:
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
     logger.propagate = False
-    logger.setLevel(logging.INFO)
+    logger.setLevel(INFO)
     if file is sys.__stderr__:
         return
     if sys.stdout is sys.__stdout__:

@@ -16,7 +16,7 @@ import warnings
 import weakref
 from collections import OrderedDict
 
-from durus.utils import str_to_int8
+from durus.utils import as_bytes, str_to_int8
 
 UNSAVED = 1
 SAVED = 0
@@ -259,8 +259,12 @@ class PersistentObject(PersistentBase):
             self._p_set_status_unsaved()
 
     def _p_format_oid(self) -> str:
+        """Return the oid as a decimal number, or 'None' (an oid given as a
+        latin-1 str, as Durus allows, is read as its bytes)."""
         oid = self._p_oid
-        return str(oid and str_to_int8(oid))
+        if oid is None:
+            return "None"
+        return str(str_to_int8(as_bytes(oid)))
 
     def _p_set_status_ghost(self):
         try:

@@ -71,18 +71,19 @@ class ObjectWriter:
         self.refs = set()
         self.new_objects = []
         self._taken = 0
+        self._generated = False
         self._reset_pickler()
 
     def _reset_pickler(self):
         self.buffer = BytesIO()
-        self.pickler = Pickler(self.buffer, PICKLE_PROTOCOL)
         # The pickler asks about every object it meets: keep the common "not
         # persistent" answer in C, calling Python only for persistent objects.
-        self.pickler.persistent_id = partial(call_if_persistent, self._reference)
+        self.pickler = _Pickler(self.buffer, partial(call_if_persistent, self._persistent_id))
         self.bytes_written = 0
 
-    def _reference(self, obj) -> tuple:
-        """Return the persistent id (oid, class) of a referenced object."""
+    def _persistent_id(self, obj) -> tuple:
+        """Return the persistent id (oid, class) of a referenced object,
+        giving it an oid and this connection if it has none."""
         connection = obj._p_connection
         if obj._p_oid is None:
             # Listed first: whatever is interrupted after this, a failed
@@ -101,6 +102,22 @@ class ObjectWriter:
         found = self.new_objects[self._taken:]
         self._taken += len(found)
         return found
+
+    def gen_new_objects(self, obj):
+        """Return an iterator over obj, then every object given an oid so far
+        and later (Durus's commit loop); a second call raises RuntimeError."""
+        if self._generated:
+            raise RuntimeError("gen_new_objects() can be called once per writer")
+        self._generated = True
+        return self._iterate_new_objects(obj)
+
+    def _iterate_new_objects(self, obj):
+        yield obj
+        # By index: storing each object yielded may add new ones to the list.
+        j = 0
+        while j < len(self.new_objects):
+            yield self.new_objects[j]
+            j += 1
 
     def get_state(self, obj) -> tuple[bytes, bytes]:
         """Return (data, refs) for obj."""
@@ -126,6 +143,19 @@ class ObjectWriter:
     def close(self):
         self.pickler = None
         self.buffer = None
+
+
+class _Pickler(Pickler):
+    """A Pickler given its persistent_id hook at creation.
+
+    Python 3.13 no longer lets a plain Pickler's persistent_id be assigned;
+    an instance of a subclass may have it, set before Pickler.__init__ so
+    that every version's C pickler picks it up there.
+    """
+
+    def __init__(self, file, persistent_id):
+        self.persistent_id = persistent_id
+        Pickler.__init__(self, file, PICKLE_PROTOCOL)
 
 
 class _WholeInput:
@@ -172,7 +202,10 @@ class ObjectReader:
         self.load_count = 0
         self.classes = {}  # {(module, name): class}, so each is imported once
         self._importer = Unpickler(BytesIO())  # its find_class does the import
-        self._persistent_load = connection.get_cache().loader(connection)
+        # A connection without a cache (Durus's tests make such) can still
+        # read classes and ghosts; states with references then cannot load.
+        get_cache = getattr(connection, "get_cache", None)
+        self._persistent_load = None if get_cache is None else get_cache().loader(connection)
 
     def _find_class(self, module: str, name: str) -> type:
         try:
@@ -184,7 +217,8 @@ class ObjectReader:
     def _new_unpickler(self, file):
         unpickler = _Unpickler(file)
         unpickler.find_class = self._find_class
-        unpickler.persistent_load = self._persistent_load
+        if self._persistent_load is not None:
+            unpickler.persistent_load = self._persistent_load
         return unpickler
 
     def get_class(self, data: bytes) -> type:
