@@ -66,6 +66,31 @@ class RecordCache:
         for oid in oids:
             self.discard(oid)
 
+    def clear(self) -> None:
+        self.records.clear()
+        self.bytes = 0
+
+
+class _RecvOnlySocket:
+    """A socket-like object that has recv() but no recv_into(), read as
+    ClientStorage reads sockets; other attributes are the object's own."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def recv_into(self, buffer: bytearray) -> int:
+        data = self.sock.recv(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        close = getattr(self.sock, "close", None)
+        if close is not None:
+            close()
+
+    def __getattr__(self, name: str):
+        return getattr(self.sock, name)
+
 
 class ClientStorage(Storage):
     """The storage served at address (or (host, port)).
@@ -98,7 +123,6 @@ class ClientStorage(Storage):
                  secret: bytes | str | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES):
         self.address = SocketAddress.new(address or (host, port))
         self.cache = RecordCache(cache_bytes)
-        self._input = bytearray()
         # Received into, so that a small reply costs no large allocation.
         self._chunk = bytearray(_RECEIVE_SIZE)
         self._chunk_view = memoryview(self._chunk)
@@ -117,20 +141,14 @@ class ClientStorage(Storage):
             except ConnectionError as exc:
                 raise ConnectionError("cannot connect to the Durus server at %s: %s"
                                       % (self.address, exc)) from exc
-        self.broken = None
-        # Whether a request was sent whose whole reply has not been read:
-        # anything that stops a call there (Ctrl-C) leaves the stream out of
-        # step, and the next request breaks the connection instead.
-        self._awaiting_reply = False
         self.read_only = False
-        self.oid_pool = []
         self.oid_pool_size = 32
         self.held_invalidations = []
         self.begin()
         try:
             self._start_session(user, secret)
         except ConnectionError as exc:
-            self.s.close()
+            self._stream.close()
             if ssl_context is None:
                 raise
             # With TLS 1.3 a server checks the client's certificate after the
@@ -139,8 +157,32 @@ class ClientStorage(Storage):
                                   "handshake: does it require a client certificate (certfile) "
                                   "from a CA it trusts?" % exc) from exc
         except BaseException:
-            self.s.close()
+            self._stream.close()
             raise
+
+    @property
+    def s(self):
+        """The socket (or socket-like object) connected to the server."""
+        return self._socket
+
+    @s.setter
+    def s(self, sock) -> None:
+        """Talk to the server through sock from now on: a new stream, so
+        nothing learnt from the old one is kept. Objects with recv() but no
+        recv_into() (test doubles, as in Durus's tests) are accepted too."""
+        self._socket = sock
+        self._stream = sock if hasattr(sock, "recv_into") else _RecvOnlySocket(sock)
+        self._input = bytearray()
+        self.broken = None
+        # Whether a request was sent whose whole reply has not been read:
+        # anything that stops a call there (Ctrl-C) leaves the stream out of
+        # step, and the next request breaks the connection instead.
+        self._awaiting_reply = False
+        # Records are valid until the server that sent them says otherwise,
+        # and oids are reserved while the session that got them lasts: a
+        # stream to another session can vouch for neither.
+        self.cache.clear()
+        self.oid_pool = []
 
     def _start_session(self, user: str | None, secret: bytes | str | None) -> None:
         """Agree on the protocol, authenticating if there is a secret."""
@@ -174,7 +216,7 @@ class ClientStorage(Storage):
               error: type = ConnectionError) -> NoReturn:
         self.broken = "the connection to the Durus server at %s failed: %s" % (
             self.address, reason)
-        self.s.close()
+        self._stream.close()
         raise error(self.broken) from cause
 
     def _request(self, data: bytes) -> None:
@@ -191,7 +233,7 @@ class ClientStorage(Storage):
         if self.broken:
             raise ConnectionError(self.broken)
         try:
-            self.s.sendall(data)
+            self._stream.sendall(data)
         except OSError as exc:
             self._fail(str(exc) or type(exc).__name__, exc)
 
@@ -201,9 +243,9 @@ class ClientStorage(Storage):
         buffer = self._input
         while len(buffer) < n:
             try:
-                received = self.s.recv_into(self._chunk)
+                received = self._stream.recv_into(self._chunk)
             except socket.timeout as exc:
-                self._fail("no reply within %s seconds" % self.s.gettimeout(), exc)
+                self._fail("no reply within %s seconds" % self._stream.gettimeout(), exc)
             except OSError as exc:
                 self._fail(str(exc), exc)
             if not received:
@@ -351,8 +393,8 @@ class ClientStorage(Storage):
             self._send(view[start:start + _COMMIT_PIECE])
 
     def _reply_waiting(self) -> bool:
-        pending = getattr(self.s, "pending", None)  # TLS: bytes already decrypted
-        return bool(pending and pending()) or bool(select.select([self.s], [], [], 0)[0])
+        pending = getattr(self._stream, "pending", None)  # TLS: bytes already decrypted
+        return bool(pending and pending()) or bool(select.select([self._stream], [], [], 0)[0])
 
     def _abandon_commit(self) -> None:
         """Forget the records; the server still reserves their new oids for us."""
@@ -392,10 +434,10 @@ class ClientStorage(Storage):
         """Say goodbye to the server and close the connection; safe to repeat."""
         if not self.broken:
             try:
-                self.s.sendall(b".")
+                self._stream.sendall(b".")
             except OSError:
                 pass
-        self.s.close()
+        self._stream.close()
         self.closed = True
 
 

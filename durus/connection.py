@@ -5,6 +5,7 @@ import os
 import time
 from collections import deque
 from functools import partial
+from weakref import KeyedRef
 from weakref import ref as weak_ref
 
 from durus.error import ConflictError, DurusKeyError, ReadConflictError, WriteConflictError
@@ -44,7 +45,7 @@ class Connection(ConnectionBase):
             raise TypeError("expected a Storage or a file name, got %r" % (storage,))
         self.storage = storage
         self.new_oid = storage.new_oid  # used by ObjectWriter
-        self.cache = Cache(cache_size)
+        self.cache = Cache(cache_size, self)
         self.reader = ObjectReader(self)
         self.changed = {}
         self.invalid_oids = set()
@@ -345,8 +346,12 @@ class Cache:
     the cache is beyond its target size.
     """
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, connection: ConnectionBase | None = None):
+        """connection: the connection whose held objects recent_objects shows
+        (Durus's name for them); without one it is a ReferenceContainer."""
         self.objects = {}
+        self.recent_objects = (ReferenceContainer() if connection is None
+                               else HeldObjects(connection))
         self.set_size(size)
 
     def get_size(self) -> int:
@@ -375,6 +380,14 @@ class Cache:
         ref = _OidRef(obj, self._remove_dead)
         ref.key = oid
         self.objects[oid] = ref
+
+    def __delitem__(self, oid: bytes) -> None:
+        """Drop the object of oid from the cache and let go of it (as in
+        Durus, nothing happens if there is none)."""
+        obj = self.get(oid)
+        if obj is not None:
+            self.recent_objects.discard(obj)
+            self.forget(obj)
 
     def forget(self, obj) -> None:
         """Drop obj from the cache, if it is there."""
@@ -415,6 +428,122 @@ class Cache:
             obj._p_set_status_ghost()
         connection.release(obj)
         return True
+
+
+class HeldObjects:
+    """The objects a connection holds strong references to, seen as Durus's
+    Cache.recent_objects (a ReferenceContainer): add() holds an object,
+    discard() lets go of it, so that only weak references may remain."""
+
+    def __init__(self, connection: ConnectionBase):
+        self.connection = connection
+
+    def __len__(self):
+        return self.connection.held_count()
+
+    def add(self, obj) -> None:
+        """Hold obj (as the least recently used, if it was not held)."""
+        self.connection.hold_loaded(obj)
+
+    def discard(self, obj) -> None:
+        self.connection.release(obj)
+
+
+class ReferenceContainer:
+    """Strong references to objects, by identity (Durus's container of the
+    recently used objects of a cache).
+
+    map: {id(obj): obj}
+    """
+
+    def __init__(self):
+        self.map = {}
+
+    def __len__(self):
+        return len(self.map)
+
+    def __contains__(self, obj) -> bool:
+        return id(obj) in self.map
+
+    def add(self, obj) -> None:
+        self.map[id(obj)] = obj
+
+    def discard(self, obj) -> None:
+        self.map.pop(id(obj), None)
+
+
+# The key of a weak reference in an ObjectDictionary that a newer value for
+# its key replaced: its death must not mark that newer value dead.
+_REPLACED = object()
+
+
+class ObjectDictionary:
+    """A mapping whose values are held weakly, as in Durus.
+
+    A key whose value dies, or that is deleted, is only noted in `dead`, and
+    removed from `mapping` when an iteration starts: a value dying while
+    another thread walks `mapping` does not change its size.
+
+    mapping: {key: weakref.KeyedRef}
+    dead: {key}, keys of mapping that are no longer there.
+    callback: called with a dead reference (anything with a `key`): notes
+        its key dead. It holds the dictionary weakly.
+    """
+
+    def __init__(self):
+        self.mapping = {}
+        self.dead = set()
+        self.callback = partial(_note_dead, weak_ref(self))
+
+    def get(self, key, default=None):
+        ref = self.mapping.get(key)
+        if ref is not None and key not in self.dead:
+            value = ref()
+            if value is not None:
+                return value
+        return default
+
+    def __getitem__(self, key):
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key, value) -> None:
+        old = self.mapping.get(key)
+        if old is not None:
+            old.key = _REPLACED
+        self.mapping[key] = KeyedRef(value, self.callback, key)
+        self.dead.discard(key)
+
+    def __delitem__(self, key) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self.dead.add(key)
+
+    def __contains__(self, key) -> bool:
+        return self.get(key) is not None
+
+    def __len__(self):
+        return len(self.mapping) - len(self.dead)
+
+    def clear_dead(self) -> None:
+        """Remove the dead keys from mapping."""
+        while self.dead:
+            self.mapping.pop(self.dead.pop(), None)
+
+    def __iter__(self):
+        self.clear_dead()
+        for key in list(self.mapping):
+            if key not in self.dead:
+                yield key
+
+
+def _note_dead(dictionary_ref, value_ref) -> None:
+    dictionary = dictionary_ref()
+    key = value_ref.key
+    if dictionary is not None and key is not _REPLACED and key in dictionary.mapping:
+        dictionary.dead.add(key)
 
 
 def touch_every_reference(connection: Connection, *words) -> None:
