@@ -53,7 +53,9 @@ def import_class(name: str) -> type:
 
 
 def get_storage_class(file: str) -> type:
-    """Return the storage class for file, judged by how it starts."""
+    """Return the storage class for file, judged by how it starts: FileStorage
+    for SHELF-1 and for a missing or empty file, FileStorage2 for DFS20,
+    SqliteStorage for SQLite."""
     from durus.file_storage import FileStorage
     if not os.path.exists(file):
         return FileStorage
@@ -62,10 +64,18 @@ def get_storage_class(file: str) -> type:
     if not start or start.startswith(b"SHELF-1"):
         return FileStorage
     if start.startswith(b"DFS20"):
-        raise ValueError("%s is a Durus FileStorage2 file, which this durus cannot open" % file)
+        from durus.file_storage2 import FileStorage2
+        return FileStorage2
     if start.startswith(b"SQLite format "):
-        raise ValueError("%s is a Durus SqliteStorage file, which this durus cannot open" % file)
-    raise ValueError("%s is not a Durus storage file" % file)
+        try:
+            from durus.sqlite_storage import SqliteStorage
+        except ModuleNotFoundError as exc:
+            if exc.name != "durus.sqlite_storage":
+                raise
+            raise ValueError("%s is a Durus SqliteStorage file, and SqliteStorage is not "
+                             "available in this durus yet" % file) from None
+        return SqliteStorage
+    raise ValueError("%s is not a Durus storage file (unknown storage type)" % file)
 
 
 def get_storage(file: str | None, storage_class: str | None = None, **kwargs):

@@ -1,0 +1,315 @@
+"""FileStorage2, the DFS20 format, through Connection and real files: commits,
+readonly, pack, repair, closed storages, durability, locking, format detection."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from durus.__main__ import get_storage, get_storage_class
+from durus.connection import Connection
+from durus.error import CorruptFileError, DurusKeyError, FileLockedError, ReadOnlyError
+from durus.file_storage import FileStorage
+from durus.file_storage2 import MAGIC, FileStorage2
+from durus.persistent_dict import PersistentDict
+from durus.utils import int8_to_str
+
+from test_closed import check_every_method_refused, descriptor_calls  # noqa: F401
+
+
+def commit_items(path, items: dict, **options) -> None:
+    """Open path, put items in its root (each value in a PersistentDict), commit, close."""
+    storage = FileStorage2(str(path), **options)
+    connection = Connection(storage)
+    root = connection.get_root()
+    for key, value in items.items():
+        root[key] = PersistentDict(value=value)
+    connection.commit()
+    storage.close()
+
+
+def read_items(path) -> dict:
+    storage = FileStorage2(str(path), readonly=True)
+    try:
+        root = Connection(storage).get_root()
+        return {key: value["value"] for key, value in root.items()}
+    finally:
+        storage.close()
+
+
+def test_new_file_starts_with_the_dfs20_magic(tmp_path):
+    path = tmp_path / "db.durus"
+    FileStorage2(str(path)).close()
+    assert path.read_bytes().startswith(MAGIC)
+
+
+def test_commits_survive_reopening(tmp_path):
+    path = tmp_path / "db.durus"
+    commit_items(path, {"a": 1})
+    commit_items(path, {"b": [2, "two"]})
+    assert read_items(path) == {"a": 1, "b": [2, "two"]}
+
+
+def test_readonly_never_writes_and_refuses_commits(tmp_path):
+    path = tmp_path / "db.durus"
+    commit_items(path, {"a": 1})
+    before = path.read_bytes(), os.stat(path).st_mtime_ns
+    storage = FileStorage2(str(path), readonly=True)
+    connection = Connection(storage)
+    connection.get_root()["b"] = 2
+    with pytest.raises(ReadOnlyError):
+        connection.commit()
+    with pytest.raises(ReadOnlyError):
+        storage.new_oid()
+    storage.close()
+    assert (path.read_bytes(), os.stat(path).st_mtime_ns) == before
+    with pytest.raises(FileNotFoundError):
+        FileStorage2(str(tmp_path / "missing.durus"), readonly=True)
+
+
+def test_pack_removes_garbage_then_the_file_grows_and_reopens(tmp_path):
+    path = tmp_path / "db.durus"
+    storage = FileStorage2(str(path))
+    connection = Connection(storage)
+    root = connection.get_root()
+    root["garbage"] = PersistentDict((i, PersistentDict(n=i)) for i in range(300))
+    root["kept"] = PersistentDict(n=-1)
+    connection.commit()
+    garbage_oid = root["garbage"]._p_oid
+    del root["garbage"]
+    connection.commit()
+    size = path.stat().st_size
+    connection.pack()
+    assert path.stat().st_size < size / 5
+    assert (tmp_path / "db.durus.prepack").exists()
+    assert not (tmp_path / "db.durus.pack").exists()
+    with pytest.raises(DurusKeyError):
+        storage.load(garbage_oid)
+    root["later"] = PersistentDict(n=1)
+    connection.commit()
+    storage.close()
+    reopened = FileStorage2(str(path))
+    root = Connection(reopened).get_root()
+    assert (root["kept"]["n"], root["later"]["n"], sorted(root)) == (-1, 1, ["kept", "later"])
+    assert int8_to_str(0) in set(reopened.shelf.gen_oids())
+    reopened.close()
+
+
+def test_commits_made_while_a_pack_runs_are_kept(tmp_path):
+    path = tmp_path / "db.durus"
+    storage = FileStorage2(str(path))
+    connection = Connection(storage)
+    connection.get_root()["old"] = PersistentDict(n=0)
+    connection.commit()
+    packer = storage.get_packer()
+    next(packer)
+    connection.get_root()["new"] = PersistentDict(n=1)
+    connection.get_root()["old"]["n"] = 2
+    connection.commit()
+    for _ in packer:
+        pass
+    storage.close()
+    root = Connection(FileStorage2(str(path), readonly=True)).get_root()
+    assert (root["old"]["n"], root["new"]["n"]) == (2, 1)
+
+
+def cut_tail_file(path) -> tuple[int, int]:
+    """Write two commits; return (end of the first, end of the second)."""
+    commit_items(path, {"a": 1})
+    first = path.stat().st_size
+    commit_items(path, {"b": 2})
+    return first, path.stat().st_size
+
+
+def test_a_cut_tail_is_refused_naming_its_offset_then_repaired(tmp_path):
+    path = tmp_path / "db.durus"
+    first, second = cut_tail_file(path)
+    original = path.read_bytes()
+    for cut in (first + 1, first + 6, (first + second) // 2, second - 1):
+        path.write_bytes(original[:cut])
+        with pytest.raises(CorruptFileError, match="byte %d" % first):
+            FileStorage2(str(path))
+        with pytest.raises(CorruptFileError):
+            FileStorage2(str(path), readonly=True)
+    FileStorage2(str(path), repair=True).close()
+    assert path.stat().st_size == first
+    assert read_items(path) == {"a": 1}
+
+
+def test_a_damaged_tail_is_refused_without_repair(tmp_path):
+    path = tmp_path / "db.durus"
+    first, _ = cut_tail_file(path)
+    with open(path, "r+b") as f:
+        f.seek(first)
+        f.write(b"\0\0\0\x05")  # a record length under 12
+    with pytest.raises(CorruptFileError, match="byte %d" % first):
+        FileStorage2(str(path))
+    with pytest.raises(ValueError, match="readonly"):
+        FileStorage2(str(path), readonly=True, repair=True)
+    FileStorage2(str(path), repair=True).close()
+    assert read_items(path) == {"a": 1}
+
+
+def test_a_damaged_index_or_header_is_refused(tmp_path):
+    path = tmp_path / "db.durus"
+    commit_items(path, {"a": 1})
+    data = path.read_bytes()
+    path.write_bytes(data[:6] + (10 ** 9).to_bytes(8, "big") + data[14:])
+    with pytest.raises(CorruptFileError, match="byte 6"):
+        FileStorage2(str(path))
+    path.write_bytes(data[:30] + b"x" * 5 + data[35:])
+    with pytest.raises(CorruptFileError, match="index at byte 14 is damaged"):
+        FileStorage2(str(path))
+    path.write_bytes(b"SHELF-1\n" + data[8:])
+    with pytest.raises(CorruptFileError, match="DFS20"):
+        FileStorage2(str(path))
+
+
+def test_a_commit_cut_short_by_its_killed_writer_is_dropped(tmp_path):
+    """A writer killed in the middle of writing a commit leaves its mark:
+    the next open leaves out the unfinished commit, without repair."""
+    path = tmp_path / "db.durus"
+    first, second = cut_tail_file(path)
+    (tmp_path / "db.durus.writer").write_text("a writer that was killed")
+    os.truncate(path, (first + second) // 2)
+    assert read_items(path) == {"a": 1}
+    assert path.stat().st_size == (first + second) // 2  # a reader leaves it
+    FileStorage2(str(path)).close()
+    assert path.stat().st_size == first
+    assert not (tmp_path / "db.durus.writer").exists()
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_every_operation_on_a_closed_storage_raises_value_error(tmp_path, readonly,
+                                                                descriptor_calls):  # noqa: F811
+    path = tmp_path / "db.durus"
+    commit_items(path, {"a": 1})
+    storage = FileStorage2(str(path), readonly=readonly)
+    Connection(storage)
+    dfs20 = storage.shelf
+    storage.close()
+    check_every_method_refused(storage, descriptor_calls)
+    check_every_method_refused(dfs20, descriptor_calls)
+
+
+def test_each_commit_is_fsynced_unless_turned_off(tmp_path, monkeypatch):
+    calls = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (calls.append(fd), real(fd)))
+    for fsync, expected in ((True, 5), (False, 0)):
+        storage = FileStorage2(str(tmp_path / ("%s.durus" % fsync)), fsync=fsync)
+        connection = Connection(storage)
+        calls.clear()
+        for i in range(5):
+            connection.get_root()[i] = i
+            connection.commit()
+        assert len(calls) == expected
+        storage.close()
+
+
+def test_a_second_writer_is_refused_and_a_reader_is_not(tmp_path):
+    path = tmp_path / "db.durus"
+    writer = FileStorage2(str(path))
+    Connection(writer).commit()
+    with pytest.raises(FileLockedError, match="db.durus"):
+        FileStorage2(str(path))
+    FileStorage2(str(path), readonly=True).close()
+    writer.close()
+    FileStorage2(str(path)).close()
+
+
+def test_a_temporary_storage_works_and_is_removed(tmp_path):
+    storage = FileStorage2()
+    name = storage.get_filename()
+    connection = Connection(storage)
+    connection.get_root()["x"] = PersistentDict(n=1)
+    connection.commit()
+    connection.pack()  # temporary files are not packed
+    assert connection.get_root()["x"]["n"] == 1
+    storage.close()
+    assert not os.path.exists(name)
+
+
+def test_format_detection(tmp_path):
+    dfs20, shelf, empty, sqlite, other = (str(tmp_path / name) for name in
+                                          ("a", "b", "c", "d", "e"))
+    FileStorage2(dfs20).close()
+    FileStorage(shelf).close()
+    open(empty, "wb").close()
+    with open(sqlite, "wb") as f:
+        f.write(b"SQLite format 3\0" + bytes(100))
+    with open(other, "wb") as f:
+        f.write(b"something else")
+    assert get_storage_class(dfs20) is FileStorage2
+    assert get_storage_class(shelf) is FileStorage
+    assert get_storage_class(empty) is FileStorage
+    assert get_storage_class(str(tmp_path / "new")) is FileStorage
+    try:
+        from durus.sqlite_storage import SqliteStorage
+    except ImportError:
+        with pytest.raises(ValueError, match="SqliteStorage is not available"):
+            get_storage_class(sqlite)
+    else:
+        assert get_storage_class(sqlite) is SqliteStorage
+    with pytest.raises(ValueError, match="not a Durus storage"):
+        get_storage_class(other)
+    storage = get_storage(dfs20, readonly=True)
+    assert type(storage) is FileStorage2
+    storage.close()
+    with pytest.raises(CorruptFileError, match="SHELF-1"):  # the class given wins
+        get_storage(dfs20, storage_class="durus.file_storage.FileStorage", readonly=True)
+
+
+def test_durus_pack_command_on_a_dfs20_file(tmp_path):
+    path = tmp_path / "db.durus"
+    storage = FileStorage2(str(path))
+    connection = Connection(storage)
+    connection.get_root()["garbage"] = PersistentDict((i, PersistentDict(n=i))
+                                                      for i in range(300))
+    connection.get_root()["kept"] = PersistentDict(value="yes")
+    connection.commit()
+    del connection.get_root()["garbage"]
+    connection.commit()
+    storage.close()
+    size = path.stat().st_size
+    done = subprocess.run([sys.executable, "-m", "durus", "-p", "--file", str(path)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert path.stat().st_size < size / 5
+    assert path.read_bytes().startswith(MAGIC)
+    assert read_items(path) == {"kept": "yes"}
+
+
+def test_a_hundred_thousand_objects_commit_pack_grow_and_reopen(tmp_path):
+    started = time.monotonic()
+    path = tmp_path / "big.durus"
+    model = {}
+    storage = FileStorage2(str(path), fsync=False)
+    connection = Connection(storage, cache_size=1000)
+    root = connection.get_root()
+    for batch in range(10):
+        for i in range(batch * 10000, (batch + 1) * 10000):
+            root[i] = model[i] = PersistentDict(n=i)
+        connection.commit()
+    model = {i: i for i in model}
+    for i in range(0, 100000, 3):  # garbage for the pack
+        del root[i], model[i]
+    for i in range(1, 100000, 7):
+        if i in model:
+            root[i]["n"] = model[i] = -i
+    connection.commit()
+    connection.pack()
+    for i in range(100000, 110000):  # growth after the pack
+        root[i] = PersistentDict(n=i)
+        model[i] = i
+    connection.commit()
+    storage.close()
+    storage = FileStorage2(str(path), readonly=True)
+    root = Connection(storage, cache_size=1000).get_root()
+    assert len(root) == len(model)
+    for key, value in model.items():
+        assert root[key]["n"] == value
+    storage.close()
+    assert time.monotonic() - started < 60
