@@ -112,13 +112,17 @@ checksum_matches(const unsigned char *p, const unsigned char *body, Py_ssize_t b
 }
 
 /* Check the transaction in buffer[start:end] and append its records.
- * Returns 0 if it is good, 1 with *reason set if it is bad, -1 on error. */
+ * Returns 0 if it is good, 1 with *reason set if it is bad, -1 on error.
+ * A record that is not an object record (Shelf.store takes any value) is
+ * good only in a transaction ending with a matching checksum. */
 static int
 check_transaction(const unsigned char *buffer, Py_ssize_t start, Py_ssize_t end,
                   long long base, Int64List *oids, Int64List *positions, PyObject **reason)
 {
     Py_ssize_t count = oids->length;
     Py_ssize_t position = start + 8;
+    Py_ssize_t loose = -1;  /* the first record that is not an object record */
+    int checksummed = 0;
 
     *reason = NULL;
     while (position < end) {
@@ -135,9 +139,17 @@ check_transaction(const unsigned char *buffer, Py_ssize_t start, Py_ssize_t end,
                 || oid != read_int8(buffer + position + 16)
                 || length - MIN_RECORD_LENGTH < data_length
                 || (length - MIN_RECORD_LENGTH - data_length) % 8) {
-            *reason = PyUnicode_FromFormat("malformed record at byte %lld",
-                                           base + (long long)position);
-            break;
+            /* Durus's framing: the length covers at least the name. */
+            if (oid != CHECKSUM_NUMBER && length >= 8 && length <= (uint64_t)(end - position - 8)) {
+                if (loose == -1) {
+                    loose = position;
+                }
+            }
+            else {
+                *reason = PyUnicode_FromFormat("malformed record at byte %lld",
+                                               base + (long long)position);
+                break;
+            }
         }
         if (oid == CHECKSUM_NUMBER) {
             int matches = 0;
@@ -153,6 +165,7 @@ check_transaction(const unsigned char *buffer, Py_ssize_t start, Py_ssize_t end,
                 *reason = PyUnicode_FromString("checksum mismatch");
                 break;
             }
+            checksummed = 1;
         }
         else if (append(oids, (int64_t)oid) < 0
                  || append(positions, base + (long long)position) < 0) {
@@ -161,7 +174,10 @@ check_transaction(const unsigned char *buffer, Py_ssize_t start, Py_ssize_t end,
         position += 8 + (Py_ssize_t)length;
     }
     if (position == end) {
-        return 0;
+        if (loose == -1 || checksummed) {
+            return 0;
+        }
+        *reason = PyUnicode_FromFormat("malformed record at byte %lld", base + (long long)loose);
     }
     oids->length = positions->length = count;
     return *reason == NULL ? -1 : 1;

@@ -1,6 +1,6 @@
 """Exceptions raised by durus."""
 
-from durus.utils import str_to_int8
+from durus.utils import ShortRead, str_to_int8
 
 
 def _format_oid(oid) -> str:
@@ -56,10 +56,28 @@ class CorruptFileError(DurusError, ValueError):
     """A storage file is damaged or is not a durus file."""
 
 
+class WrongFormatError(CorruptFileError, AssertionError):
+    """A file does not start with its format's magic bytes (an AssertionError
+    too: Durus asserted the magic)."""
+
+
+class ShortReadError(CorruptFileError, ShortRead):
+    """A file ends, or a transaction breaks off, before what its lengths
+    announce (a durus.utils.ShortRead too: Durus raised that for a cut-off
+    or torn file)."""
+
+
+class ClosedFileError(DurusError, ValueError, OSError):
+    """A closed file was asked its size: a ValueError as for any closed file,
+    and an OSError as Durus's File, which looked the size up by name, raised
+    once a temporary file was gone."""
+
+
 class FileLockedError(DurusError, BlockingIOError):
     """Another process holds the write lock on a storage file (a
     BlockingIOError, which is what Durus raised)."""
 
 
-class ReadOnlyError(DurusError, PermissionError):
-    """A change was attempted through a read-only storage."""
+class ReadOnlyError(DurusError, PermissionError, AssertionError):
+    """A change was attempted through a read-only storage (an AssertionError
+    too: Durus asserted that its file was writable)."""

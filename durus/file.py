@@ -8,25 +8,31 @@ import socket
 import tempfile
 import time
 
-from durus.error import FileLockedError, ReadOnlyError
+from durus.error import ClosedFileError, FileLockedError, ReadOnlyError
 
 
 class File:
     """An open database file.
 
-    Writers hold an exclusive flock for as long as the file is open; readonly
-    opens take no lock. With name None, an anonymous temporary file is used
-    and removed on close().
+    Two ways to use it: positional (pread/pwrite, what a Shelf uses), and
+    Durus's stream style (seek/tell/read/write at a position kept here).
+    Writing takes an exclusive flock, held until close(); a writer that wants
+    to fail at once when another has the file calls obtain_lock() first.
+    Read-only files never take it. With name None, a temporary file is used
+    (tempfile options such as prefix= go to it) and removed on close().
     """
 
-    def __init__(self, name: str | None = None, readonly: bool = False):
+    def __init__(self, name: str | None = None, readonly: bool = False, **temporary_options):
         self.readonly = readonly
         self.temporary = name is None
         if self.temporary:
             if readonly:
                 raise ValueError("a temporary file cannot be read-only")
-            self.file = tempfile.NamedTemporaryFile(prefix="durus-", suffix=".durus")
+            options = {"prefix": "durus-", "suffix": ".durus", **temporary_options}
+            self.file = tempfile.NamedTemporaryFile(**options)
             self.name = self.file.name
+        elif temporary_options:
+            raise TypeError("options %s are for temporary files only" % sorted(temporary_options))
         elif readonly:
             if not os.path.exists(name):
                 raise FileNotFoundError("no durus file at %r to open read-only" % name)
@@ -36,22 +42,40 @@ class File:
             self.file = open(name, "r+b" if os.path.exists(name) else "w+b")
             self.name = name
         self.closed = False
+        self.has_lock = False
+        self.position = 0  # of the stream-style methods
         # Descriptor uses under way, in any thread: close() leaves the
         # descriptor open until the last one ends, so that no other file can
         # be given its number while a call still uses it.
         self._uses = 0
-        if not readonly:
-            self._lock()
 
-    def _lock(self) -> None:
+    def obtain_lock(self) -> None:
+        """Take the exclusive write lock, unless held already.
+
+        Raises FileLockedError if another writer holds it, ReadOnlyError for
+        a read-only file.
+        """
+        if not self.has_lock:
+            self._call(_pass, writing=True)
+
+    def release_lock(self) -> None:
+        """Give up the write lock (the next write takes it again)."""
+        self._check_open()
+        if self.has_lock:
+            self._call(fcntl.flock, fcntl.LOCK_UN)
+            self.has_lock = False
+
+    def _take_lock(self, fd: int) -> None:
+        if self.readonly:
+            raise ReadOnlyError("%r is open read-only" % self.name)
         try:
-            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self.file.close()
             raise FileLockedError(
                 errno.EAGAIN,
                 "%r is in use by another writer (a FileStorage or a durus server); "
                 "open it with readonly=True or go through the server" % self.name) from None
+        self.has_lock = True
 
     def get_name(self) -> str:
         return self.name
@@ -67,16 +91,18 @@ class File:
             raise ValueError("I/O operation on closed durus file %r" % self.name)
 
     def _call(self, function, *args, writing: bool = False):
-        """Return function(descriptor, *args); ValueError once the file is closed."""
+        """Return function(descriptor, *args), taking the write lock first if
+        writing; ValueError once the file is closed."""
         # No call comes between the count and the try, nor between the finally
         # and the uncount: nothing (a signal handler's Ctrl-C, another thread:
         # both run only at calls and loops under the GIL) can come between.
         self._uses += 1
         try:
             self._check_open()
-            if writing and self.readonly:
-                raise ReadOnlyError("%r is open read-only" % self.name)
-            return function(self.file.fileno(), *args)
+            fd = self.file.fileno()
+            if writing and not self.has_lock:
+                self._take_lock(fd)
+            return function(fd, *args)
         finally:
             self._uses -= 1
             if self.closed and not self._uses:
@@ -84,6 +110,15 @@ class File:
 
     def size(self) -> int:
         return self._call(os.fstat).st_size
+
+    def stat(self) -> os.stat_result:
+        """os.stat_result of the file; ClosedFileError (a ValueError and an OSError) once closed."""
+        if self.closed:
+            raise ClosedFileError("durus file %r is closed" % self.name)
+        return self._call(os.fstat)
+
+    def __len__(self) -> int:
+        return self.stat().st_size
 
     def pread(self, n: int, position: int) -> bytes:
         """Return up to n bytes at position (fewer only at the end of the file)."""
@@ -93,12 +128,52 @@ class File:
         """Write all of data at position."""
         self._call(_write_all, data, position, writing=True)
 
-    def truncate(self, size: int) -> None:
-        self._call(os.ftruncate, size, writing=True)
+    def truncate(self, size: int | None = None) -> None:
+        """Cut the file to size bytes (by default, to the stream position)."""
+        self._call(os.ftruncate, self.position if size is None else size, writing=True)
 
     def fsync(self) -> None:
         """Make everything written so far durable."""
         self._call(os.fdatasync)
+
+    # Durus's stream style: reads and writes at self.position, moving it on.
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> None:
+        if whence == os.SEEK_SET:
+            position = offset
+        elif whence == os.SEEK_CUR:
+            position = self.tell() + offset
+        elif whence == os.SEEK_END:
+            position = self.size() + offset
+        else:
+            raise ValueError("whence is 0, 1 or 2, not %r" % (whence,))
+        self._check_open()
+        if position < 0:
+            raise ValueError("cannot seek to %d, before the start of %r" % (position, self.name))
+        self.position = position
+
+    def seek_end(self) -> None:
+        self.seek(0, os.SEEK_END)
+
+    def tell(self) -> int:
+        self._check_open()
+        return self.position
+
+    def read(self, n: int | None = None) -> bytes:
+        """Return the next n bytes (fewer at the end of the file), or all that is left."""
+        if n is None:
+            n = max(0, self.size() - self.position)
+        data = self.pread(n, self.position)
+        self.position += len(data)
+        return data
+
+    def write(self, data: bytes) -> None:
+        self.pwrite(data, self.position)
+        self.position += len(data)
+
+    def flush(self) -> None:
+        """Nothing to do (writes go straight to the descriptor), once the file is checked open."""
+        self._check_open()
 
     def is_at(self, path: str) -> bool:
         """Tell whether path names this file."""
@@ -110,8 +185,16 @@ class File:
         return os.path.samestat(self._call(os.fstat), there)
 
     def rename(self, new_name: str) -> None:
-        """Give the file a new name (replacing any file there) and make that durable."""
+        """Give the file a new name (replacing any file there) and make that durable.
+
+        A temporary file keeps its name (it is removed by that name on close):
+        renaming one raises AssertionError, as in Durus.
+        """
         self._check_open()
+        if new_name == self.name:
+            return
+        if self.temporary:
+            raise AssertionError("temporary file %r cannot be renamed" % self.name)
         old_name, self.name = self.name, new_name
         try:
             os.replace(old_name, new_name)
@@ -133,8 +216,68 @@ class File:
     def close(self) -> None:
         """Close the file (and release its lock) once no call is using it."""
         self.closed = True
+        self.has_lock = False
         if not self._uses:  # else the last use closes it
             self.file.close()
+
+
+class StreamFile:
+    """The positional interface of File over an open binary stream (an
+    io.BytesIO, an open file object), so that a Shelf can live in one. It takes
+    no lock, and fsync() only flushes: the stream's owner sees to those.
+    """
+
+    temporary = False
+
+    def __init__(self, stream, readonly: bool = False):
+        self.stream = stream
+        self.readonly = readonly
+
+    @property
+    def closed(self) -> bool:
+        return self.stream.closed
+
+    def get_name(self) -> str:
+        return getattr(self.stream, "name", repr(self.stream))
+
+    def is_temporary(self) -> bool:
+        return False
+
+    def is_readonly(self) -> bool:
+        return self.readonly
+
+    def obtain_lock(self) -> None:
+        self._check_writable()
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise ReadOnlyError("%s is open read-only" % self.get_name())
+
+    def size(self) -> int:
+        return self.stream.seek(0, os.SEEK_END)
+
+    def pread(self, n: int, position: int) -> bytes:
+        self.stream.seek(position)
+        return self.stream.read(n)
+
+    def pwrite(self, data: bytes, position: int) -> None:
+        self._check_writable()
+        self.stream.seek(position)
+        self.stream.write(data)
+
+    def truncate(self, size: int) -> None:
+        self._check_writable()
+        self.stream.truncate(size)
+
+    def fsync(self) -> None:
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+def _pass(fd: int) -> None:
+    """What File._call runs when only the lock is wanted."""
 
 
 def _write_all(fd: int, data: bytes, position: int) -> None:

@@ -39,6 +39,12 @@ class FileStorage(Storage):
         if filename is not None:
             filename = os.fspath(filename)
         file = File(filename, readonly=readonly)
+        if not readonly:
+            try:
+                file.obtain_lock()  # before anything else: a second writer fails here
+            except BaseException:
+                file.close()
+                raise
         mark = None if file.is_temporary() else WriterMark(file.get_name())
         writer_marked = mark is not None and mark.is_present()
         # A writer's mark: present from before its first write until it closes.
@@ -100,7 +106,7 @@ class FileStorage(Storage):
             raise ReadOnlyError("%s is read-only" % self)
 
     def load(self, oid: bytes) -> bytes:
-        record = self.shelf.get_value(oid)
+        record = self.shelf.get_record(oid)
         if record is None:
             raise DurusKeyError(oid)
         return record

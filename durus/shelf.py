@@ -26,16 +26,17 @@ import zlib
 from array import array
 from logging import WARNING
 
-from durus.error import CorruptFileError
-from durus.file import File, fsync_directory
+from durus.error import CorruptFileError, ShortReadError, WrongFormatError
+from durus.file import File, StreamFile, fsync_directory
 from durus.logger import log
-from durus.utils import int8_to_str, str_to_int8
+from durus.utils import as_bytes, int8_to_str, str_to_int8
 
 PREFIX = b"SHELF-1\n"
 CHECKSUM_OID = b"\xff" * 8
 
 _INT8 = struct.Struct(">Q")
 _RECORD_HEAD = struct.Struct(">QQQL")  # m, shelf oid, record oid, len(data)
+_ITEM_HEAD = struct.Struct(">QQ")  # m, shelf oid: the part of a record Durus's Shelf reads
 _CHECKSUM_NUMBER = str_to_int8(CHECKSUM_OID)
 _MIN_RECORD_LENGTH = 8 + 12  # shelf oid + record oid + int4
 # The checksum record's data: the class pickle of `object`, then the CRC-32
@@ -58,6 +59,13 @@ def _checksum_record(crc: int) -> bytes:
     """The object record holding a transaction's CRC-32."""
     return (CHECKSUM_OID + _CHECKSUM_DATA_LENGTH.to_bytes(4, "big")
             + _CHECKSUM_DATA_HEAD + crc.to_bytes(5, "little") + b".")
+
+
+def _oid_number(oid: bytes) -> int:
+    try:
+        return _INT8.unpack(oid)[0]
+    except struct.error:
+        raise ValueError("an oid is 8 bytes, not %r" % (oid,)) from None
 
 
 def _shelf_record(oid: bytes, record: bytes) -> bytes:
@@ -152,41 +160,69 @@ class PositionIndex:
 
     def __iter__(self):
         """Yield the oid numbers, ascending for the dense ones."""
+        for n, _ in self.items():
+            yield n
+
+    def items(self):
+        """Yield (oid number, position), ascending for the dense ones."""
         for n, position in enumerate(self.dense):
             if position:
-                yield n
-        yield from list(self.sparse)
+                yield n, position
+        yield from list(self.sparse.items())
 
 
 class Shelf:
-    """An open SHELF-1 file: read records by oid, append transactions."""
+    """An open SHELF-1 file: a map of 8-byte names (oids) to values (object
+    records), kept as transactions appended to the file.
 
-    def __init__(self, file: File, repair: bool = False, writer_marked: bool = False):
+    Read records by oid, append transactions; Durus's Shelf API (store,
+    get_value, next_name, iterindex, items) works on it too.
+    """
+
+    def __init__(self, file=None, items=None, repair: bool = False, readonly: bool = False,
+                 writer_marked: bool = False):
         """Open file, creating the shelf if the file is empty (or, with
         repair or writer_marked, if its creation was cut short).
 
-        Raises CorruptFileError if the file is not a shelf, or if a transaction
-        is incomplete or damaged and repair is False; with repair, the file is
-        cut back to the end of the last good transaction.
+        file: File | str | binary stream (a BytesIO, an open file) | None for
+        a temporary file. readonly applies when file is a name or a stream.
+        items: (name, value) pairs (bytes or str) that a new shelf starts
+        with; only for an empty file.
+
+        Raises CorruptFileError if the file is not a shelf (WrongFormatError),
+        or if a transaction is incomplete or damaged (ShortReadError) and
+        repair is False; with repair, the file is cut back to the end of the
+        last good transaction.
 
         writer_marked: whether a writer's mark (file.WriterMark) was present,
         so that a last transaction cut short is a commit in flight: it is left
         out, and cut off unless the file is read-only.
         """
+        if file is None:
+            file = File()
+        elif isinstance(file, (str, os.PathLike)):
+            file = File(os.fspath(file), readonly=readonly)
+        elif not isinstance(file, File):
+            file = StreamFile(file, readonly=readonly)
+        if not file.is_readonly():
+            file.obtain_lock()
         self.file = file
         size = file.size()
         if size < len(_NEW_SHELF) and file.pread(size, 0) == _NEW_SHELF[:size]:
             if size and not (repair or writer_marked):
-                raise CorruptFileError(
+                raise ShortReadError(
                     "%r was cut short while being created, so it holds no transactions. "
                     "Open with repair=True (durus --repair) to create it afresh."
                     % file.get_name())
             if file.is_readonly():
-                raise CorruptFileError("%r is empty, not a durus file" % file.get_name())
-            for _ in write_shelf(file, ()):
+                raise WrongFormatError("%r is empty, not a durus file" % file.get_name())
+            pairs = ((as_bytes(name), as_bytes(value)) for name, value in items or ())
+            for _ in write_shelf(file, pairs):
                 pass
-            if not file.is_temporary():
+            if isinstance(file, File) and not file.is_temporary():
                 fsync_directory(file.get_name())
+        elif items is not None:
+            raise ValueError("items are for a new shelf, but %r is not empty" % file.get_name())
         self._read_header()
         self.index = PositionIndex()
         self.end = self._scan_transactions(repair, writer_marked)
@@ -199,12 +235,12 @@ class Shelf:
         size = self.file.size()
         head = self.file.pread(16, 0)
         if head[:8] != PREFIX:
-            raise CorruptFileError("%r is not a durus file (no SHELF-1 header)" % name)
+            raise WrongFormatError("%r is not a durus file (no SHELF-1 header)" % name)
         if len(head) < 16:
-            raise CorruptFileError("%r is truncated inside its header" % name)
+            raise ShortReadError("%r is truncated inside its header" % name)
         self.map_start = 16 + str_to_int8(head[8:16])
         if self.map_start > size - 24:
-            raise CorruptFileError("%r is truncated before its offset map: the header at "
+            raise ShortReadError("%r is truncated before its offset map: the header at "
                                    "byte 8 puts it at byte %d, the file has %d bytes"
                                    % (name, self.map_start, size))
         map_head = self.file.pread(24, self.map_start)
@@ -213,7 +249,7 @@ class Shelf:
             raise CorruptFileError("%r has a damaged offset map at %d" % (name, self.map_start))
         self.map_end = self.map_start + 8 + length
         if self.map_end > size:
-            raise CorruptFileError("%r is truncated inside its offset map" % name)
+            raise ShortReadError("%r is truncated inside its offset map" % name)
         # The map is read a page at a time, as lookups need it, so that a
         # packed file of any size opens at once.
         self._map_page_words = _MAP_PAGE_BYTES // self.word_size
@@ -232,7 +268,7 @@ class Shelf:
         count = min(self._map_page_words, self.map_count - first)
         page = self.file.pread(count * self.word_size, self.map_start + 24 + first * self.word_size)
         if len(page) < count * self.word_size:
-            raise CorruptFileError("%r is truncated inside its offset map" % self.file.get_name())
+            raise ShortReadError("%r is truncated inside its offset map" % self.file.get_name())
         return page
 
     def _scan_transactions(self, repair: bool, writer_marked: bool) -> int:
@@ -267,7 +303,7 @@ class Shelf:
         if empty_run_start != -1:
             position = empty_run_start
         if not repair:
-            raise CorruptFileError(
+            raise ShortReadError(
                 "%r: the transaction at byte %d is incomplete or damaged (%s); "
                 "%d bytes from there on are not a valid transaction. Open with "
                 "repair=True (durus --repair) to cut the file back to its last "
@@ -299,10 +335,14 @@ class Shelf:
         if self.file.closed:
             raise ValueError("operation on a closed shelf (%r)" % self.file.get_name())
 
+    def get_file(self):
+        """The File (or StreamFile) the shelf lives in."""
+        return self.file
+
     def get_position(self, oid: bytes) -> int | None:
         """Return the position of the newest record of oid, or None."""
         self._check_open()
-        return self._position(_INT8.unpack(oid)[0])
+        return self._position(_oid_number(oid))
 
     def _position(self, j: int) -> int | None:
         position = self.index.get(j)
@@ -333,14 +373,18 @@ class Shelf:
         self._check_open()
         return self._read_record(position, None)
 
-    def get_value(self, oid: bytes) -> bytes | None:
+    def get_record(self, oid: bytes) -> bytes | None:
         """Return the newest record of oid, or None.
 
-        Raises CorruptFileError if the file's index points at something else.
+        Raises CorruptFileError if the file's index points at something other
+        than a well-formed object record of oid.
         """
         if self.file.closed:
             self._check_open()
-        j = _INT8.unpack(oid)[0]
+        try:
+            j = _INT8.unpack(oid)[0]
+        except struct.error:
+            _oid_number(oid)  # raises the ValueError
         position = self.index.get(j)  # self._position(j), without a call: loads are hot
         if position is None:
             if j >= self.map_count:
@@ -376,20 +420,58 @@ class Shelf:
         if end > len(chunk):
             record = self.file.pread(end - offset - 16, position + 16)
             if len(record) < end - offset - 16:
-                raise CorruptFileError("%r: the record at byte %d is cut off"
+                raise ShortReadError("%r: the record at byte %d is cut off"
                                        % (self.file.get_name(), position))
             return record
         return chunk[offset + 16:end]
 
-    def gen_oids(self):
-        """Yield every oid that has a record (the checksum oid excluded)."""
+    def get_value(self, name: bytes) -> bytes | None:
+        """Return the newest value stored under name, or None: Durus's
+        generic form of get_record(), for values of any form."""
+        position = self.get_position(name)
+        if position is None:
+            return None
+        return self._read_value(position, _oid_number(name))
+
+    def _read_value(self, position: int, j: int) -> bytes:
+        """The value of the item at position, which must be one of oid number j."""
+        limit = self.map_start if position < self.map_start else self.end
+        head = self.file.pread(16, position) if position >= len(PREFIX) + 8 else b""
+        length, name = _ITEM_HEAD.unpack(head) if len(head) == 16 else (0, None)
+        if length < 8 or position + 8 + length > limit or name != j:
+            raise CorruptFileError("%r: no item for oid %d at byte %d"
+                                   % (self.file.get_name(), j, position))
+        value = self.file.pread(length - 8, position + 16)
+        if len(value) < length - 8:
+            raise ShortReadError("%r: the item at byte %d is cut off"
+                                 % (self.file.get_name(), position))
+        return value
+
+    def iterindex(self):
+        """Yield (oid, position) for every oid that has a record (the checksum oid excluded)."""
         self._check_open()
         index = self.index
         for j in range(self.map_count):
-            if j not in index and self._packed_position(j) is not None:
-                yield int8_to_str(j)
-        for j in index:
-            yield int8_to_str(j)
+            if j not in index:
+                position = self._packed_position(j)
+                if position is not None:
+                    yield int8_to_str(j), position
+        for j, position in index.items():
+            yield int8_to_str(j), position
+
+    def __iter__(self):
+        """Yield every oid that has a record (the checksum oid excluded)."""
+        for oid, _ in self.iterindex():
+            yield oid
+
+    gen_oids = __iter__
+
+    def items(self):
+        """Yield (oid, value) for every oid that has a record."""
+        for oid, position in self.iterindex():
+            yield oid, self._read_value(position, str_to_int8(oid))
+
+    iteritems = items  # Durus's name
 
     def gen_free_oids(self):
         """Yield oids without a record: the offset map's holes, then upwards from its end."""
@@ -431,6 +513,17 @@ class Shelf:
         except BaseException:
             self._free_oids = None  # a generator that raised is finished for good
             raise
+
+    next_name = next_free_oid  # Durus's name
+
+    def store(self, items) -> list:
+        """Append the (name, value) pairs (bytes or str) as one transaction,
+        on disk when this returns; return [(name, old position or None, new position)]."""
+        items = [(as_bytes(name), as_bytes(value)) for name, value in items]
+        old = [self.get_position(name) for name, _ in items]
+        self.append(items)
+        return [(name, position, self.get_position(name))
+                for (name, _), position in zip(items, old)]
 
     def append(self, items, fsync: bool = True) -> None:
         """Write the (oid, record) pairs as one transaction at the end of the file.
@@ -562,14 +655,24 @@ def _is_cut_short(tail: bytes) -> bool:
 
 def _check_transaction(buffer: bytes, start: int, end: int, base: int, oids, positions):
     """Check the transaction in buffer[start:end]; append the oid numbers and
-    file positions of its records. Return None, or why it is bad."""
+    file positions of its records. Return None, or why it is bad.
+
+    A record need not be an object record (Shelf.store takes any value) if
+    the transaction ends with a matching checksum, which vouches for it.
+    """
     count = len(oids)
     position = start + 8
+    loose = -1  # the first record that is not an object record
+    checksummed = False
     while position < end:
         if position + _RECORD_HEAD.size > end:
             error = "a record header is cut off at byte %d" % (base + position)
             break
         oid, record_end = _read_record_head(buffer, position, end)
+        if record_end == -1 and oid != _CHECKSUM_NUMBER:
+            record_end = _item_end(buffer, position, end)
+            if loose == -1:
+                loose = position
         if record_end == -1:
             error = "malformed record at byte %d" % (base + position)
             break
@@ -578,14 +681,24 @@ def _check_transaction(buffer: bytes, start: int, end: int, base: int, oids, pos
             if record_end != end or buffer[position + 16:record_end] != expected:
                 error = "checksum mismatch"
                 break
+            checksummed = True
         else:
             oids.append(oid)
             positions.append(base + position)
         position = record_end
     else:
-        return None
+        if loose == -1 or checksummed:
+            return None
+        error = "malformed record at byte %d" % (base + loose)
     del oids[count:], positions[count:]
     return error
+
+
+def _item_end(buffer: bytes, position: int, end: int) -> int:
+    """The end of the record at position as Durus's Shelf frames it (int8
+    length, then at least the 8-byte name), or -1 if it overruns end."""
+    record_end = position + 8 + _INT8.unpack_from(buffer, position)[0]
+    return record_end if position + 16 <= record_end <= end else -1
 
 
 if not os.environ.get("DURUS_PURE_PYTHON"):
