@@ -131,3 +131,12 @@ def test_call_if_persistent():
 def test_format_oid(connection):
     assert connection.get_root()._p_format_oid() == "0"
     assert connection.get_root()._p_oid == int8_to_str(0)
+
+
+def test_format_oid_of_unstored_and_str_oids():
+    p = Point()
+    assert p._p_format_oid() == "None"
+    p._p_oid = "\0" * 7 + "\xff"  # Durus lets a str stand for the oid's latin-1 bytes
+    assert p._p_format_oid() == "255"
+    p._p_oid = int8_to_str(2 ** 40)
+    assert p._p_format_oid() == str(2 ** 40) and repr(p) == "<Point %d>" % 2 ** 40
