@@ -361,6 +361,19 @@ class BitArray:
         return "".join(str(bit) for bit in self)
 
 
+def _start_array(file, generate):
+    """Return file (a new BytesIO if None), positioned where it was, after
+    running generate(file) to write a new array there if the file ends there."""
+    file = BytesIO() if file is None else file
+    start = file.tell()
+    file.seek(0, 2)
+    if file.tell() == start:
+        for _ in generate(file):
+            pass
+    file.seek(start)
+    return file
+
+
 class WordArray:
     """A fixed number of fixed-length words (bytes) kept in a file-like
     object from its position at creation: int8 (16 + bytes_per_word *
@@ -373,13 +386,9 @@ class WordArray:
 
     def __init__(self, file=None, bytes_per_word: int | None = None,
                  number_of_words: int | None = None):
-        self.file = BytesIO() if file is None else file
+        self.file = _start_array(file, lambda f: self.generate(
+            f, bytes_per_word, number_of_words, b"\0"))
         start = self.file.tell()
-        self.file.seek(0, 2)
-        if self.file.tell() == start:
-            for _ in self.generate(self.file, bytes_per_word, number_of_words, b"\0"):
-                pass
-        self.file.seek(start)
         header = read(self.file, 24)
         total, bytes_per_word, number_of_words = struct.unpack(">QQQ", header)
         if total != 16 + bytes_per_word * number_of_words:
@@ -431,13 +440,7 @@ class IntArray:
 
     def __init__(self, file=None, number_of_ints: int | None = None,
                  maximum_int: int | None = None):
-        self.file = BytesIO() if file is None else file
-        start = self.file.tell()
-        self.file.seek(0, 2)
-        if self.file.tell() == start:
-            for _ in self.generate(self.file, number_of_ints, maximum_int):
-                pass
-        self.file.seek(start)
+        self.file = _start_array(file, lambda f: self.generate(f, number_of_ints, maximum_int))
         self.word_array = WordArray(self.file)
         width = self.word_array.get_bytes_per_word()
         self.blank = b"\xff" * width
