@@ -8,6 +8,7 @@ unsigned 64-bit one.
 
 import struct
 import sys
+from builtins import bytearray, bytes, next
 from io import BytesIO
 from pickle import Pickler, Unpickler, dumps, loads
 
@@ -18,8 +19,8 @@ byte_string = (bytes, bytearray)
 empty_byte_string = b""
 join_bytes = b"".join
 xrange = range
-# Re-exported: Durus code imports these from durus.utils.
-BytesIO, Pickler, Unpickler, dumps, loads, next, bytes, bytearray
+# Re-exported: Durus code imports these (builtins too) from durus.utils.
+BytesIO, Pickler, Unpickler, dumps, loads, bytearray, bytes, next
 
 # True: read() and write() print what they move to sys.stdout (protocol debugging).
 TRACE = False

@@ -13,6 +13,7 @@ from durus.utils import (ArrayLayoutError, BitArray, Byte, ByteArray, IntArray, 
                          read_int8, read_int8_str, str_to_int4, str_to_int8, write,
                          write_all, write_int4, write_int4_str, write_int8,
                          write_int8_str, xrange)
+from durus.utils import bytearray as utils_bytearray, next as utils_next  # Durus re-exports
 
 
 @pytest.fixture
@@ -56,6 +57,7 @@ def test_as_bytes_and_join_bytes():
     assert as_bytes(bytearray(b"ab")) == b"ab"
     assert join_bytes([b"a", b"b"]) == b"ab"
     assert list(xrange(3)) == [0, 1, 2]
+    assert utils_next(iter([5])) == 5 and utils_bytearray is bytearray
     assert all_bytes[65] == b"A" and len(all_bytes) == 256
 
 
