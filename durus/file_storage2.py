@@ -137,7 +137,10 @@ class Dfs20File:
             pickled = zlib.decompress(self.file.pread(length, start + 8))
             positions = _IndexUnpickler(io.BytesIO(pickled), encoding="latin1").load()
             oids = array("Q")
-            oids.frombytes(b"".join(map(_as_oid, positions)))
+            try:
+                oids.frombytes(b"".join(positions))
+            except TypeError:  # text keys
+                oids.frombytes(b"".join(map(_as_oid, positions)))
             if len(oids) != len(positions):
                 raise ValueError("an oid is not 8 bytes")
             offsets = array("q", positions.values())
