@@ -25,13 +25,11 @@ import sys
 import threading
 import zlib
 from array import array
-from logging import WARNING
 
 from durus.error import CorruptFileError
 from durus.file import File, WriterMark, fsync_directory
 from durus.file_storage import FileStorage, _switch_files
-from durus.logger import log
-from durus.shelf import PositionIndex
+from durus.shelf import PositionIndex, Shelf
 from durus.storage import ROOT_OID
 from durus.utils import int8_to_str
 
@@ -170,36 +168,21 @@ class Dfs20File:
             self._add(oids, positions)
             position += end
             if error:
-                return self._handle_torn(position, size, error, repair)
+                return self._handle_torn(-1, position, size, error, repair)
             if position + len(buffer) - end >= size and end < len(buffer):
                 # The last transaction runs to the end of the file, unfinished.
                 if writer_marked:
                     return self._drop_commit_in_flight(position, size)
-                return self._handle_torn(position, size, "it is cut off by the end of "
-                                         "the file", repair)
+                return self._handle_torn(-1, position, size, "it is cut off by the end "
+                                         "of the file", repair)
             # A transaction longer than the buffer: read all of it next time.
             wanted = _SCAN_CHUNK if end else 2 * wanted
         return position
 
-    def _handle_torn(self, position: int, size: int, reason: str, repair: bool) -> int:
-        if not repair:
-            raise self._corrupt(
-                "the transaction at byte %d is incomplete or damaged (%s); %d bytes from "
-                "there on are not a valid transaction. Open with repair=True (durus "
-                "--repair) to cut the file back to its last complete transaction.",
-                position, reason, size - position)
-        self.file.truncate(position)
-        self.file.fsync()
-        return position
-
-    def _drop_commit_in_flight(self, position: int, size: int) -> int:
-        if not self.file.is_readonly():
-            log(WARNING, "%r: dropped %d bytes at byte %d, the start of a commit that its "
-                "writer left unfinished when it stopped (the commit had not returned)"
-                % (self.file.get_name(), size - position, position))
-            self.file.truncate(position)
-            self.file.fsync()
-        return position
+    # A bad end is handled as in a Shelf (Shelf's errors, log and cut-back).
+    _handle_torn = Shelf._handle_torn
+    _drop_commit_in_flight = Shelf._drop_commit_in_flight
+    _cut_back = Shelf._cut_back
 
     @property
     def closed(self) -> bool:
@@ -292,10 +275,7 @@ class Dfs20File:
             if previous is not None:
                 self.index.restore(oids, previous)
             self.end = start
-            try:
-                self.file.truncate(start)
-            except OSError:
-                self._torn_end = True  # the next append cuts it first; else the next open
+            self._cut_back()
             raise
         if oids:
             self.next_oid = max(self.next_oid, max(oids) + 1)

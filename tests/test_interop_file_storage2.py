@@ -4,6 +4,7 @@ here, and ours there, checked object by object (tests/interop_model.py)."""
 import pytest
 
 import test_interop
+from test_interop import sides  # noqa: F401 (the fixture)
 
 # test_interop's scripts, on FileStorage2.
 WRITE, MUTATE, READ = (
@@ -17,13 +18,8 @@ print(open(sys.argv[1], "rb").read(6) == b"DFS20\\0")
 """
 
 
-@pytest.fixture
-def sides(run_peer, run_ours):
-    return {"ours": run_ours, "peer": run_peer}
-
-
 @pytest.mark.parametrize("writer, reader", [("ours", "peer"), ("peer", "ours")])
-def test_written_by_one_read_by_the_other(sides, tmp_path, writer, reader):
+def test_written_by_one_read_by_the_other(sides, tmp_path, writer, reader):  # noqa: F811
     path = str(tmp_path / "db.durus")
     sides[writer](WRITE, path, writer)
     assert sides[writer](MAGIC, path) == "True\n"
@@ -33,7 +29,7 @@ def test_written_by_one_read_by_the_other(sides, tmp_path, writer, reader):
 
 
 @pytest.mark.parametrize("first, second", [("ours", "peer"), ("peer", "ours")])
-def test_changes_and_pack_by_the_other_side(sides, tmp_path, first, second):
+def test_changes_and_pack_by_the_other_side(sides, tmp_path, first, second):  # noqa: F811
     path = str(tmp_path / "db.durus")
     sides[first](WRITE, path, first)
     sides[second](MUTATE, path, second, "pack")
