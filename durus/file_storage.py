@@ -1,5 +1,6 @@
 """FileStorage: a Storage kept in one append-only SHELF-1 file."""
 
+import contextlib
 import os
 import threading
 import weakref
@@ -204,8 +205,13 @@ class FileStorage(Storage):
         <name>.prepack and renames the new one to <name>. Temporary and read-only
         files, and storages in a commit or pack, are not packed.
         """
-        self._check_open()
         file = self.shelf.file
+        if file.closed and not (file.is_temporary() or file.is_readonly()):
+            # Durus made <name>.pack before it found the storage closed, and
+            # its users remove that file: leave one (empty, or as it was) too.
+            with contextlib.suppress(OSError), open(self.get_filename() + ".pack", "ab"):
+                pass
+        self._check_open()
         if self.pending or self.pack_extra is not None or file.is_temporary() or file.is_readonly():
             return iter(())
         self.pack_extra = set()

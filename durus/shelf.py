@@ -29,7 +29,7 @@ from logging import WARNING
 from durus.error import CorruptFileError, ShortReadError, WrongFormatError
 from durus.file import File, StreamFile, fsync_directory
 from durus.logger import log
-from durus.utils import as_bytes, int8_to_str, str_to_int8
+from durus.utils import IntArray, as_bytes, int8_to_str, str_to_int8
 
 PREFIX = b"SHELF-1\n"
 CHECKSUM_OID = b"\xff" * 8
@@ -339,6 +339,13 @@ class Shelf:
         """The File (or StreamFile) the shelf lives in."""
         return self.file
 
+    def get_offset_map(self) -> "OffsetMap":
+        """Durus's view of the offset map (it moves a File's stream position)."""
+        self._check_open()
+        stream = self.file if isinstance(self.file, File) else self.file.stream
+        stream.seek(self.map_start)
+        return OffsetMap(stream)
+
     def get_position(self, oid: bytes) -> int | None:
         """Return the position of the newest record of oid, or None."""
         self._check_open()
@@ -575,6 +582,129 @@ class Shelf:
 
     def close(self) -> None:
         self.file.close()
+
+
+def read_transaction_offsets(file, repair: bool = False) -> dict | None:
+    """Read the transaction at the position of file (a File or a binary
+    stream) and leave the position after it; return {oid: position} of its
+    records, or None at the end of the file.
+
+    A transaction cut off by the end of the file raises ShortReadError (a
+    ShortRead); with repair, it is cut off the file instead and None returned.
+    Durus's stream-style reader; Shelf's own scan checks far more.
+    """
+    start = file.tell()
+    file.seek(0, os.SEEK_END)
+    size = file.tell()
+    if start >= size:
+        return None
+    file.seek(start)
+    offsets = {}
+    end = size + 1  # until the length is read
+    position = start
+    if start + 8 <= size:
+        end = start + 8 + _INT8.unpack(file.read(8))[0]
+        position += 8
+        while position + 16 <= min(end, size):
+            file.seek(position)
+            length, = _INT8.unpack(file.read(8))
+            offsets[file.read(8)] = position
+            position += 8 + length
+    if position == end <= size:
+        file.seek(end)
+        return offsets
+    file.seek(start)
+    if not repair:
+        raise ShortReadError("the transaction at byte %d of %s is cut off (%d bytes of it there)"
+                             % (start, getattr(file, "name", "the file"), size - start))
+    file.truncate(start)
+    return None
+
+
+class OffsetMap:
+    """Durus's view of a shelf's offset map, over a File or binary stream:
+    an IntArray of record positions by oid number, its holes linked into
+    the list of free oids (values >= its start).
+
+    OffsetMap(file) reads the map at the position of file; at the end of the
+    file, it first writes an empty one for oids up to max_oid (its records
+    all before max_offset).
+    """
+
+    def __init__(self, file, max_oid: int = -2, max_offset: int = 0):
+        self.start = file.tell()
+        file.seek(0, os.SEEK_END)
+        if file.tell() == self.start:
+            for _ in self.generate(file, max_oid, max_offset):
+                pass
+        file.seek(self.start)
+        self.int_array = IntArray(file=file)
+
+    @staticmethod
+    def generate(file, max_oid: int = -2, max_offset: int = 0):
+        """Write a blank map for oids up to max_oid at the position of file, a step at a time."""
+        start = file.tell()
+        if max_offset >= start:
+            raise ValueError("records at %d are not before the map at %d" % (max_offset, start))
+        count = max_oid + 2
+        # Word size as _write_offset_map's: the blank word (all 0xff) exceeds every value.
+        yield from IntArray.generate(file, count, start + max_oid + 2)
+        file.seek(start)
+
+    def get_start(self) -> int:
+        return self.start
+
+    def get(self, j: int, default=None):
+        """The position of oid number j's record, or default (a hole or beyond the map)."""
+        value = self.int_array.get(j)
+        return default if value is None or value >= self.start else value
+
+    def __getitem__(self, j: int) -> int:
+        value = self.get(j)
+        if value is None:
+            raise IndexError(j)
+        return value
+
+    def __setitem__(self, j: int, position: int) -> None:
+        """Set the position of a record; only for a hole not yet stitched."""
+        if self.get(j) is not None:
+            raise ValueError("oid number %d already has a position" % j)
+        self.int_array[j] = position
+
+    def items(self):
+        """Yield (oid number, position) of the records, ascending."""
+        for j, value in enumerate(self.int_array):
+            if value < self.start:
+                yield j, value
+
+    iteritems = items  # Durus's name
+
+    def __iter__(self):
+        for j, _ in self.items():
+            yield j
+
+    def get_array_size(self) -> int:
+        return len(self.int_array)
+
+    def gen_stitch(self):
+        """Link the holes into the free list (each holds the previous hole's
+        index + start, the first the last index's), yielding each index."""
+        previous = len(self.int_array) - 1
+        for j in range(len(self.int_array)):
+            if self.get(j) is None:
+                self.int_array[j] = previous + self.start
+                previous = j
+            yield j
+
+    def gen_holes(self):
+        """Yield the oid numbers of the free list, from the last index down."""
+        last = len(self.int_array) - 1
+        j = last
+        for _ in range(len(self.int_array)):  # bounded, in case the list is damaged
+            j = self.int_array[j] - self.start
+            yield j
+            if j == last:
+                break
 
 
 _SCAN_CHUNK = 1 << 22

@@ -44,6 +44,7 @@ ARGUMENTS = {
     "get_record": (ROOT_OID,), "iterindex": (), "items": (), "iteritems": (), "next_name": (),
     "obtain_lock": (), "release_lock": (), "seek": (0,),
     "seek_end": (), "tell": (), "read": (), "write": (b"x",), "flush": (), "stat": (),
+    "get_offset_map": (),
 }
 # Shelf.store is Durus's: it takes (oid, record) pairs.
 SHELF_ARGUMENTS = {**ARGUMENTS, "store": ([(ROOT_OID, RECORD)],)}
