@@ -227,8 +227,6 @@ class StreamFile:
     no lock, and fsync() only flushes: the stream's owner sees to those.
     """
 
-    temporary = False
-
     def __init__(self, stream, readonly: bool = False):
         self.stream = stream
         self.readonly = readonly

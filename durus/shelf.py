@@ -199,7 +199,7 @@ class Shelf:
         out, and cut off unless the file is read-only.
         """
         if file is None:
-            file = File()
+            file = File(readonly=readonly)  # refused if readonly: it would be empty
         elif isinstance(file, (str, os.PathLike)):
             file = File(os.fspath(file), readonly=readonly)
         elif not isinstance(file, File):
