@@ -1,6 +1,5 @@
 """FileStorage: a Storage kept in one append-only SHELF-1 file."""
 
-import contextlib
 import os
 import threading
 import weakref
@@ -205,13 +204,8 @@ class FileStorage(Storage):
         <name>.prepack and renames the new one to <name>. Temporary and read-only
         files, and storages in a commit or pack, are not packed.
         """
-        file = self.shelf.file
-        if file.closed and not (file.is_temporary() or file.is_readonly()):
-            # Durus made <name>.pack before it found the storage closed, and
-            # its users remove that file: leave one (empty, or as it was) too.
-            with contextlib.suppress(OSError), open(self.get_filename() + ".pack", "ab"):
-                pass
         self._check_open()
+        file = self.shelf.file
         if self.pending or self.pack_extra is not None or file.is_temporary() or file.is_readonly():
             return iter(())
         self.pack_extra = set()

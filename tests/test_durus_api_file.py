@@ -197,16 +197,20 @@ def test_file_storage_errors_are_instances_of_what_durus_raised(tmp_path):
         storage.load(int8_to_str(0))
 
 
-def test_pack_of_a_closed_storage_leaves_the_pack_file_durus_left(tmp_path):
+def test_pack_of_a_closed_storage_touches_nothing(tmp_path):
+    """Durus 4.3 made an empty <name>.pack before it found the storage closed
+    (its own test removes that file: an exception in the Durus suite); here
+    a closed storage refuses everything, with no side effect."""
     name = str(tmp_path / "db")
     storage = FileStorage(name)
     Connection(storage).commit()
     storage.pack()
     storage.close()
-    assert os.path.exists(name + ".prepack") and not os.path.exists(name + ".pack")
+    before = sorted(os.listdir(tmp_path))
+    assert name.rpartition("/")[2] + ".prepack" in before
     with pytest.raises(ValueError, match="closed"):
         storage.pack()
-    assert os.path.getsize(name + ".pack") == 0
+    assert sorted(os.listdir(tmp_path)) == before
     assert len(list(FileStorage(name, readonly=True).gen_oid_record())) == 1
 
 
