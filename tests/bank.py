@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import random
 import time
+from functools import partial
 from pathlib import Path
 
 from durus.client_storage import ClientStorage
@@ -238,10 +239,11 @@ def file_writer(path: str, client: int, ack_path: str, pack_every: int = 0) -> N
             connection.pack()
 
 
-def server_client(address, client: int, ack_path: str, seconds: float, summary_path: str,
-                  read_share: float = 0.0) -> None:
-    """Mix transfers and read-only audits against a server for `seconds` (or
-    until the server goes away); write a JSON summary of what happened."""
+def bank_client(open_storage, client: int, ack_path: str, seconds: float, summary_path: str,
+                read_share: float = 0.0) -> None:
+    """Mix transfers and read-only audits on the storage open_storage() opens
+    (a ClientStorage, or one shared without a server) for `seconds` (or until
+    its server goes away); write a JSON summary of what happened."""
     rng = random.Random(client)
     summary = {"commits": 0, "conflicts": 0, "audits": 0, "audit_conflicts": 0,
                "server_lost": False, "errors": []}
@@ -249,7 +251,7 @@ def server_client(address, client: int, ack_path: str, seconds: float, summary_p
     ack_fd = open_acks(ack_path)
     storage = None
     try:
-        storage = ClientStorage(address=address)
+        storage = open_storage()
         connection = Connection(storage)
         while time.monotonic() < deadline:
             if rng.random() < read_share:
@@ -299,15 +301,21 @@ def summaries(paths) -> list:
 
 
 class Clients:
-    """Bank clients server_client() in forked processes, for `seconds`, with
+    """Bank clients bank_client() in forked processes, for `seconds`, with
     their ack and summary files in directory. As a context manager, it kills
-    those still running at the end."""
+    those still running at the end.
+
+    server: a storage server (the clients connect to its address), or a
+    callable that opens the storage each client uses.
+    """
 
     def __init__(self, server, directory, seconds: float, clients: int,
                  read_share: float = 0.2):
         self.directory = directory
         self.clients = range(clients)
-        self.processes = {client: start(server_client, server.address, client,
+        open_storage = server if callable(server) else partial(ClientStorage,
+                                                               address=server.address)
+        self.processes = {client: start(bank_client, open_storage, client,
                                         str(self.ack(client)), seconds,
                                         str(self.summary(client)), read_share)
                           for client in self.clients}

@@ -1,5 +1,6 @@
 """Shared fixtures: the real Durus 4.3 peer, and running scripts under it."""
 
+import functools
 import os
 import subprocess
 import sys
@@ -69,3 +70,32 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("reliability numbers")
         for line in _REPORTED:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL cluster started for this test run (postgres_cluster.Cluster)."""
+    from postgres_cluster import Cluster
+    cluster = Cluster()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def postgres_dsn(postgres, request):
+    """The DSN of a new, empty database in the test run's cluster."""
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[-50:]
+    return postgres.create_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def shared_database(request, tmp_path):
+    """open_storage(**options) -> a storage on one database that processes
+    share without a server: an SQLite file, or a PostgreSQL database."""
+    from durus.sqlite_storage import SqliteStorage
+    if request.param == "sqlite":
+        target, storage_class = str(tmp_path / "db.sqlite"), SqliteStorage
+    else:
+        from durus.postgres_storage import PostgresStorage
+        target, storage_class = request.getfixturevalue("postgres_dsn"), PostgresStorage
+    return functools.partial(storage_class, target)

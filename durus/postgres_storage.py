@@ -1,0 +1,172 @@
+"""PostgresStorage: a database in PostgreSQL, used directly by any number of
+processes on any number of machines (no storage server of our own).
+
+The design (snapshots, the commit log, packs while others commit) is
+durus.relational's. Here a snapshot is a REPEATABLE READ transaction; the
+write lock is a transaction-level advisory lock; oids come from a sequence
+in blocks. Requires psycopg 3 (`pip install 'durus[postgres]'`).
+
+The DSN is a libpq connection string or a postgresql:// URI; the password
+may be in it, in PGPASSWORD or in ~/.pgpass. Errors and str() show the DSN
+without its password. TLS is libpq's (sslmode=... in the DSN).
+"""
+
+from durus.relational import DEFAULT_CACHE_BYTES, OID_BLOCK, RelationalStorage
+
+try:
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+except ImportError:  # the extra is not installed: say so when one is opened
+    psycopg = None
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS objects (id bigint PRIMARY KEY, data bytea NOT NULL, "
+    "refs bytea NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS durus_log (tid bigserial PRIMARY KEY, "
+    "committed double precision NOT NULL, oids bytea NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS durus_meta (name text PRIMARY KEY, value bigint NOT NULL)",
+    # Each value is a block of OID_BLOCK oids.
+    "CREATE SEQUENCE IF NOT EXISTS durus_oid_blocks MINVALUE 0 START 0",
+)
+
+# The advisory lock that serializes commits (and pack sweeps): 'durus' in ASCII.
+_COMMIT_LOCK = 0x6475727573
+# Seconds to wait for the server when connecting.
+CONNECT_TIMEOUT = 10
+
+
+def public_dsn(dsn: str) -> str:
+    """Return dsn as a connection string without its password."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as error:
+        raise ValueError("not a PostgreSQL connection string or URI: %s"
+                         % str(error).replace(dsn, "<dsn>")) from None
+    params.pop("password", None)
+    return make_conninfo(**params)
+
+
+class PostgresStorage(RelationalStorage):
+    """A storage in a PostgreSQL database, shared by every process that opens it.
+
+    dsn: str, libpq connection string or postgresql:// URI. readonly: bool,
+    never write. cache_bytes: int, records kept in memory by this process.
+    The tables are created on first use.
+    """
+
+    def __init__(self, dsn: str, readonly: bool = False, repair: bool = False,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES):
+        if psycopg is None:
+            raise ImportError("PostgresStorage needs psycopg 3: pip install 'durus[postgres]'")
+        self.dsn = dsn
+        self.public_dsn = public_dsn(dsn)
+        self._lost = False
+        super().__init__(readonly, cache_bytes)
+
+    def _connect(self):
+        params = conninfo_to_dict(self.dsn)
+        try:
+            db = psycopg.connect(self.dsn, autocommit=True,
+                                 connect_timeout=params.get("connect_timeout", CONNECT_TIMEOUT))
+        except psycopg.OperationalError as error:
+            raise ConnectionError("cannot connect to PostgreSQL (%s): %s" % (
+                self._where(params), _first_line(error))) from None
+        if self.readonly:
+            db.execute("SET default_transaction_read_only = on")
+        return db
+
+    def _where(self, params: dict) -> str:
+        return "host %s, port %s, database %s, user %s" % (
+            params.get("host") or "(default)", params.get("port") or "(default)",
+            params.get("dbname") or "(default)", params.get("user") or "(default)")
+
+    def _execute(self, db, sql: str, params=()):
+        try:
+            return db.execute(sql.replace("?", "%s"), params)
+        except psycopg.OperationalError as error:
+            raise self._connection_lost(db, error) from None
+
+    def _executemany(self, db, sql: str, rows) -> None:
+        try:
+            db.cursor().executemany(sql.replace("?", "%s"), rows)
+        except psycopg.OperationalError as error:
+            raise self._connection_lost(db, error) from None
+
+    def _connection_lost(self, db, error) -> ConnectionError:
+        """Note that db is unusable (the next operation reconnects) and return
+        the error to raise now."""
+        if db is self._db:
+            self._lost = True
+        return ConnectionError("lost the connection to PostgreSQL (%s): %s" % (
+            self._where(conninfo_to_dict(self.dsn)), _first_line(error)))
+
+    def _check_open(self) -> None:
+        super()._check_open()
+        if self._lost:
+            self._reconnect()
+
+    def _reconnect(self) -> None:
+        """Replace the lost connection; the commits missed meanwhile are in
+        the log, read at the new snapshot."""
+        try:
+            self._db.close()
+        except psycopg.Error:
+            pass
+        self._db = self._connect()
+        self._lost = False
+        self._reserved = []
+        self._begin_read(self._db)
+        self._collect_log(self._db)
+
+    def _rows(self, db, ids: list, columns: str = "id, data, refs") -> list:
+        """Rows of the objects among ids (ints), in one query."""
+        return self._execute(db, "SELECT %s FROM objects WHERE id = ANY(?)" % columns,
+                             (ids,)).fetchall()
+
+    def _begin_read(self, db) -> None:
+        self._execute(db, "BEGIN ISOLATION LEVEL REPEATABLE READ")
+
+    def _begin_write(self, db) -> None:
+        self._execute(db, "BEGIN")
+        self._execute(db, "SELECT pg_advisory_xact_lock(?)", (_COMMIT_LOCK,))
+
+    def _in_transaction(self, db) -> bool:
+        return db.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+    def _insert_log(self, db, oids: bytes) -> int:
+        return self._query_one(db, "INSERT INTO durus_log (committed, oids) VALUES "
+                                   "(extract(epoch FROM clock_timestamp()), ?) RETURNING tid",
+                               (oids,))[0]
+
+    def _reserve_oids(self) -> range:
+        """The next block of the sequence, moved past the highest id stored
+        first if records came from elsewhere (durus convert)."""
+        (block, highest) = self._query_one(
+            self._db, "SELECT nextval('durus_oid_blocks'), (SELECT max(id) FROM objects)")
+        if highest is not None and block * OID_BLOCK <= highest:
+            (block,) = self._query_one(self._db, "SELECT setval('durus_oid_blocks', ?)",
+                                       (highest // OID_BLOCK + 1,))
+        first = block * OID_BLOCK
+        return range(first, first + OID_BLOCK)
+
+    def _create_tables(self, db) -> None:
+        def create() -> None:
+            for statement in _SCHEMA:
+                self._execute(db, statement)
+        self._write(db, create)
+
+    def _table_exists(self, name: str) -> bool:
+        return self._query_one(self._db, "SELECT to_regclass(?) IS NOT NULL", (name,))[0]
+
+    def get_filename(self) -> str:
+        return self.public_dsn
+
+    def is_temporary(self) -> bool:
+        return False
+
+    def __str__(self):
+        return "PostgresStorage(%r)" % self.public_dsn
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
