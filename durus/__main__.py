@@ -44,6 +44,9 @@ _REPAIR_HELP = ("Repair the file by cutting off a damaged or incomplete end. Wit
 
 # Storages.
 
+# What --file takes as a PostgreSQL database rather than a file name.
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
 def import_class(name: str) -> type:
     """Return the class named by a dotted path such as 'durus.file_storage.FileStorage'."""
     module_name, _, class_name = name.rpartition(".")
@@ -55,7 +58,10 @@ def import_class(name: str) -> type:
 def get_storage_class(file: str) -> type:
     """Return the storage class for file, judged by how it starts: FileStorage
     for SHELF-1 and for a missing or empty file, FileStorage2 for DFS20,
-    SqliteStorage for SQLite."""
+    SqliteStorage for SQLite; PostgresStorage for a postgresql:// URI."""
+    if file.startswith(POSTGRES_SCHEMES):
+        from durus.postgres_storage import PostgresStorage
+        return PostgresStorage
     from durus.file_storage import FileStorage
     if not os.path.exists(file):
         return FileStorage
@@ -67,13 +73,7 @@ def get_storage_class(file: str) -> type:
         from durus.file_storage2 import FileStorage2
         return FileStorage2
     if start.startswith(b"SQLite format "):
-        try:
-            from durus.sqlite_storage import SqliteStorage
-        except ModuleNotFoundError as exc:
-            if exc.name != "durus.sqlite_storage":
-                raise
-            raise ValueError("%s is a Durus SqliteStorage file, and SqliteStorage is not "
-                             "available in this durus yet" % file) from None
+        from durus.sqlite_storage import SqliteStorage
         return SqliteStorage
     raise ValueError("%s is not a Durus storage file (unknown storage type)" % file)
 
@@ -360,7 +360,7 @@ def interactive_client(file: str | None, address, cache_size: int, readonly: boo
     if file:
         storage = get_storage(file, storage_class=storage_class,
                               readonly=readonly, repair=repair)
-        description = file
+        description = storage.get_filename()  # a DSN without its password
     else:
         storage = _server_storage(address, client_options or {})
         description = storage.address

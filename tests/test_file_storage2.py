@@ -233,6 +233,8 @@ def test_a_temporary_storage_works_and_is_removed(tmp_path):
 
 
 def test_format_detection(tmp_path):
+    from durus.postgres_storage import PostgresStorage
+    from durus.sqlite_storage import SqliteStorage
     dfs20, shelf, empty, sqlite, other = (str(tmp_path / name) for name in
                                           ("a", "b", "c", "d", "e"))
     FileStorage2(dfs20).close()
@@ -246,13 +248,8 @@ def test_format_detection(tmp_path):
     assert get_storage_class(shelf) is FileStorage
     assert get_storage_class(empty) is FileStorage
     assert get_storage_class(str(tmp_path / "new")) is FileStorage
-    try:
-        from durus.sqlite_storage import SqliteStorage
-    except ImportError:
-        with pytest.raises(ValueError, match="SqliteStorage is not available"):
-            get_storage_class(sqlite)
-    else:
-        assert get_storage_class(sqlite) is SqliteStorage
+    assert get_storage_class(sqlite) is SqliteStorage
+    assert get_storage_class("postgresql://u:pw@h/db") is PostgresStorage
     with pytest.raises(ValueError, match="not a Durus storage"):
         get_storage_class(other)
     storage = get_storage(dfs20, readonly=True)
