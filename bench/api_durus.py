@@ -18,13 +18,21 @@ class Item(Persistent):
 
 
 class Session:
-    """A connection to a file (options: nofsync, readonly) or a server (options: server)."""
+    """A connection to a file (options: nofsync, readonly), a server (options:
+    server), an SQLite file (options: sqlite, its path) or a PostgreSQL
+    database (options: postgres, its DSN)."""
 
     def __init__(self, db: str, options: dict):
         if options.get("server"):
             from durus.client_storage import ClientStorage
             host, port = options["server"].rsplit(":", 1)
             storage = ClientStorage(host=host, port=int(port))
+        elif options.get("sqlite"):
+            from durus.sqlite_storage import SqliteStorage
+            storage = SqliteStorage(options["sqlite"], readonly=bool(options.get("readonly")))
+        elif options.get("postgres"):
+            from durus.postgres_storage import PostgresStorage
+            storage = PostgresStorage(options["postgres"], readonly=bool(options.get("readonly")))
         else:
             storage_options = {"readonly": True} if options.get("readonly") else {}
             if options.get("nofsync"):

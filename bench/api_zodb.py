@@ -21,11 +21,24 @@ class Item(Persistent):
         self.name = "item %d" % n
 
 
+def _relstorage(dsn: str, read_only: bool):
+    from relstorage.adapters.postgresql import PostgreSQLAdapter
+    from relstorage.options import Options
+    from relstorage.storage import RelStorage
+    # A local record cache as large as durus's (64 MB), history-free as ours is.
+    options = Options(keep_history=False, read_only=read_only, cache_local_mb=64)
+    return RelStorage(PostgreSQLAdapter(dsn=dsn, options=options), options=options)
+
+
 class Session:
-    """A connection to a file (options: readonly) or a ZEO server (options: server)."""
+    """A connection to a file (options: readonly), a ZEO server (options:
+    server) or RelStorage, history-free, on PostgreSQL (options: relstorage,
+    a libpq DSN)."""
 
     def __init__(self, db: str, options: dict):
-        if options.get("server"):
+        if options.get("relstorage"):
+            storage = _relstorage(options["relstorage"], bool(options.get("readonly")))
+        elif options.get("server"):
             from ZEO.ClientStorage import ClientStorage
             host, port = options["server"].rsplit(":", 1)
             storage = ClientStorage((host, int(port)), wait_timeout=30)

@@ -183,16 +183,19 @@ def server_round(contender: Contender, n: int, tmp: str, clients: int = 4) -> di
         read = contender.run("read", "-", n, server=address)
         result = {"server_" + key: value for key, value in {**written, **read}.items()
                   if key in ("add", "cold_read", "warm_read", "small_commits")}
-        result["server_small_commits_4"] = concurrent_commits(contender, address, clients, tmp)
+        result["server_small_commits_4"] = concurrent_commits(contender, clients, tmp,
+                                                              server=address)
         return result
     finally:
         server.stop()
 
 
-def concurrent_commits(contender: Contender, address: str, clients: int, tmp: str) -> float:
-    """Transactions/second of `clients` processes committing at once."""
+def concurrent_commits(contender: Contender, clients: int, tmp: str, count: int = 500,
+                       **options) -> float:
+    """Transactions/second of `clients` processes committing at once, each
+    to the database the options name."""
     go = os.path.join(tmp, "go")
-    argv = contender.argv("client_commits", "-", 500, server=address, go=go)
+    argv = contender.argv("client_commits", "-", count, go=go, **options)
     env = child_env(contender.env)
     processes = [subprocess.Popen(argv, env=env, cwd=tmp, stdout=subprocess.PIPE, text=True)
                  for _ in range(clients)]

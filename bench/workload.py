@@ -129,7 +129,10 @@ def client_commits(api, db: str, n: int, options: dict) -> dict:
             break
         except api.ConflictError:
             session.abort()
+    deadline = time.monotonic() + 120
     while not os.path.exists(options["go"]):
+        if time.monotonic() > deadline:
+            raise SystemExit("no start signal (%s) after 120 s" % options["go"])
         time.sleep(0.001)
     started = time.time()
     for i in range(n):
