@@ -32,6 +32,12 @@ class FileStorage(Storage):
     pack_extra: {oid} | None, oids committed while a pack runs.
     """
 
+    # The file format: the class that opens a file (as Shelf(file, repair=,
+    # writer_marked=)), and the generator that writes a new one from
+    # (oid, record) pairs (as write_shelf).
+    _format_class = Shelf
+    _write_format = staticmethod(write_shelf)
+
     def __init__(self, filename: str | None = None, readonly: bool = False,
                  repair: bool = False, fsync: bool = True):
         if readonly and repair:
@@ -52,7 +58,7 @@ class FileStorage(Storage):
         try:
             if self._mark is not None:
                 self._place_mark()
-            self.shelf = Shelf(file, repair=repair, writer_marked=writer_marked)
+            self.shelf = self._format_class(file, repair=repair, writer_marked=writer_marked)
         except BaseException:
             if self._mark is not None and not writer_marked:
                 self._mark.remove()
@@ -222,8 +228,8 @@ class FileStorage(Storage):
             new_file = File(name + ".pack")
             new_file.truncate(0)
             seen = set()
-            yield from write_shelf(new_file, self._gen_reachable(ROOT_OID, seen, True))
-            new_shelf = Shelf(new_file)
+            yield from self._write_format(new_file, self._gen_reachable(ROOT_OID, seen, True))
+            new_shelf = self._format_class(new_file)
             # No yield from here on: commits must not slip in while we switch.
             seen.difference_update(self.pack_extra)
             extra = {}

@@ -18,20 +18,19 @@ shows that it is a commit in flight, which is then left out.
 """
 
 import io
-import os
 import pickle
 import struct
 import sys
-import threading
 import zlib
 from array import array
 
 from durus.error import CorruptFileError
-from durus.file import File, WriterMark, fsync_directory
-from durus.file_storage import FileStorage, _switch_files
-from durus.shelf import PositionIndex, Shelf
-from durus.storage import ROOT_OID
-from durus.utils import int8_to_str
+from durus.file import File, fsync_directory
+from durus.file_storage import FileStorage
+from durus.shelf import PositionIndex, Shelf, is_new_file
+from durus.utils import byte_string, int8_to_str
+
+byte_string  # re-exported: a Durus 4.3 name of this module
 
 MAGIC = b"DFS20\0"
 
@@ -93,15 +92,7 @@ class Dfs20File:
         end of its last good transaction.
         """
         self.file = file
-        size = file.size()
-        if size < len(_NEW_FILE) and file.pread(size, 0) == _NEW_FILE[:size]:
-            if size and not (repair or writer_marked):
-                raise CorruptFileError(
-                    "%r was cut short while being created, so it holds no transactions. "
-                    "Open with repair=True (durus --repair) to create it afresh."
-                    % file.get_name())
-            if file.is_readonly():
-                raise CorruptFileError("%r is empty, not a durus file" % file.get_name())
+        if is_new_file(file, _NEW_FILE, repair, writer_marked):
             file.pwrite(_NEW_FILE, 0)
             file.fsync()
             if not file.is_temporary():
@@ -183,6 +174,7 @@ class Dfs20File:
     _handle_torn = Shelf._handle_torn
     _drop_commit_in_flight = Shelf._drop_commit_in_flight
     _cut_back = Shelf._cut_back
+    _write_transaction = Shelf._write_transaction
 
     @property
     def closed(self) -> bool:
@@ -257,26 +249,7 @@ class Dfs20File:
         """
         self._check_open()
         transaction, oids, positions = _transaction(items, self.end)
-        if self._torn_end:
-            self.file.truncate(self.end)
-            self._torn_end = False
-        start = self.end
-        previous = None
-        # Anything that stops this (an I/O error, or Ctrl-C even after the
-        # fsync) undoes it all: the caller is told the commit failed.
-        try:
-            self.file.pwrite(transaction, start)
-            if fsync:
-                self.file.fsync()
-            previous = [self.index.get(n) for n in oids]
-            self.index.update(oids, positions)
-            self.end = start + len(transaction)
-        except BaseException:
-            if previous is not None:
-                self.index.restore(oids, previous)
-            self.end = start
-            self._cut_back()
-            raise
+        self._write_transaction(transaction, oids, positions, fsync)
         if oids:
             self.next_oid = max(self.next_oid, max(oids) + 1)
 
@@ -380,84 +353,13 @@ class FileStorage2(FileStorage):
     when end() returns (fsync=False to skip), a second writer gets
     FileLockedError, a damaged end is refused unless repair=True, and a pack
     writes <name>.pack and switches to it only once it is complete.
-    file: str | None, the path; None for a temporary file removed on close.
+    filename: str | None, the path; None for a temporary file removed on close.
     """
 
-    def __init__(self, file: str | None = None, readonly: bool = False,
-                 repair: bool = False, fsync: bool = True):
-        if readonly and repair:
-            raise ValueError("repair needs write access: open without readonly")
-        opened = File(None if file is None else os.fspath(file), readonly=readonly)
-        if not readonly:
-            try:
-                opened.obtain_lock()  # before anything else: a second writer fails here
-            except BaseException:
-                opened.close()
-                raise
-        mark = None if opened.is_temporary() else WriterMark(opened.get_name())
-        marked = mark is not None and mark.is_present()
-        self._mark = None if readonly else mark
-        try:
-            if self._mark is not None:
-                self._place_mark()
-            self.shelf = Dfs20File(opened, repair=repair, writer_marked=marked)
-        except BaseException:
-            if self._mark is not None and not marked:
-                self._mark.remove()
-            opened.close()  # at once: a retry with repair=True needs the lock
-            raise
-        # The rest as FileStorage sets it up.
-        self.fsync = fsync
-        self._switch_lock = threading.Lock()
-        self._commit_lock = threading.RLock()
-        self.pending = {}
-        self.allocated = set()
-        self.invalid = set()
-        self.pack_extra = None
-        self._packer = None
+    _format_class = Dfs20File
+    _write_format = staticmethod(write_dfs20)
 
     @classmethod
     def has_format(cls, file: File) -> bool:
         """Tell whether file starts like a DFS20 file."""
         return file.pread(len(MAGIC), 0) == MAGIC
-
-    def _pack_steps(self):
-        name = self.get_filename()
-        packed = None
-        switched = False
-        try:
-            packed = File(name + ".pack")
-            packed.truncate(0)
-            seen = set()
-            yield from write_dfs20(packed, self._gen_reachable(ROOT_OID, seen, True))
-            new = Dfs20File(packed)
-            # No yield from here on: commits must not slip in while we switch.
-            seen.difference_update(self.pack_extra)
-            extra = {}
-            for oid in self.pack_extra:
-                if oid in self.shelf:
-                    extra.update(self._gen_reachable(oid, seen, True))
-            if extra:
-                new.append(extra.items())
-            old = self.shelf
-            removed = [oid for oid in old.gen_oids() if oid not in new]
-            with self._switch_lock:
-                try:
-                    _switch_files(old.file, packed, name)
-                finally:
-                    # Whatever stopped the switch, go on with the file at name.
-                    switched = packed.is_at(name)
-                    if switched:
-                        self.shelf = new
-                        self.invalid.update(removed)
-        finally:
-            self.pack_extra = None
-            if switched:
-                old.close()
-            elif packed is not None:
-                packed.close()  # and give back its space: it may have failed for want of it
-                try:
-                    os.unlink(name + ".pack")
-                except OSError:
-                    pass
-        yield "packed"

@@ -171,6 +171,23 @@ class PositionIndex:
         yield from list(self.sparse.items())
 
 
+def is_new_file(file: File, header: bytes, repair: bool, writer_marked: bool) -> bool:
+    """Tell whether file is new: empty, or holding no more than the start of
+    header (its creation cut short, which needs repair or a writer's mark),
+    so that the caller writes it afresh. An empty file opened read-only is
+    refused: there is nothing to read and it may not be written."""
+    size = file.size()
+    if size >= len(header) or file.pread(size, 0) != header[:size]:
+        return False
+    if size and not (repair or writer_marked):
+        raise ShortReadError(
+            "%r was cut short while being created, so it holds no transactions. "
+            "Open with repair=True (durus --repair) to create it afresh." % file.get_name())
+    if file.is_readonly():
+        raise WrongFormatError("%r is empty, not a durus file" % file.get_name())
+    return True
+
+
 class Shelf:
     """An open SHELF-1 file: a map of 8-byte names (oids) to values (object
     records), kept as transactions appended to the file.
@@ -207,15 +224,7 @@ class Shelf:
         if not file.is_readonly():
             file.obtain_lock()
         self.file = file
-        size = file.size()
-        if size < len(_NEW_SHELF) and file.pread(size, 0) == _NEW_SHELF[:size]:
-            if size and not (repair or writer_marked):
-                raise ShortReadError(
-                    "%r was cut short while being created, so it holds no transactions. "
-                    "Open with repair=True (durus --repair) to create it afresh."
-                    % file.get_name())
-            if file.is_readonly():
-                raise WrongFormatError("%r is empty, not a durus file" % file.get_name())
+        if is_new_file(file, _NEW_SHELF, repair, writer_marked):
             pairs = ((as_bytes(name), as_bytes(value)) for name, value in items or ())
             for _ in write_shelf(file, pairs):
                 pass
@@ -551,6 +560,12 @@ class Shelf:
         body = b"".join(parts)
         trailer = _shelf_record(CHECKSUM_OID, _checksum_record(zlib.crc32(body)))
         transaction = _INT8.pack(len(body) + len(trailer)) + body + trailer
+        self._write_transaction(transaction, oids, positions, fsync)
+
+    def _write_transaction(self, transaction: bytes, oids: array, positions: array,
+                           fsync: bool) -> None:
+        """Write transaction at the end, then index its records (oids at
+        positions); on any failure, undo both and raise."""
         if self._torn_end:
             # Or a shorter transaction would leave the rest of them after it.
             self.file.truncate(self.end)
