@@ -13,7 +13,9 @@ from durus.persistent import GHOST, SAVED, ConnectionBase, cached_or_ghost
 from durus.persistent_dict import PersistentDict
 from durus.serialize import ObjectReader, ObjectWriter, pack_record, unpack_record
 from durus.storage import ROOT_OID, Storage
-from durus.utils import as_bytes, int8_to_str, str_to_int8
+from durus.utils import as_bytes, byte_string, int8_to_str, str_to_int8
+
+byte_string  # re-exported: a Durus 4.3 name of this module
 
 
 # Seconds a connection to a new database waits for another client to create its root.

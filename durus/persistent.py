@@ -12,11 +12,14 @@ same.
 """
 
 import os
+import sys
 import warnings
 import weakref
 from collections import OrderedDict
 
 from durus.utils import as_bytes, str_to_int8
+
+stderr = sys.stderr  # a Durus 4.3 name (it warned there)
 
 UNSAVED = 1
 SAVED = 0

@@ -8,10 +8,16 @@ refs   = sorted 8-byte oids the state references, the object's own excluded
 from functools import partial
 from io import BytesIO
 from pickle import Pickler, Unpickler
+from types import MethodType
 from zlib import compress, decompress, error as ZlibError
 
 from durus.persistent import call_if_persistent
 from durus.utils import int4_to_str, str_to_int4
+
+# Durus 4.3 names, for code that imports them from here: the separator of the
+# class name in a record's first pickle, and a function binding to an instance.
+NEWLINE = b"\n"
+method = MethodType
 
 PICKLE_PROTOCOL = 2
 WRITE_COMPRESSED_STATE_PICKLES = True
