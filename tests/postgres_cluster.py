@@ -1,7 +1,9 @@
 """A throw-away PostgreSQL cluster for the tests, from the machine's server
 binaries: initdb and pg_ctl in a temporary directory, listening on a free
-loopback port (password required) and on a Unix socket in that directory
-(trusted, for the set-up). As root, the server runs as an unprivileged user.
+loopback port (password required; TLS offered, with a certificate for
+127.0.0.1 signed by the CA in `cafile`) and on a Unix socket in that
+directory (trusted, for the set-up). As root, the server runs as an
+unprivileged user.
 """
 
 import glob
@@ -11,8 +13,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from pathlib import Path
 
 import psycopg
+
+from certificates import Authority
 
 USER = "durus"
 PASSWORD = "s3cret-pw"
@@ -54,10 +59,16 @@ class Cluster:
             f.write(PASSWORD)
         self._run("initdb", "-D", self.data, "-U", USER, "--pwfile", password_file,
                   "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync")
+        authority = Authority(Path(self.directory), "PostgreSQL Test CA")
+        self.cafile = authority.cafile
+        server = authority.issue("server", "postgres", ("127.0.0.1", "localhost"))
+        if self.owner is not None:
+            os.chown(server.keyfile, account.pw_uid, account.pw_gid)
         with open(os.path.join(self.data, "postgresql.conf"), "a") as conf:
             conf.write("listen_addresses = '127.0.0.1'\nport = %d\n"
                        "unix_socket_directories = '%s'\nmax_connections = 200\n"
-                       % (self.port, self.directory))
+                       "ssl = on\nssl_cert_file = '%s'\nssl_key_file = '%s'\n"
+                       % (self.port, self.directory, server.certfile, server.keyfile))
         self.start()
 
     def _run(self, program: str, *args: str) -> None:

@@ -10,6 +10,7 @@ import time
 import pytest
 
 import bank
+from certificates import Authority
 from durus.connection import Connection
 from durus.error import ConflictError
 from durus.persistent_dict import PersistentDict
@@ -125,3 +126,17 @@ def test_a_server_restart_under_load_loses_nothing(postgres, postgres_dsn, tmp_p
     storage.close()
     bank.check_promises(done, [bank.read_acks(ack) for ack in acks], [0] * clients)
     assert sum(done) > before_restart  # they went on after the restart
+
+
+def test_tls_through_libpq_sslmode(postgres, postgres_dsn, tmp_path):
+    """verify-full with the cluster's CA connects over TLS; a CA that did not
+    sign the server's certificate is refused, clearly."""
+    storage = PostgresStorage(postgres_dsn + "?sslmode=verify-full&sslrootcert=" + postgres.cafile)
+    assert storage._db.pgconn.ssl_in_use
+    storage.close()
+    storage = PostgresStorage(postgres_dsn + "?sslmode=disable")
+    assert not storage._db.pgconn.ssl_in_use
+    storage.close()
+    stranger = Authority(tmp_path, "Another CA")
+    with pytest.raises(ConnectionError, match="certificate verify failed"):
+        PostgresStorage(postgres_dsn + "?sslmode=verify-full&sslrootcert=" + stranger.cafile)
