@@ -67,9 +67,11 @@ def get_storage_class(file: str) -> type:
         return FileStorage
     with open(file, "rb") as f:
         start = f.read(20)
-    if not start or start.startswith(b"SHELF-1"):
+    # A file cut short while being created holds only the start of its header
+    # (FileStorage(repair=True) writes it afresh).
+    if start.startswith(b"SHELF-1") or b"SHELF-1".startswith(start):
         return FileStorage
-    if start.startswith(b"DFS20"):
+    if start.startswith(b"DFS20") or b"DFS20".startswith(start):
         from durus.file_storage2 import FileStorage2
         return FileStorage2
     if start.startswith(b"SQLite format "):

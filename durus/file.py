@@ -149,7 +149,8 @@ class File:
             raise ValueError("whence is 0, 1 or 2, not %r" % (whence,))
         self._check_open()
         if position < 0:
-            raise ValueError("cannot seek to %d, before the start of %r" % (position, self.name))
+            raise OSError(errno.EINVAL, "cannot seek to %d, before the start of %r"
+                          % (position, self.name))
         self.position = position
 
     def seek_end(self) -> None:
@@ -160,8 +161,9 @@ class File:
         return self.position
 
     def read(self, n: int | None = None) -> bytes:
-        """Return the next n bytes (fewer at the end of the file), or all that is left."""
-        if n is None:
+        """Return the next n bytes (fewer at the end of the file), or all that
+        is left (n None or negative)."""
+        if n is None or n < 0:
             n = max(0, self.size() - self.position)
         data = self.pread(n, self.position)
         self.position += len(data)

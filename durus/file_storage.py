@@ -38,13 +38,17 @@ class FileStorage(Storage):
     _format_class = Shelf
     _write_format = staticmethod(write_shelf)
 
-    def __init__(self, filename: str | None = None, readonly: bool = False,
+    def __init__(self, filename: str | File | None = None, readonly: bool = False,
                  repair: bool = False, fsync: bool = True):
+        """filename: a path, an open durus.file.File (as Durus accepted; its
+        own read-only flag then applies), or None for a temporary file."""
+        if isinstance(filename, File):
+            file, readonly = filename, filename.is_readonly()
+        else:
+            file = File(None if filename is None else os.fspath(filename), readonly=readonly)
         if readonly and repair:
+            file.close()
             raise ValueError("repair needs write access: open without readonly")
-        if filename is not None:
-            filename = os.fspath(filename)
-        file = File(filename, readonly=readonly)
         if not readonly:
             try:
                 file.obtain_lock()  # before anything else: a second writer fails here

@@ -536,6 +536,9 @@ class Shelf:
         """Append the (name, value) pairs (bytes or str) as one transaction,
         on disk when this returns; return [(name, old position or None, new position)]."""
         items = [(as_bytes(name), as_bytes(value)) for name, value in items]
+        if any(name == CHECKSUM_OID for name, _ in items):
+            raise ValueError("the name %r is reserved for the checksums of transactions"
+                             % CHECKSUM_OID)
         old = [self.get_position(name) for name, _ in items]
         self.append(items)
         return [(name, position, self.get_position(name))

@@ -158,6 +158,11 @@ def write_int4_str(f, s) -> None:
     write(f, int4_to_str(len(data)) + data)
 
 
+class IntRangeError(ValueError, struct.error):
+    """An int that does not fit the words of an IntArray (Durus's packing
+    raised struct.error: hence also one)."""
+
+
 class ArrayLayoutError(ValueError, AssertionError):
     """A file-backed array cannot be laid out as asked (Durus asserts these:
     hence also an AssertionError)."""
@@ -476,8 +481,8 @@ class IntArray:
 
     def __setitem__(self, j: int, value: int) -> None:
         if not 0 <= value < self._limit:
-            raise ValueError("%r does not fit in a word of %d bytes"
-                             % (value, len(self.blank)))
+            raise IntRangeError("%r does not fit in a word of %d bytes"
+                                % (value, len(self.blank)))
         self.word_array[j] = value.to_bytes(len(self.blank), "big")
 
     def __iter__(self):

@@ -271,3 +271,13 @@ def test_int_set_grows_to_hold_any_non_negative_int(data_file):
     with pytest.raises(ValueError):
         numbers.add(-1)
     assert IntSet().bit_array.get_size() == 1023
+
+
+def test_an_int_that_does_not_fit_is_a_value_error_and_a_struct_error():
+    """Durus's packing raised struct.error there; ours says what does not fit."""
+    import struct
+    array = IntArray(number_of_ints=2, maximum_int=255)  # two-byte words: 0xffff is blank
+    for value in (-1, 65536, 2 ** 64):
+        with pytest.raises(ValueError) as caught:
+            array[0] = value
+        assert isinstance(caught.value, struct.error)
