@@ -2,12 +2,12 @@
 
 import select
 import socket
-from collections import OrderedDict
 from typing import NoReturn
 
 from durus.auth import AUTH_PROTOCOL, DEFAULT_USER, AuthenticationError, client_handshake
 from durus.error import (CommitTooLargeError, DurusKeyError, ProtocolError, ReadConflictError,
                          ReadOnlyError, WriteConflictError)
+from durus.record_cache import RecordCache
 from durus.serialize import split_oids
 from durus.socket_address import DEFAULT_HOST, DEFAULT_PORT, HostPortAddress, SocketAddress
 from durus.storage import Storage
@@ -28,47 +28,6 @@ _RECEIVE_SIZE = 1 << 16
 _COMMIT_PIECE = 4 << 20
 # The protocol frames a commit payload with an int4.
 _MAX_PAYLOAD = (1 << 32) - 1
-
-
-class RecordCache:
-    """Records loaded from the server, by oid, least recently used first,
-    within max_bytes. A record stays valid until the server reports its oid
-    invalid (at a sync or a commit), so every record served from here belongs
-    to the state of the database as of the client's last sync: the snapshot
-    the server also answers loads from (oids changed since are refused)."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self.records = OrderedDict()
-        self.bytes = 0
-
-    def get(self, oid: bytes) -> bytes | None:
-        record = self.records.get(oid)
-        if record is not None:
-            self.records.move_to_end(oid)
-        return record
-
-    def put(self, oid: bytes, record: bytes) -> None:
-        self.discard(oid)
-        if len(record) > self.max_bytes // 4:
-            return  # a huge record would push out everything else
-        self.records[oid] = record
-        self.bytes += len(record)
-        while self.bytes > self.max_bytes:
-            self.bytes -= len(self.records.popitem(last=False)[1])
-
-    def discard(self, oid: bytes) -> None:
-        record = self.records.pop(oid, None)
-        if record is not None:
-            self.bytes -= len(record)
-
-    def discard_all(self, oids) -> None:
-        for oid in oids:
-            self.discard(oid)
-
-    def clear(self) -> None:
-        self.records.clear()
-        self.bytes = 0
 
 
 class _RecvOnlySocket:

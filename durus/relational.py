@@ -25,9 +25,9 @@ commits made reachable since the mark.
 
 import time
 
-from durus.client_storage import RecordCache
 from durus.error import DurusKeyError, ReadConflictError, ReadOnlyError, WriteConflictError
 from durus.logger import log
+from durus.record_cache import RecordCache
 from durus.serialize import pack_record, split_oids, unpack_record
 from durus.storage import ROOT_OID, Storage
 from durus.utils import int8_to_str, str_to_int8

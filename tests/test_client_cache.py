@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from durus.client_storage import ClientStorage, RecordCache
+from durus.client_storage import ClientStorage
+from durus.record_cache import RecordCache
 from durus.connection import Connection
 from durus.error import ConflictError
 from durus.persistent import Persistent

@@ -1,0 +1,46 @@
+"""RecordCache: records kept in memory by a storage that fetches them from
+elsewhere (a server, a database), least recently used out first."""
+
+from collections import OrderedDict
+
+
+class RecordCache:
+    """Records by oid, least recently used first, within max_bytes.
+
+    A record stays valid until its storage learns that its oid changed (at a
+    sync or a commit) and discards it, so every record served from here
+    belongs to the state of the database as of the last sync: the snapshot
+    the storage also answers loads from."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.records = OrderedDict()
+        self.bytes = 0
+
+    def get(self, oid: bytes) -> bytes | None:
+        record = self.records.get(oid)
+        if record is not None:
+            self.records.move_to_end(oid)
+        return record
+
+    def put(self, oid: bytes, record: bytes) -> None:
+        self.discard(oid)
+        if len(record) > self.max_bytes // 4:
+            return  # a huge record would push out everything else
+        self.records[oid] = record
+        self.bytes += len(record)
+        while self.bytes > self.max_bytes:
+            self.bytes -= len(self.records.popitem(last=False)[1])
+
+    def discard(self, oid: bytes) -> None:
+        record = self.records.pop(oid, None)
+        if record is not None:
+            self.bytes -= len(record)
+
+    def discard_all(self, oids) -> None:
+        for oid in oids:
+            self.discard(oid)
+
+    def clear(self) -> None:
+        self.records.clear()
+        self.bytes = 0
