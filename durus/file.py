@@ -7,6 +7,7 @@ import os
 import socket
 import tempfile
 import time
+import zlib
 
 from durus.error import ClosedFileError, FileLockedError, ReadOnlyError
 
@@ -294,39 +295,141 @@ class WriterMark:
 
     It is the evidence that a last transaction cut short at the end of the
     file is a commit in flight (one that never returned), not damage.
+
+    A DFS20 writer (FileStorage2) also records in it, ahead of the note, where
+    its own writes start: the session start (the file's end when it began to
+    write, with a fingerprint of the bytes before it, so that the positions
+    are not taken for those of another file) and the durable end (every byte
+    before it fsynced). Marks without them (SHELF-1 writers, older versions)
+    only tell that a writer was at work.
     """
 
     def __init__(self, database: str):
         self.path = database + ".writer"
+        self._fd = None  # kept open by a writer that records positions
+        self._session = None  # (start, fingerprint) last recorded here
+        self._note = b""  # what place() wrote after the positions
+        self.owner = None  # what the recorded positions describe (set by their recorder)
 
     def is_present(self) -> bool:
         return os.path.exists(self.path)
 
     def place(self) -> None:
-        """Mark the database open for writing, durably, before anything is written to it."""
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        """Mark the database open for writing, durably, before anything is written to it.
+
+        Positions recorded in a mark left over by a writer that stopped stay
+        until this writer records its own: a crash before then still finds them.
+        """
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            note = ("pid %d on %s has had the database open for writing since %s. "
-                    "If it is gone, it stopped without closing the database; the next "
-                    "writer drops any commit it left unfinished.\n"
-                    % (os.getpid(), socket.gethostname(), time.strftime("%Y-%m-%d %H:%M:%S")))
+            kept = os.pread(fd, _POSITIONS_LENGTH, 0)
+            kept = kept if _read_positions(kept) else b""
+            note = self._note = (
+                "pid %d on %s has had the database open for writing since %s. "
+                "If it is gone, it stopped without closing the database; the next "
+                "writer drops any commit it left unfinished.\n"
+                % (os.getpid(), socket.gethostname(), time.strftime("%Y-%m-%d %H:%M:%S"))
+            ).encode()
             try:
-                os.pwrite(fd, note.encode(), 0)
+                # The kept positions are rewritten as they are: nothing to lose.
+                os.pwrite(fd, kept + note, 0)
+                os.ftruncate(fd, len(kept) + len(note))
             except OSError as exc:
                 if exc.errno != errno.ENOSPC:
                     raise  # on a full disk the mark still counts, without its note
+                os.ftruncate(fd, len(kept))
             os.fsync(fd)
         finally:
             os.close(fd)
         fsync_directory(self.path)
 
+    def recorded(self) -> tuple[int, int, int | None] | None:
+        """(session start, fingerprint, durable end or None if unreadable) recorded
+        in the mark, or None if it holds none (or cannot be read)."""
+        try:
+            with open(self.path, "rb") as f:
+                return _read_positions(f.read(_POSITIONS_LENGTH))
+        except OSError:
+            return None
+
+    def record_session(self, start: int, fingerprint: int) -> None:
+        """Record, durably, that this writer's writes start at byte start
+        (the durable end too, for now). Raises OSError if it cannot."""
+        self._session = None  # until it is durable
+        # The note again, after them: the positions' place may have held it.
+        self._pwrite(_session_line(start, fingerprint) + _durable_line(start, start, fingerprint)
+                     + self._note)
+        os.fdatasync(self._fd)
+        self._session = start, fingerprint
+
+    def record_durable_end(self, end: int) -> None:
+        """Record that every byte before end is fsynced. Not synced itself: a
+        killed process leaves it in the page cache, and after a power loss the
+        session start (or an earlier durable end) still tells what it must.
+        Raises OSError if it cannot."""
+        if self._session is None:
+            return  # no session of this writer is recorded to pair it with
+        start, fingerprint = self._session
+        self._pwrite(_durable_line(end, start, fingerprint), len(_SESSION_FORMAT % (0, 0, 0)))
+
+    def _pwrite(self, data: bytes, position: int = 0) -> None:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY)  # a mark that was removed is not made again
+        _write_all(self._fd, data, position)
+
+    def close(self) -> None:
+        """Give up the descriptor that records positions (the mark stays)."""
+        fd, self._fd = self._fd, None
+        self.owner = self._session = None
+        if fd is not None:
+            os.close(fd)
+
     def remove(self) -> None:
         """Tell that the database was closed with nothing unfinished."""
+        self.close()
         try:
             os.unlink(self.path)
         except FileNotFoundError:
             return
         fsync_directory(self.path)
+
+
+# The positions at the start of a DFS20 writer's mark: two lines of fixed
+# width (so that one pwrite replaces the durable end), each with a CRC-32 so
+# that a torn or stray one is not believed. The durable end's CRC also covers
+# its session, so that it is never paired with another session's start.
+_SESSION_FORMAT = b"session-start %020d fingerprint %08x check %08x\n"
+_DURABLE_FORMAT = b"durable-end %020d check %08x\n"
+_POSITIONS_LENGTH = len(_SESSION_FORMAT % (0, 0, 0)) + len(_DURABLE_FORMAT % (0, 0))
+
+
+def _session_line(start: int, fingerprint: int) -> bytes:
+    return _SESSION_FORMAT % (start, fingerprint, zlib.crc32(b"%d %d" % (start, fingerprint)))
+
+
+def _durable_line(end: int, start: int, fingerprint: int) -> bytes:
+    return _DURABLE_FORMAT % (end, zlib.crc32(b"%d %d %d" % (end, start, fingerprint)))
+
+
+def _read_positions(data: bytes) -> tuple[int, int, int | None] | None:
+    """Parse the positions at the start of a mark: (session start,
+    fingerprint, durable end or None), or None without a readable session start."""
+    session, _, rest = data.partition(b"\n")
+    start, fingerprint = _word(session, 1), _word(session, 3, 16)
+    if None in (start, fingerprint) or session + b"\n" != _session_line(start, fingerprint):
+        return None
+    end = _word(rest.partition(b"\n")[0], 1)
+    if end is None or not rest.startswith(_durable_line(end, start, fingerprint)):
+        end = None
+    return start, fingerprint, end
+
+
+def _word(line: bytes, index: int, base: int = 10) -> int | None:
+    """The number that is word index of line, or None."""
+    try:
+        return int(line.split()[index], base)
+    except (IndexError, ValueError):
+        return None
 
 
 def fsync_directory(path: str) -> None:

@@ -12,9 +12,15 @@ new databases should use FileStorage (SHELF-1), whose index need not be read
 into memory at open.
 
 The format has no checksums: a damaged record is found by its structure (and
-by its oid, when loaded), and a transaction cut off at the end of the file is
-refused (or cut back with repair) unless a writer's mark (durus.file.WriterMark)
-shows that it is a commit in flight, which is then left out.
+by its oid, when loaded). So that a commit we wrote can be told whole, it
+ends with a second, byte-identical copy of its smallest record (Durus reads
+the same record twice, harmlessly): a transaction cut at a record boundary, or
+whose end a power loss left as zeros, lacks it. A transaction cut off at the
+end of the file, or left unfinished that way, is refused (or cut back with
+repair) unless the writer's mark (durus.file.WriterMark) shows that it is the
+commit in flight: the mark records where that writer's commits start and how
+far they are durable; a commit from there on that is not whole is left out,
+only if every one before it there is whole and nothing but zeros follows it.
 """
 
 import io
@@ -23,10 +29,12 @@ import struct
 import sys
 import zlib
 from array import array
+from logging import WARNING
 
 from durus.error import CorruptFileError
-from durus.file import File, fsync_directory
+from durus.file import File, WriterMark, fsync_directory
 from durus.file_storage import FileStorage
+from durus.logger import log
 from durus.shelf import PositionIndex, Shelf, is_new_file
 from durus.utils import byte_string, int8_to_str
 
@@ -45,6 +53,10 @@ _INDEX_PROTOCOL = 4
 # Bytes read at once from a record's position, kept for the records after it.
 _READ_AHEAD = 16384
 _SCAN_CHUNK = 1 << 22
+# Bytes before a session start whose CRC-32, recorded in the writer's mark,
+# tells that the mark's positions describe this file (not the one a pack replaced).
+_FINGERPRINTED = 64
+_NOWHERE = float("inf")  # a position past every file: no region of the file is a writer's
 
 
 def _index_record(positions: dict) -> bytes:
@@ -87,21 +99,29 @@ class Dfs20File:
         with repair or writer_marked, if its creation was cut short).
 
         Raises CorruptFileError (naming the byte where the trouble starts) if
-        the file is not a DFS20 file, or if its last transaction is damaged or
-        cut off and repair is False; with repair, the file is cut back to the
-        end of its last good transaction.
+        the file is not a DFS20 file, or if a transaction is damaged or cut
+        off and repair is False; with repair, the file is cut back to the end
+        of its last good transaction. With writer_marked (a writer's mark is
+        present), a commit in flight at the end, as the mark's positions show
+        it, is left out (and cut off unless the file is read-only).
         """
         self.file = file
+        # Before the file's size is read: a live writer's positions only grow.
+        marked = _marked_positions(file) if writer_marked else None
         if is_new_file(file, _NEW_FILE, repair, writer_marked):
             file.pwrite(_NEW_FILE, 0)
             file.fsync()
             if not file.is_temporary():
                 fsync_directory(file.get_name())
+            marked = None
         self.index = PositionIndex()
         self.next_oid = 0  # one more than the largest oid number with a record
-        self.end = self._scan(self._read_index(), repair, writer_marked)
+        self.end = self._scan(self._read_index(), repair, writer_marked, marked)
         self._chunk_start, self._chunk = 0, b""
         self._torn_end = False  # bytes of a failed append may follow self.end
+        # The WriterMark where a writer records where its commits start and
+        # how far they are durable (set by FileStorage2), or None.
+        self.mark = None
 
     def _corrupt(self, text: str, *args) -> CorruptFileError:
         return CorruptFileError(("%r: " + text) % ((self.file.get_name(),) + args))
@@ -149,26 +169,79 @@ class Dfs20File:
             self.index.update(oids, positions)
             self.next_oid = max(self.next_oid, max(oids) + 1)
 
-    def _scan(self, position: int, repair: bool, writer_marked: bool) -> int:
-        """Index the transactions from position on; return the end of the last good one."""
+    def _scan(self, position: int, repair: bool, writer_marked: bool, marked) -> int:
+        """Index the transactions from position on; return the end of the last good one.
+
+        marked: (session start, durable end) from the writer's mark, or None.
+        Before the session start, transactions need only be well formed; from
+        there to the durable end, they must be whole commits of ours; from
+        there on, the first that is not whole starts the commit in flight.
+        """
         size = self.file.size()
+        session, durable = marked or (_NOWHERE, _NOWHERE)
+        unmarked = "" if marked or not writer_marked else (
+            "; the writer's mark records no positions in this file, so it does not "
+            "tell a commit in flight")
+        last = None  # (start, end, position of its last record, whole) of the last non-empty one
         wanted = _SCAN_CHUNK
         while position < size:
             buffer = self.file.pread(min(wanted, size - position), position)
-            end, oids, positions, error = scan_transactions(buffer, position)
+            end, oids, positions, bounds, error = scan_transactions(buffer, position)
+            for start, stop, first, count, whole in bounds:
+                problem = _out_of_place(start, stop, whole, session, durable)
+                if problem:
+                    self._add(oids[:first], positions[:first])
+                    return self._handle_bad(start, size, problem, repair, durable)
+                if count > first:
+                    last = start, stop, positions[count - 1], whole
             self._add(oids, positions)
             position += end
-            if error:
-                return self._handle_torn(-1, position, size, error, repair)
-            if position + len(buffer) - end >= size and end < len(buffer):
-                # The last transaction runs to the end of the file, unfinished.
-                if writer_marked:
-                    return self._drop_commit_in_flight(position, size)
-                return self._handle_torn(-1, position, size, "it is cut off by the end "
-                                         "of the file", repair)
+            if error or (position + len(buffer) - end >= size and end < len(buffer)):
+                reason = error or "it is cut off by the end of the file"
+                # Unless refused, the file now ends here (for this open).
+                size = position = self._handle_bad(position, size, reason + unmarked, repair,
+                                                   durable)
+                break
             # A transaction longer than the buffer: read all of it next time.
             wanted = _SCAN_CHUNK if end else 2 * wanted
+        if position < durable < _NOWHERE:
+            return self._handle_bad(position, size, "the file ends before byte %d, up to "
+                                    "which the writer's mark says commits were durable"
+                                    % durable, repair, durable)
+        # What is left may end with a commit that zeros left unfinished.
+        problem = marked is None and last is not None and self._zero_filled(last, size)
+        if problem:
+            self._handle_torn(-1, last[0], size, problem + unmarked, repair)  # raises unless repair
+            # Its records are indexed already: index the file as cut back.
+            self.index, self.next_oid = PositionIndex(), 0
+            return self._scan(self._read_index(), repair, writer_marked, None)
         return position
+
+    def _handle_bad(self, position: int, size: int, reason: str, repair: bool,
+                    durable: float) -> int:
+        """The transaction at position is not whole: leave it out if it is the
+        commit in flight (from the durable end on, and nothing but the start
+        of one transaction), else refuse it or, with repair, cut it off."""
+        if position >= durable:
+            why = _why_not_in_flight(self.file.pread(size - position, position))
+            if why is None:
+                return self._drop_commit_in_flight(position, size)
+            reason = why
+        return self._handle_torn(-1, position, size, reason, repair)
+
+    def _zero_filled(self, last: tuple, size: int) -> str | None:
+        """Why last, the last non-empty transaction, looks like a commit of ours
+        whose end a power loss left as zeros, or None (then it may be Durus's)."""
+        start, stop, record, whole = last
+        if whole:
+            return None
+        if stop < size:
+            return ("it is not a whole commit and only zeros follow it (empty "
+                    "transactions): what a power loss leaves of a commit not yet synced")
+        if _RECORD_HEAD.unpack(self.file.pread(_RECORD_HEAD.size, record))[2] == 0:
+            return ("its last record, at byte %d, has no data: what a power loss leaves of "
+                    "a commit not yet synced" % record)
+        return None
 
     # A bad end is handled as in a Shelf (Shelf's errors, log and cut-back).
     _handle_torn = Shelf._handle_torn
@@ -242,23 +315,54 @@ class Dfs20File:
         return int8_to_str(self.next_oid - 1)
 
     def append(self, items, fsync: bool = True) -> None:
-        """Write the (oid, record) pairs as one transaction at the end of the file.
+        """Write the (oid, record) pairs as one transaction at the end of the
+        file, ended by a copy of its smallest record (the sign that it is
+        whole); with no pairs, write nothing.
 
         When this returns (with fsync) the transaction is on disk. If writing
         fails, the file is cut back so that it stays valid, and the error raised.
         """
         self._check_open()
-        transaction, oids, positions = _transaction(items, self.end)
+        items = list(items)
+        if not items:
+            return  # an empty transaction would read as the zeros a power loss leaves
+        data, oids, positions = _records(items, self.end)
+        copy = min((record for _, record in items), key=len)
+        transaction = b"".join((data, _INT4.pack(len(copy)), copy, _TERMINATOR))
+        self._record_session()
         self._write_transaction(transaction, oids, positions, fsync)
-        if oids:
-            self.next_oid = max(self.next_oid, max(oids) + 1)
+        self.next_oid = max(self.next_oid, max(oids) + 1)
+        if fsync:
+            self._note_durable(self.end)
+
+    def _record_session(self) -> None:
+        """Before this file's first commit by this writer, record in its mark
+        (durably) that the writer's commits start at the end of the file."""
+        mark = self.mark
+        if mark is None or mark.owner is self:
+            return
+        mark.owner = self  # once, even if it fails: later commits then record nothing
+        try:
+            mark.record_session(self.end, _fingerprint(self.file, self.end))
+        except OSError as exc:
+            log(WARNING, "cannot record positions in %s (%s): if this writer stops in the "
+                "middle of a commit, the file may need repair", mark.path, exc)
+
+    def _note_durable(self, end: int) -> None:
+        """Record in the writer's mark that every byte before end is on disk."""
+        mark = self.mark
+        if mark is not None and mark.owner is self:
+            try:
+                mark.record_durable_end(end)
+            except OSError:
+                pass  # the mark keeps an earlier durable end, which is still true
 
     def close(self) -> None:
         self.file.close()
 
 
-def _transaction(items, start: int) -> tuple:
-    """(bytes of a transaction of the (oid, record) pairs written at start,
+def _records(items, start: int) -> tuple:
+    """(bytes of the (oid, record) pairs as records written at start,
     array of their oid numbers, array of their positions)."""
     oids, positions = array("Q"), array("q")
     parts = []
@@ -269,49 +373,147 @@ def _transaction(items, start: int) -> tuple:
         parts.append(_INT4.pack(len(record)))
         parts.append(record)
         position += 4 + len(record)
-    parts.append(_TERMINATOR)
     return b"".join(parts), oids, positions
+
+
+def _fingerprint(file: File, start: int) -> int:
+    """CRC-32 of the bytes before start that tell this file from another."""
+    first = max(0, start - _FINGERPRINTED)
+    return zlib.crc32(file.pread(start - first, first))
+
+
+def _marked_positions(file: File) -> tuple[int, int] | None:
+    """(session start, durable end) that the writer's mark records for file,
+    or None if it records none, or only for another file (the one a pack
+    replaced, or one whose start is gone)."""
+    recorded = WriterMark(file.get_name()).recorded()
+    if recorded is None:
+        return None
+    start, fingerprint, durable = recorded
+    if not _HEADER_LENGTH <= start <= file.size() or _fingerprint(file, start) != fingerprint:
+        return None
+    return start, start if durable is None or durable < start else durable
 
 
 def scan_transactions(buffer: bytes, base: int) -> tuple:
     """Check and index the whole transactions in buffer, read at file position base.
 
-    Returns (end, oids, positions, error): end, the offset in buffer after the
-    last good transaction; oids and positions, arrays of the oid numbers and
-    file positions of the records in them; error, why the transaction at end
-    is malformed, or None (the buffer may end inside it).
+    Returns (end, oids, positions, bounds, error): end, the offset in buffer
+    after the last good transaction; oids and positions, arrays of the oid
+    numbers and file positions of the records in them; bounds, for each of
+    them, (start, end) (file positions), (first, count) (its records are
+    oids[first:count]) and whether it is whole (see _ends_with_copy); error,
+    why the transaction at end is malformed, or None (the buffer may end
+    inside it).
     """
     oids, positions = array("Q"), array("q")
+    bounds = []
     start, size = 0, len(buffer)
     while start < size:
-        count = len(oids)
-        position = start
-        while True:
-            if position + 4 > size:
-                del oids[count:], positions[count:]
-                return start, oids, positions, None
+        first = len(oids)
+        position, error, terminated = start, None, False
+        while position + 4 <= size:
             length = _INT4.unpack_from(buffer, position)[0]
             if length == 0:
-                start = position + 4
+                terminated = True
                 break
             if position + 4 + length > size:
-                del oids[count:], positions[count:]
-                return start, oids, positions, None
-            if length < 12:
-                error = "a record at byte %d is %d bytes long" % (base + position, length)
-            else:
-                _, oid, data_length = _RECORD_HEAD.unpack_from(buffer, position)
-                refs_length = length - 12 - data_length
-                error = None if refs_length >= 0 and refs_length % 8 == 0 else (
-                    "malformed record at byte %d" % (base + position))
-            if error:
-                del oids[count:], positions[count:]
-                return start, oids, positions, error
-            oids.append(oid)
+                break
+            if not _is_record(buffer, position, length):
+                error = "malformed record at byte %d" % (base + position)
+                break
+            oids.append(_RECORD_HEAD.unpack_from(buffer, position)[1])
             positions.append(base + position)
             position += 4 + length
-    return start, oids, positions, None
+        if terminated:
+            whole, error = _ends_with_copy(buffer, base, oids, positions, first, position)
+        if error or not terminated:
+            del oids[first:], positions[first:]
+            return start, oids, positions, bounds, error
+        bounds.append((base + start, base + position + 4, first, len(oids), whole))
+        start = position + 4
+    return start, oids, positions, bounds, None
 
+
+def _is_record(buffer: bytes, position: int, length: int) -> bool:
+    """Tell whether the length bytes after position frame an object record:
+    oid, int4 len(data), data, and whole oids of references."""
+    if length < 12:
+        return False
+    refs_length = length - 12 - _RECORD_HEAD.unpack_from(buffer, position)[2]
+    return refs_length >= 0 and refs_length % 8 == 0
+
+
+def _ends_with_copy(buffer: bytes, base: int, oids: array, positions: array, first: int,
+                    end: int) -> tuple:
+    """(whole, error) of the transaction whose records are oids[first:] and
+    end at offset end of buffer: whole if its last record repeats, byte for
+    byte, an earlier one of it (as every commit we write ends); error if it
+    repeats an oid with other bytes (Durus never writes an oid twice in a
+    commit: it is damage, or our copy left half written)."""
+    count = len(oids)
+    if count - first < 2:
+        return False, None
+    try:
+        k = oids.index(oids[-1], first, count - 1)
+    except ValueError:
+        return False, None
+    a, b = positions[k] - base, positions[-1] - base
+    if buffer[a:a + end - b] == buffer[b:end]:
+        return True, None
+    return False, ("the record at byte %d repeats oid %d of the one at byte %d with other "
+                   "bytes" % (base + b, oids[-1], base + a))
+
+
+def _out_of_place(start: int, end: int, whole: bool, session: float, durable: float) -> str | None:
+    """Why the whole, well-formed transaction from start to end does not fit
+    the writer's positions (session start, durable end), or None."""
+    for position, what in ((session, "this writer's commits start"),
+                           (durable, "its commits were durable")):
+        if start < position < end:
+            return "it runs across byte %d, where the writer's mark says %s" % (position, what)
+    if start >= session and not whole:
+        return ("it is not a whole commit, though the writer's mark says the commits "
+                "from byte %d on are this writer's" % session)
+    return None
+
+
+def _why_not_in_flight(tail: bytes) -> str | None:
+    """Why tail, from the start of a transaction to the end of the file, is
+    not what a commit left unfinished leaves, or None if it is.
+
+    An unfinished commit leaves the start of one transaction: cut off by the
+    end of the file (a killed writer), or followed by zeros only (a power
+    loss: the file's size was synced, some of its last pages were not). A
+    whole transaction ending at the end of the file is not one (a commit of
+    ours ends with its copy; this is another program's), unless its last
+    record is what zeros make of such a copy.
+    """
+    nonzero = len(tail.rstrip(b"\0"))  # only zeros from here on
+    records = []  # their offsets in tail
+    position = 0
+    while True:
+        if position + 4 > len(tail):
+            return None  # cut off inside a length or the terminator
+        length = _INT4.unpack_from(tail, position)[0]
+        if length == 0:
+            break
+        if position + 4 + length > len(tail):
+            return None  # the record being written when the writer stopped
+        if not _is_record(tail, position, length) and position + 4 + length <= nonzero:
+            return "malformed record at offset %d of it, with more after it" % position
+        records.append(position)
+        position += 4 + length
+    if position < nonzero:
+        return "a transaction ends at offset %d of it and more follows" % position
+    if position + 4 < len(tail) or not records:
+        return None  # zeros run on after the terminator, or are all there is
+    last = records[-1]
+    if (not _is_record(tail, last, position - last - 4)
+            or _RECORD_HEAD.unpack_from(tail, last)[2] == 0
+            or any(tail[r + 4:r + 12] == tail[last + 4:last + 12] for r in records[:-1])):
+        return None  # zeros made our copy malformed, took its oid and data, or its end
+    return "it is a whole transaction, not a commit of ours left unfinished"
 
 def write_dfs20(file: File, items):
     """Write a new DFS20 file holding the (oid, record) pairs into the empty file.
@@ -339,8 +541,7 @@ def write_dfs20(file: File, items):
 
 def _write_records(file: File, batch: list, position: int, positions: dict) -> int:
     """Write the records of batch at position; return the position after them."""
-    data, oids, offsets = _transaction(batch, position)
-    data = data[:-len(_TERMINATOR)]
+    data, oids, offsets = _records(batch, position)
     positions.update(zip((int8_to_str(n) for n in oids), offsets))
     file.pwrite(data, position)
     return position + len(data)
@@ -356,8 +557,33 @@ class FileStorage2(FileStorage):
     filename: str | None, the path; None for a temporary file removed on close.
     """
 
-    _format_class = Dfs20File
     _write_format = staticmethod(write_dfs20)
+
+    def _format_class(self, file: File, repair: bool = False,
+                      writer_marked: bool = False) -> Dfs20File:
+        """Open file (as FileStorage opens its format class) so that this
+        writer's commits to it record their positions in its mark."""
+        dfs20 = Dfs20File(file, repair=repair, writer_marked=writer_marked)
+        if self._mark is not None and not file.is_readonly():
+            dfs20.mark = self._mark
+            if repair:
+                # The positions left in the mark may lie past what repair kept.
+                dfs20._record_session()
+        return dfs20
+
+    def make_durable(self) -> None:
+        shelf = self.shelf
+        end = shelf.end
+        super().make_durable()
+        shelf._note_durable(end)
+
+    def close(self) -> None:
+        mark = self._mark
+        try:
+            super().close()
+        finally:
+            if mark is not None:
+                mark.close()  # if it was not removed, its descriptor still is open
 
     @classmethod
     def has_format(cls, file: File) -> bool:

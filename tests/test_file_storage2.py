@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -167,18 +168,105 @@ def test_a_damaged_index_or_header_is_refused(tmp_path):
         FileStorage2(str(path))
 
 
+def write_session(path, commits: list) -> list:
+    """Make each dict of commits a commit in one writer session (each value a
+    PersistentDict in the root, or a change to the one there); return, after
+    each, (file bytes, mark bytes, state): what a writer killed then leaves,
+    and {oid: record} of every record."""
+    storage = FileStorage2(str(path))
+    connection = Connection(storage)
+    root = connection.get_root()
+    mark = Path(str(path) + ".writer")
+    snapshots = []
+    for items in commits:
+        for key, value in items.items():
+            if key in root:
+                root[key]["value"] = value
+            else:
+                root[key] = PersistentDict(value=value)
+        connection.commit()
+        snapshots.append((path.read_bytes(), mark.read_bytes(), records(storage)))
+    storage.close()
+    return snapshots
+
+
+def records(storage) -> dict:
+    return dict(storage.gen_oid_record())
+
+
+def outcome(path, **options):
+    """{oid: record} of the file opened with options, or CorruptFileError."""
+    try:
+        storage = FileStorage2(str(path), **options)
+    except CorruptFileError as exc:
+        return exc
+    try:
+        return records(storage)
+    finally:
+        storage.close()
+
+
+def put(path, data: bytes, mark: bytes | None) -> None:
+    """Make path hold data, with a writer's mark holding mark (None: no mark)."""
+    path.write_bytes(data)
+    mark_path = Path(str(path) + ".writer")
+    if mark is None:
+        mark_path.unlink(missing_ok=True)
+    else:
+        mark_path.write_bytes(mark)
+
+
 def test_a_commit_cut_short_by_its_killed_writer_is_dropped(tmp_path):
     """A writer killed in the middle of writing a commit leaves its mark:
     the next open leaves out the unfinished commit, without repair."""
     path = tmp_path / "db.durus"
-    first, second = cut_tail_file(path)
-    (tmp_path / "db.durus.writer").write_text("a writer that was killed")
-    os.truncate(path, (first + second) // 2)
-    assert read_items(path) == {"a": 1}
-    assert path.stat().st_size == (first + second) // 2  # a reader leaves it
-    FileStorage2(str(path)).close()
-    assert path.stat().st_size == first
+    (first, mark, state), (second, _, _) = write_session(path, [{"a": 1}, {"b": 2}])
+    cut = (len(first) + len(second)) // 2
+    put(path, second[:cut], mark)
+    assert outcome(path, readonly=True) == state
+    assert path.stat().st_size == cut  # a reader leaves it
+    assert outcome(path) == state
+    assert path.read_bytes() == first
     assert not (tmp_path / "db.durus.writer").exists()
+
+
+def test_a_commit_zero_filled_by_a_power_loss_is_dropped_whole(tmp_path):
+    """What ext4 or XFS leave of a commit not yet synced when the file's size
+    was: its first record, then zeros. With the mark, the whole commit is
+    left out; without it, the file is refused (no half commit is read)."""
+    path = tmp_path / "db.durus"
+    (first, mark, state), (second, _, _) = write_session(
+        path, [{"a": 1}, {"a": 2, "b": 2, "c": "x" * 40}])
+    start = len(first)
+    kept = start + 4 + int.from_bytes(second[start:start + 4], "big")  # the first record
+    for zeros_from in range(kept, kept + 8):  # the zeros of every length modulo 4
+        damaged = second[:zeros_from] + bytes(len(second) - zeros_from)
+        put(path, damaged, mark)
+        assert outcome(path, readonly=True) == state
+        assert outcome(path) == state
+        assert path.read_bytes() == first
+        put(path, damaged, None)
+        with pytest.raises(CorruptFileError, match="byte %d" % start):
+            FileStorage2(str(path))
+        assert outcome(path, repair=True) == state
+
+
+def test_a_damaged_length_before_the_commit_in_flight_is_refused_with_the_mark(tmp_path):
+    """A record length damaged in an acknowledged commit, so that it runs
+    past the end of the file, is damage even with a writer's mark: the
+    commits after it are never cut off as a commit in flight."""
+    path = tmp_path / "db.durus"
+    snapshots = write_session(path, [{i: i} for i in range(6)])
+    data, mark, _ = snapshots[-1]
+    start = len(snapshots[-5][0])  # the fourth-from-last commit
+    damaged = bytearray(data)
+    damaged[start] ^= 0x40  # its first record's length now claims about 1 GB
+    put(path, bytes(damaged), mark)
+    for options in ({}, {"readonly": True}):
+        with pytest.raises(CorruptFileError, match="byte %d" % start):
+            FileStorage2(str(path), **options)
+    assert path.read_bytes() == damaged
+    assert outcome(path, repair=True) == snapshots[-5][2]
 
 
 @pytest.mark.parametrize("readonly", [False, True])
@@ -310,3 +398,100 @@ def test_a_hundred_thousand_objects_commit_pack_grow_and_reopen(tmp_path):
         assert root[key]["n"] == value
     storage.close()
     assert time.monotonic() - started < 60
+
+
+def no_syncs(monkeypatch) -> None:
+    """Skip fsyncs: the sweeps below test what opens make of files, not durability."""
+    monkeypatch.setattr(os, "fsync", lambda fd: None)
+    monkeypatch.setattr(os, "fdatasync", lambda fd: None)
+
+
+def damaged_tails(data: bytes, start: int):
+    """(kind, offset, bytes) of data cut at every offset from start, and zero-filled from there."""
+    for offset in range(start, len(data)):
+        yield "cut", offset, data[:offset]
+        yield "zeros", offset, data[:offset] + bytes(len(data) - offset)
+
+
+def sweep(path, data: bytes, start: int, mark: bytes | None, states: dict, allowed: set,
+          tally: dict) -> None:
+    """Open every damaged tail of data from start readonly, as a writer, and
+    with repair: each must see exactly one of states ({name: records}) whose
+    name is allowed, or be refused (repair: never refused, any of states)."""
+    for kind, offset, damaged in damaged_tails(data, start):
+        for mode, options in (("readonly", {"readonly": True}), ("writer", {}),
+                              ("repair", {"repair": True})):
+            put(path, damaged, mark)
+            seen = outcome(path, **options)
+            if isinstance(seen, CorruptFileError):
+                assert mode != "repair", seen
+                assert path.read_bytes() == damaged  # refused: nothing was cut
+                name = "refused"
+            else:
+                name = next((name for name, state in states.items() if state == seen), None)
+                assert name in (states if mode == "repair" else allowed), (
+                    kind, offset, mode, name)
+                if mode != "readonly":
+                    assert outcome(path, readonly=True) == seen  # what the writer left
+            tally[kind, mode, name] = tally.get((kind, mode, name), 0) + 1
+
+
+def test_every_cut_and_zero_fill_of_the_last_commits_reads_a_commit_boundary_or_is_refused(
+        tmp_path, monkeypatch, report):
+    """The last two commits of a file written in one session, cut at every
+    offset and zero-filled from every offset: with the mark the writer left
+    while the last one was in flight, each open sees the state before or
+    after that commit, or is refused; the same with that mark's durable end
+    lost (a power loss: over the last commit only, as the one before it was
+    synced); without a mark, a file that ends where the one before the last
+    began is that older file, for all we can tell."""
+    path = tmp_path / "db.durus"
+    commits = [{0: "v", 1: "w"}] + [{0: "v" * k, 1: k} for k in range(3)]
+    *_, (older, _, earlier), (previous, mark, before), (data, _, after) = write_session(
+        path, commits)
+    states = {"earlier": earlier, "before": before, "after": after}
+    durable_lost = mark[:mark.index(b"\n") + 1] + b"x" * 48 + mark[mark.index(b"\n") + 49:]
+    no_syncs(monkeypatch)
+    tallies = {}
+    for variant, start, variant_mark, allowed in (
+            ("in flight", len(older), mark, {"before", "after"}),
+            ("durable end lost", len(previous), durable_lost, {"before", "after"}),
+            ("no mark", len(older), None, {"earlier", "before", "after"})):
+        tally = tallies[variant] = {}
+        sweep(path, data, start, variant_mark, states, allowed, tally)
+    for variant, tally in tallies.items():
+        report("%s: %d damaged tails; %s" % (
+            variant, sum(tally.values()) // 3,
+            ", ".join("%s/%s %s: %d" % (kind, mode, name, n)
+                      for (kind, mode, name), n in sorted(tally.items()))))
+    # With the mark, a commit in flight cut anywhere is dropped without repair.
+    assert tallies["in flight"]["cut", "writer", "before"] == len(data) - len(previous)
+    # Without it, only what is a whole older file reads as one.
+    assert tallies["no mark"].get(("cut", "readonly", "earlier")) == 1
+
+
+def test_a_damaged_byte_before_the_commit_in_flight_is_refused_or_kept(
+        tmp_path, monkeypatch, report):
+    """Every byte of the two commits before a commit in flight, damaged, with
+    the writer's mark: the open is refused, or cuts off the commit in flight
+    and nothing before it (a record's contents have no checksum to fail)."""
+    path = tmp_path / "db.durus"
+    commits = [{0: "v", 1: "w"}] + [{0: "v" * k, 1: k} for k in range(4)]
+    *_, (older, _, _), _, (previous, mark, _), (data, _, _) = write_session(path, commits)
+    in_flight = data[:(len(previous) + len(data)) // 2]
+    no_syncs(monkeypatch)
+    tally = {}
+    for offset in range(len(older), len(previous)):
+        for flip in (0x40, 0xff):
+            damaged = bytearray(in_flight)
+            damaged[offset] ^= flip
+            put(path, bytes(damaged), mark)
+            seen = outcome(path)
+            if isinstance(seen, CorruptFileError):
+                assert "byte" in str(seen) and path.read_bytes() == damaged
+                name = "refused"
+            else:
+                assert path.read_bytes() == damaged[:len(previous)]
+                name = "in flight dropped, the rest kept"
+            tally[name] = tally.get(name, 0) + 1
+    report("%d damaged bytes: %s" % (sum(tally.values()), tally))
