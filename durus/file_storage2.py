@@ -182,19 +182,19 @@ class Dfs20File:
         unmarked = "" if marked or not writer_marked else (
             "; the writer's mark records no positions in this file, so it does not "
             "tell a commit in flight")
-        last = None  # (start, end, position of its last record, whole) of the last non-empty one
+        last = None  # (start, end) of the last transaction with records
         wanted = _SCAN_CHUNK
         while position < size:
             buffer = self.file.pread(min(wanted, size - position), position)
-            end, oids, positions, bounds, error = scan_transactions(buffer, position)
+            end, oids, positions, bounds, last_here, error = scan_transactions(
+                buffer, position, session)
             for start, stop, first, count, whole in bounds:
                 problem = _out_of_place(start, stop, whole, session, durable)
                 if problem:
                     self._add(oids[:first], positions[:first])
                     return self._handle_bad(start, size, problem, repair, durable)
-                if count > first:
-                    last = start, stop, positions[count - 1], whole
             self._add(oids, positions)
+            last = last_here or last
             position += end
             if error or (position + len(buffer) - end >= size and end < len(buffer)):
                 reason = error or "it is cut off by the end of the file"
@@ -209,7 +209,7 @@ class Dfs20File:
                                     "which the writer's mark says commits were durable"
                                     % durable, repair, durable)
         # What is left may end with a commit that zeros left unfinished.
-        problem = marked is None and last is not None and self._zero_filled(last, size)
+        problem = marked is None and last is not None and self._zero_filled(*last, size)
         if problem:
             self._handle_torn(-1, last[0], size, problem + unmarked, repair)  # raises unless repair
             # Its records are indexed already: index the file as cut back.
@@ -229,15 +229,20 @@ class Dfs20File:
             reason = why
         return self._handle_torn(-1, position, size, reason, repair)
 
-    def _zero_filled(self, last: tuple, size: int) -> str | None:
-        """Why last, the last non-empty transaction, looks like a commit of ours
-        whose end a power loss left as zeros, or None (then it may be Durus's)."""
-        start, stop, record, whole = last
-        if whole:
-            return None
+    def _zero_filled(self, start: int, stop: int, size: int) -> str | None:
+        """Why the transaction from start to stop, the last with records,
+        looks like a commit of ours whose end a power loss left as zeros, or
+        None (then it may be Durus's)."""
+        _, _, positions, bounds, _, error = scan_transactions(
+            self.file.pread(stop - start, start), start, start)
+        if error:
+            return error  # our copy, half zeros
+        if bounds[0][-1]:
+            return None  # whole
         if stop < size:
             return ("it is not a whole commit and only zeros follow it (empty "
                     "transactions): what a power loss leaves of a commit not yet synced")
+        record = positions[-1]
         if _RECORD_HEAD.unpack(self.file.pread(_RECORD_HEAD.size, record))[2] == 0:
             return ("its last record, at byte %d, has no data: what a power loss leaves of "
                     "a commit not yet synced" % record)
@@ -395,19 +400,21 @@ def _marked_positions(file: File) -> tuple[int, int] | None:
     return start, start if durable is None or durable < start else durable
 
 
-def scan_transactions(buffer: bytes, base: int) -> tuple:
+def scan_transactions(buffer: bytes, base: int, check_from: float = _NOWHERE) -> tuple:
     """Check and index the whole transactions in buffer, read at file position base.
 
-    Returns (end, oids, positions, bounds, error): end, the offset in buffer
-    after the last good transaction; oids and positions, arrays of the oid
-    numbers and file positions of the records in them; bounds, for each of
-    them, (start, end) (file positions), (first, count) (its records are
-    oids[first:count]) and whether it is whole (see _ends_with_copy); error,
-    why the transaction at end is malformed, or None (the buffer may end
-    inside it).
+    Returns (end, oids, positions, bounds, last, error): end, the offset in
+    buffer after the last good transaction; oids and positions, arrays of
+    the oid numbers and file positions of the records in them; bounds, for
+    each of them that ends after file position check_from, (start, end)
+    (file positions), (first, count) (its records are oids[first:count])
+    and whether it is whole (see _ends_with_copy); last,
+    (start, end) of the last of them with records, or None; error, why the
+    transaction at end is malformed, or None (the buffer may end inside it).
     """
     oids, positions = array("Q"), array("q")
     bounds = []
+    last = None
     start, size = 0, len(buffer)
     while start < size:
         first = len(oids)
@@ -425,14 +432,18 @@ def scan_transactions(buffer: bytes, base: int) -> tuple:
             oids.append(_RECORD_HEAD.unpack_from(buffer, position)[1])
             positions.append(base + position)
             position += 4 + length
-        if terminated:
+        if terminated and base + position + 4 > check_from:
             whole, error = _ends_with_copy(buffer, base, oids, positions, first, position)
+            bounds.append((base + start, base + position + 4, first, len(oids), whole))
         if error or not terminated:
             del oids[first:], positions[first:]
-            return start, oids, positions, bounds, error
-        bounds.append((base + start, base + position + 4, first, len(oids), whole))
+            if bounds and bounds[-1][0] == base + start:
+                del bounds[-1]
+            return start, oids, positions, bounds, last, error
+        if len(oids) > first:
+            last = base + start, base + position + 4
         start = position + 4
-    return start, oids, positions, bounds, None
+    return start, oids, positions, bounds, last, None
 
 
 def _is_record(buffer: bytes, position: int, length: int) -> bool:

@@ -12,6 +12,7 @@ import pytest
 from durus.__main__ import get_storage, get_storage_class
 from durus.connection import Connection
 from durus.error import CorruptFileError, DurusKeyError, FileLockedError, ReadOnlyError
+from durus.file import WriterMark
 from durus.file_storage import FileStorage
 from durus.file_storage2 import MAGIC, FileStorage2
 from durus.persistent_dict import PersistentDict
@@ -495,3 +496,95 @@ def test_a_damaged_byte_before_the_commit_in_flight_is_refused_or_kept(
                 name = "in flight dropped, the rest kept"
             tally[name] = tally.get(name, 0) + 1
     report("%d damaged bytes: %s" % (sum(tally.values()), tally))
+
+
+def test_after_a_pack_the_mark_describes_the_new_file(tmp_path):
+    """A writer killed after a pack, before its next commit, leaves positions
+    of the file the pack replaced: they are not taken for the new file's (a
+    clean file opens). Its next commit records the new file's, so that a
+    commit in flight there is dropped."""
+    path = tmp_path / "db.durus"
+    mark_path = tmp_path / "db.durus.writer"
+    storage = FileStorage2(str(path))
+    connection = Connection(storage)
+    root = connection.get_root()
+    root["garbage"] = PersistentDict((i, PersistentDict(n=i)) for i in range(100))
+    connection.commit()
+    del root["garbage"]
+    root["kept"] = PersistentDict(n=0)
+    connection.commit()
+    connection.pack()
+    packed, stale_mark, state = path.read_bytes(), mark_path.read_bytes(), records(storage)
+    root["kept"]["n"] = 1
+    connection.commit()
+    committed, mark, after = path.read_bytes(), mark_path.read_bytes(), records(storage)
+    root["kept"]["n"] = 2
+    connection.commit()
+    in_flight = path.read_bytes()[:len(committed) + 10]
+    storage.close()
+    put(path, packed, stale_mark)
+    assert outcome(path, readonly=True) == outcome(path) == state
+    put(path, in_flight, mark)
+    assert outcome(path, readonly=True) == after
+    assert outcome(path) == after and path.read_bytes() == committed
+
+
+def test_make_durable_records_how_far_commits_are_durable(tmp_path):
+    """With fsync=False, a commit leaves the mark's durable end where it was;
+    make_durable() (what a server calls for a batch of commits) moves it."""
+    path = tmp_path / "db.durus"
+    storage = FileStorage2(str(path), fsync=False)
+    connection = Connection(storage)
+    connection.get_root()["a"] = 1
+    connection.commit()
+    marked = WriterMark(str(path)).recorded
+    start = marked()[0]
+    connection.get_root()["a"] = 2
+    connection.commit()
+    assert marked()[2] == start < path.stat().st_size
+    storage.make_durable()
+    assert marked()[2] == path.stat().st_size
+    storage.close()
+    assert not os.path.exists(str(path) + ".writer")
+
+
+def test_a_mark_without_positions_does_not_drop_a_cut_commit(tmp_path):
+    """A mark that records no positions (left by an older version, or a
+    SHELF-1 writer's) cannot tell a commit in flight from damage: the file is
+    refused, and repair cuts it back."""
+    path = tmp_path / "db.durus"
+    (first, _, state), (second, _, _) = write_session(path, [{"a": 1}, {"b": 2}])
+    put(path, second[:len(second) - 5], b"pid 1 on host has had the database open")
+    with pytest.raises(CorruptFileError, match="byte %d.*records no positions" % len(first)):
+        FileStorage2(str(path))
+    assert outcome(path, repair=True) == state
+
+
+def test_a_commit_of_nothing_writes_nothing(tmp_path):
+    path = tmp_path / "db.durus"
+    storage = FileStorage2(str(path))
+    Connection(storage).commit()
+    size = path.stat().st_size
+    storage.begin()
+    storage.end()
+    assert path.stat().st_size == size
+    storage.close()
+
+
+def test_each_commit_ends_with_a_copy_of_its_smallest_record(tmp_path):
+    path = tmp_path / "db.durus"
+    storage = FileStorage2(str(path))
+    connection = Connection(storage)
+    start = path.stat().st_size
+    connection.get_root()["big"] = PersistentDict(text="x" * 500)
+    connection.commit()
+    data = path.read_bytes()[start:]
+    records_written = []
+    position = 0
+    while (length := int.from_bytes(data[position:position + 4], "big")):
+        records_written.append(data[position:position + 4 + length])
+        position += 4 + length
+    assert position + 4 == len(data)
+    assert records_written[-1] == min(records_written[:-1], key=len)
+    assert len(records_written) == 3  # the root, the new dict, the copy
+    storage.close()
