@@ -81,3 +81,8 @@ class FileLockedError(DurusError, BlockingIOError):
 class ReadOnlyError(DurusError, PermissionError, AssertionError):
     """A change was attempted through a read-only storage (an AssertionError
     too: Durus asserted that its file was writable)."""
+
+
+class LockTimeoutError(DurusError, TimeoutError):
+    """Another process held a database's commit lock for longer than this one
+    would wait (a relational storage's BUSY_TIMEOUT): nothing was written."""

@@ -11,7 +11,8 @@ may be in it, in PGPASSWORD or in ~/.pgpass. Errors and str() show the DSN
 without its password. TLS is libpq's (sslmode=... in the DSN).
 """
 
-from durus.relational import DEFAULT_CACHE_BYTES, OID_BLOCK, RelationalStorage
+from durus.error import LockTimeoutError
+from durus.relational import BUSY_TIMEOUT, DEFAULT_CACHE_BYTES, OID_BLOCK, RelationalStorage
 
 try:
     import psycopg
@@ -60,7 +61,6 @@ class PostgresStorage(RelationalStorage):
             raise ImportError("PostgresStorage needs psycopg 3: pip install 'durus[postgres]'")
         self.dsn = dsn
         self.public_dsn = public_dsn(dsn)
-        self._lost = False
         super().__init__(readonly, cache_bytes)
 
     def _connect(self):
@@ -71,6 +71,11 @@ class PostgresStorage(RelationalStorage):
         except psycopg.OperationalError as error:
             raise ConnectionError("cannot connect to PostgreSQL (%s): %s" % (
                 self._where(params), _first_line(error))) from None
+        except psycopg.ProgrammingError as error:  # e.g. a parameter of the wrong type
+            raise ValueError("bad PostgreSQL connection string %s: %s" % (
+                self.public_dsn, _first_line(error).replace(self.dsn, "<dsn>"))) from None
+        # Waiting for another process's commit lock ends with LockTimeoutError.
+        db.execute("SET lock_timeout = %d" % (BUSY_TIMEOUT * 1000))
         if self.readonly:
             db.execute("SET default_transaction_read_only = on")
         return db
@@ -84,44 +89,37 @@ class PostgresStorage(RelationalStorage):
         try:
             return db.execute(sql.replace("?", "%s"), params)
         except psycopg.OperationalError as error:
-            raise self._connection_lost(db, error) from None
+            raise self._translated(db, error) from None
 
     def _executemany(self, db, sql: str, rows) -> None:
         try:
             db.cursor().executemany(sql.replace("?", "%s"), rows)
         except psycopg.OperationalError as error:
-            raise self._connection_lost(db, error) from None
+            raise self._translated(db, error) from None
 
-    def _connection_lost(self, db, error) -> ConnectionError:
-        """Note that db is unusable (the next operation reconnects) and return
-        the error to raise now."""
-        if db is self._db:
-            self._lost = True
+    def _translated(self, db, error: Exception) -> Exception:
+        """The error to raise for an OperationalError of db: a lock waited for
+        too long, or a connection lost (noted: the next operation reconnects)."""
+        if isinstance(error, psycopg.errors.LockNotAvailable):
+            return LockTimeoutError("%s: another process held the commit lock for %d s; "
+                                    "nothing was written" % (self, BUSY_TIMEOUT))
+        if not (db.closed or db.broken or _mid_command(db)):
+            return error
+        self._drop(db)
         return ConnectionError("lost the connection to PostgreSQL (%s): %s" % (
             self._where(conninfo_to_dict(self.dsn)), _first_line(error)))
 
     def _check_open(self) -> None:
+        if not self.closed and _mid_command(self._db):
+            self._drop(self._db)  # an interrupt left it waiting for a result
         super()._check_open()
-        if self._lost:
-            self._reconnect()
 
-    def _reconnect(self) -> None:
-        """Replace the lost connection; the commits missed meanwhile are in
-        the log, read at the new snapshot."""
+    def _drop(self, db) -> None:
+        super()._drop(db)
         try:
-            self._db.close()
+            db.close()  # the server rolls back what it had open, locks included
         except psycopg.Error:
             pass
-        self._db = self._connect()
-        self._lost = False
-        self._reserved = []
-        self._begin_read(self._db)
-        self._collect_log(self._db)
-
-    def _rows(self, db, ids: list, columns: str = "id, data, refs") -> list:
-        """Rows of the objects among ids (ints), in one query."""
-        return self._execute(db, "SELECT %s FROM objects WHERE id = ANY(?)" % columns,
-                             (ids,)).fetchall()
 
     def _begin_read(self, db) -> None:
         self._execute(db, "BEGIN ISOLATION LEVEL REPEATABLE READ")
@@ -139,13 +137,9 @@ class PostgresStorage(RelationalStorage):
                                (oids,))[0]
 
     def _reserve_oids(self) -> range:
-        """The next block of the sequence, moved past the highest id stored
-        first if records came from elsewhere (durus convert)."""
-        (block, highest) = self._query_one(
-            self._db, "SELECT nextval('durus_oid_blocks'), (SELECT max(id) FROM objects)")
-        if highest is not None and block * OID_BLOCK <= highest:
-            (block,) = self._query_one(self._db, "SELECT setval('durus_oid_blocks', ?)",
-                                       (highest // OID_BLOCK + 1,))
+        """The next block of the sequence (whatever writes records with oids of
+        its own must move the sequence past them)."""
+        (block,) = self._query_one(self._db, "SELECT nextval('durus_oid_blocks')")
         first = block * OID_BLOCK
         return range(first, first + OID_BLOCK)
 
@@ -154,6 +148,9 @@ class PostgresStorage(RelationalStorage):
             for statement in _SCHEMA:
                 self._execute(db, statement)
         self._write(db, create)
+
+    def _changed_without_log(self, db) -> bool:
+        return False  # only this durus writes these databases, with the log
 
     def _table_exists(self, name: str) -> bool:
         return self._query_one(self._db, "SELECT to_regclass(?) IS NOT NULL", (name,))[0]
@@ -166,6 +163,12 @@ class PostgresStorage(RelationalStorage):
 
     def __str__(self):
         return "PostgresStorage(%r)" % self.public_dsn
+
+
+def _mid_command(db) -> bool:
+    """Tell whether db was left in the middle of a command (an interrupt
+    stopped the wait for its result): it can take no other."""
+    return db.info.transaction_status == psycopg.pq.TransactionStatus.ACTIVE
 
 
 def _first_line(error: Exception) -> str:

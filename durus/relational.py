@@ -23,6 +23,7 @@ removes the rest in batches under the write lock, first taking back what
 commits made reachable since the mark.
 """
 
+import threading
 import time
 
 from durus.error import DurusKeyError, ReadConflictError, ReadOnlyError, WriteConflictError
@@ -31,6 +32,9 @@ from durus.record_cache import RecordCache
 from durus.serialize import pack_record, split_oids, unpack_record
 from durus.storage import ROOT_OID, Storage
 from durus.utils import int8_to_str, str_to_int8
+
+# Seconds a process waits for another's commit lock before giving up.
+BUSY_TIMEOUT = 60
 
 # Log rows younger than this are kept by a pack; a process that has not
 # synced for longer treats every object it has as changed.
@@ -44,6 +48,7 @@ PACK_STEP = 2000
 # Bytes of records a process keeps in memory, as a ClientStorage does.
 DEFAULT_CACHE_BYTES = 64 << 20
 
+_TABLES = ("objects", "durus_log", "durus_meta")
 _UPSERT = ("INSERT INTO objects (id, data, refs) VALUES (?, ?, ?) ON CONFLICT (id) "
            "DO UPDATE SET data = excluded.data, refs = excluded.refs")
 
@@ -56,14 +61,19 @@ class RelationalStorage(Storage):
     """
 
     def __init__(self, readonly: bool, cache_bytes: int):
+        if not isinstance(cache_bytes, int) or cache_bytes < 0:
+            raise ValueError("cache_bytes must be an int >= 0, not %r" % (cache_bytes,))
         self.readonly = readonly
+        # One thread uses a storage, as one uses a Connection (close() excepted).
+        self._thread = threading.get_ident()
         self.pending: dict = {}
         self.invalid: set = set()  # oids others committed past this snapshot
         self.cache = RecordCache(cache_bytes)
         self._reserved: list = []
         self._last_tid = 0
+        self._lost = False  # the connection broke: the next operation reconnects
         self._db = self._connect()
-        if not readonly:
+        if not readonly and not all(map(self._table_exists, _TABLES)):
             self._create_tables(self._db)
         self._has_log = self._table_exists("durus_log")
         self._begin_read(self._db)
@@ -89,7 +99,8 @@ class RelationalStorage(Storage):
         raise NotImplementedError
 
     def _begin_write(self, db) -> None:
-        """Begin a transaction holding the database's write lock (waiting for it)."""
+        """Begin a transaction holding the database's write lock (waiting for
+        it, up to a limit: then LockTimeoutError)."""
         raise NotImplementedError
 
     def _in_transaction(self, db) -> bool:
@@ -109,48 +120,103 @@ class RelationalStorage(Storage):
     def _table_exists(self, name: str) -> bool:
         raise NotImplementedError
 
+    def _changed_without_log(self, db) -> bool:
+        """Tell whether others committed since this was last asked, in a
+        database that has no log (one only Durus 4.3 wrote)."""
+        raise NotImplementedError
+
     # Shared helpers.
 
     def _query_one(self, db, sql: str, params=()):
         return self._execute(db, sql, params).fetchone()
 
     def _finish(self, db) -> None:
-        """End db's transaction, if it has one."""
+        """End db's read transaction, if it has one. Rolled back: a read has
+        nothing to commit, and a write an interrupt left open must not be."""
         if self._in_transaction(db):
-            self._execute(db, "COMMIT")
+            self._execute(db, "ROLLBACK")
 
     def _write(self, db, work):
         """Return work() run in a transaction holding the write lock, committed."""
-        self._begin_write(db)
         try:
+            self._begin_write(db)
             result = work()
             self._execute(db, "COMMIT")
         except BaseException:
-            if self._in_transaction(db):
-                self._execute(db, "ROLLBACK")
+            try:
+                self._finish(db)
+            except Exception:
+                self._drop(db)  # what cannot be rolled back is abandoned: closing does it
             raise
         return result
 
+    def _drop(self, db) -> None:
+        """Stop using db, which can no longer be trusted (it is closed, or
+        about to be): if it is the storage's own, the next operation reconnects."""
+        if db is self._db:
+            self._lost = True
+
+    def _reconnect(self) -> None:
+        """Replace the lost connection; the commits missed meanwhile are in
+        the log, read at the new snapshot."""
+        try:
+            self._db.close()
+        except Exception:
+            pass  # it is gone already
+        self._db = self._connect()
+        self._lost = False
+        self._reserved = []
+        self._new_snapshot(self._db)
+
+    def _new_snapshot(self, db) -> None:
+        """End whatever transaction db has, begin a read transaction, and
+        note what others committed before it."""
+        self._finish(db)
+        self._begin_read(db)
+        self._collect_log(db)
+
     def _collect_log(self, db) -> None:
         """Note the oids of the log rows past the last one seen in self.invalid,
-        and forget their cached records."""
+        and forget their cached records.
+
+        Every step may be repeated: the last row seen advances only once
+        both are done, so an interrupt loses no invalidation.
+        """
         if not self._has_log:
+            self._note_changes_without_log(db)
             return
+        # One query: the rows, and a row of tid -1 if some were pruned unseen.
+        rows = self._execute(
+            db, "SELECT tid, oids FROM durus_log WHERE tid > ? UNION ALL "
+                "SELECT -1, NULL FROM durus_meta WHERE name = 'log_pruned_through' "
+                "AND value > ? ORDER BY 1", (self._last_tid, self._last_tid)).fetchall()
+        if not rows:
+            return
+        if rows[0][0] == -1:
+            self._invalidate_everything(db)
         found = set()
-        pruned = self._query_one(
-            db, "SELECT value FROM durus_meta WHERE name = 'log_pruned_through'")
-        if pruned is not None and pruned[0] > self._last_tid:
-            # Rows this process never saw are gone: anything may have changed.
-            found.update(int8_to_str(oid) for (oid,) in self._execute(
-                db, "SELECT id FROM objects").fetchall())
-            self.cache.clear()
-        for tid, oids in self._execute(
-                db, "SELECT tid, oids FROM durus_log WHERE tid > ? ORDER BY tid",
-                (self._last_tid,)).fetchall():
+        for _, oids in rows[1 if rows[0][0] == -1 else 0:]:
             found.update(split_oids(bytes(oids)))
-            self._last_tid = tid
         self.cache.discard_all(found)
         self.invalid.update(found)
+        self._last_tid = max(self._last_tid, rows[-1][0])
+
+    def _invalidate_everything(self, db) -> None:
+        """Rows this process never saw are gone, or there never were any:
+        anything may have changed."""
+        self.cache.clear()
+        self.invalid.update(int8_to_str(oid) for (oid,) in self._execute(
+            db, "SELECT id FROM objects").fetchall())
+
+    def _note_changes_without_log(self, db) -> None:
+        if not self._changed_without_log(db):
+            return
+        self._invalidate_everything(db)
+        # A process of ours may have made the log since: follow it from now on.
+        if self._table_exists("durus_log"):
+            self._last_tid = self._query_one(
+                db, "SELECT coalesce(max(tid), 0) FROM durus_log")[0]
+            self._has_log = True
 
     def _rows(self, db, ids: list, columns: str = "id, data, refs") -> list:
         """Rows of the objects among ids (ints), a query per BATCH of them."""
@@ -165,6 +231,14 @@ class RelationalStorage(Storage):
 
     def is_readonly(self) -> bool:
         return self.readonly
+
+    def _check_open(self) -> None:
+        super()._check_open()
+        if threading.get_ident() != self._thread:
+            raise RuntimeError("%s belongs to the thread that opened it: open a storage per "
+                               "thread, as a Connection is" % self)
+        if self._lost:
+            self._reconnect()
 
     def _check_writable(self) -> None:
         self._check_open()
@@ -223,14 +297,17 @@ class RelationalStorage(Storage):
             return
         db = self._db
         self._finish(db)  # the snapshot: a commit needs the latest state
+        # Forgotten first: whatever stops this commit, no older record of
+        # these stays cached (this process skips its own log rows).
+        self.cache.discard_all(pending)
         try:
             self._last_tid = self._write(db, lambda: self._commit(db, pending,
                                                                   handle_invalidations))
             for oid, record in pending.items():
                 self.cache.put(oid, record)
         finally:
-            self._begin_read(db)
-            self._collect_log(db)
+            if not self._lost:  # else the next operation reconnects, and reads the log
+                self._new_snapshot(db)
 
     def _commit(self, db, pending: dict, handle_invalidations) -> int:
         self._collect_log(db)
@@ -250,9 +327,7 @@ class RelationalStorage(Storage):
 
     def sync(self) -> list:
         self._check_open()
-        self._finish(self._db)
-        self._begin_read(self._db)
-        self._collect_log(self._db)
+        self._new_snapshot(self._db)
         invalid = list(self.invalid)
         self.invalid.difference_update(invalid)
         return invalid
@@ -297,6 +372,7 @@ class RelationalStorage(Storage):
             removed = 0
             state = {"checked": start_tid}
             while True:
+                self._check_open()  # a storage closed meanwhile stops its pack
                 batch = self._write(db, lambda: self._sweep(db, dead, state))
                 removed += len(batch)
                 if not dead:

@@ -12,8 +12,8 @@ import sqlite3
 import tempfile
 import time
 
-from durus.error import CorruptFileError
-from durus.relational import DEFAULT_CACHE_BYTES, OID_BLOCK, RelationalStorage
+from durus.error import CorruptFileError, LockTimeoutError
+from durus.relational import BUSY_TIMEOUT, DEFAULT_CACHE_BYTES, OID_BLOCK, RelationalStorage
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS objects (id integer primary key, data blob, refs blob)",
@@ -21,9 +21,6 @@ _SCHEMA = (
     "committed real not null, oids blob not null)",
     "CREATE TABLE IF NOT EXISTS durus_meta (name text primary key, value integer not null)",
 )
-
-# Seconds a process waits for another's write lock before giving up.
-BUSY_TIMEOUT = 60.0
 
 
 class SqliteStorage(RelationalStorage):
@@ -51,7 +48,12 @@ class SqliteStorage(RelationalStorage):
         self.filename = os.path.abspath(filename)
         self.fsync = fsync
         self._counter = None  # a second connection, for oids: the first keeps its snapshot
+        # In WAL mode a read transaction is a snapshot that blocks no writer;
+        # a file a reader may not switch to WAL (Durus 4.3's, read-only) is
+        # read a statement at a time instead, or it would lock writers out.
+        self._snapshots = True
         super().__init__(readonly, cache_bytes)
+        self._data_version = self._data_version_now(self._db)
 
     def _connect(self, synchronous: str | None = None) -> sqlite3.Connection:
         if self.readonly:
@@ -59,13 +61,22 @@ class SqliteStorage(RelationalStorage):
         else:
             target, uri = self.filename, False
         try:
+            # Threads are held off by the storage (one per thread), not here:
+            # close() may come from another one.
             db = sqlite3.connect(target, uri=uri, isolation_level=None, timeout=BUSY_TIMEOUT,
                                  check_same_thread=False)
-            if not self.readonly:
-                db.execute("PRAGMA journal_mode=WAL")
+            mode = db.execute("PRAGMA journal_mode%s" % ("" if self.readonly else "=WAL")
+                              ).fetchone()[0]
+            self._snapshots = mode == "wal"
             db.execute("PRAGMA synchronous=%s" % (
                 synchronous or ("FULL" if self.fsync else "NORMAL")))
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError as error:
+            if _is_locked(error):
+                raise LockTimeoutError("%r: another process kept the database locked for %d s"
+                                       % (self.filename, BUSY_TIMEOUT)) from None
+            raise CorruptFileError("%r is not an SQLite database (%s)"
+                                   % (self.filename, error)) from None
         except sqlite3.DatabaseError as error:
             raise CorruptFileError("%r is not an SQLite database (%s)"
                                    % (self.filename, error)) from None
@@ -78,10 +89,17 @@ class SqliteStorage(RelationalStorage):
         db.executemany(sql, rows)
 
     def _begin_read(self, db) -> None:
-        db.execute("BEGIN")
+        if self._snapshots:
+            db.execute("BEGIN")
 
     def _begin_write(self, db) -> None:
-        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if not _is_locked(error):
+                raise
+            raise LockTimeoutError("%r: another process held the write lock for %d s; nothing "
+                                   "was written" % (self.filename, BUSY_TIMEOUT)) from None
 
     def _in_transaction(self, db) -> bool:
         return db.in_transaction
@@ -106,6 +124,19 @@ class SqliteStorage(RelationalStorage):
             return first
         first = self._write(db, draw)
         return range(first, first + OID_BLOCK)
+
+    def _drop(self, db) -> None:
+        super()._drop(db)
+        db.close()
+        if db is self._counter:
+            self._counter = None
+
+    def _data_version_now(self, db) -> int:
+        return db.execute("PRAGMA data_version").fetchone()[0]
+
+    def _changed_without_log(self, db) -> bool:
+        version, self._data_version = self._data_version, self._data_version_now(db)
+        return version != self._data_version
 
     def _create_tables(self, db) -> None:
         self._write(db, lambda: [db.execute(statement) for statement in _SCHEMA])
@@ -135,3 +166,8 @@ class SqliteStorage(RelationalStorage):
 
     def __str__(self):
         return "SqliteStorage(%r)" % self.filename
+
+
+def _is_locked(error: sqlite3.OperationalError) -> bool:
+    """Tell whether SQLite gave up waiting for another process's lock."""
+    return "locked" in str(error) or "busy" in str(error)

@@ -7,13 +7,14 @@ commit() promised."""
 
 import os
 import signal
+import threading
 import time
 
 import pytest
 
 import bank
 from durus.connection import Connection
-from durus.error import ConflictError, ReadConflictError, WriteConflictError
+from durus.error import ConflictError, LockTimeoutError, ReadConflictError, WriteConflictError
 from durus.persistent_dict import PersistentDict
 from durus.utils import int8_to_str
 
@@ -258,3 +259,64 @@ def test_durus_command_packs_serves_and_opens_the_database(shared_database, serv
     assert "read server was here" in done.stdout, done.stderr
     for text in (done.stdout, done.stderr, server.log_text()):
         assert PASSWORD not in text
+
+
+# Locks, threads, bad arguments.
+
+def _hold_commit_lock(storage):
+    """Open a second connection to storage's database holding its commit
+    lock (as a process stopped mid-commit would); return it."""
+    db = storage._connect()
+    storage._begin_write(db)
+    return db
+
+
+def test_a_commit_waits_for_a_stalled_lock_holder_then_fails_clearly(shared_database, monkeypatch):
+    engine = __import__(type(shared_database()).__module__, fromlist=["BUSY_TIMEOUT"])
+    monkeypatch.setattr(engine, "BUSY_TIMEOUT", 1)
+    monkeypatch.setattr("durus.relational.BUSY_TIMEOUT", 1)
+    connection = Connection(shared_database())
+    connection.get_root()["x"] = 1
+    connection.commit()
+    holder = _hold_commit_lock(shared_database())
+    other = Connection(shared_database())  # opening needs no lock once the tables exist
+    connection.get_root()["x"] = 2
+    started = time.monotonic()
+    with pytest.raises(LockTimeoutError, match="held the .*lock"):
+        connection.commit()
+    assert time.monotonic() - started < 10
+    holder.rollback()
+    holder.close()
+    connection.abort()
+    assert connection.get_root()["x"] == 1  # nothing was written
+    connection.get_root()["x"] = 3
+    connection.commit()
+    other.abort()
+    assert other.get_root()["x"] == 3
+
+
+def test_a_storage_belongs_to_the_thread_that_opened_it(shared_database):
+    storage = shared_database()
+    connection = Connection(storage)
+    errors = []
+
+    def use() -> None:
+        try:
+            storage.sync()
+        except RuntimeError as error:
+            errors.append(str(error))
+    thread = threading.Thread(target=use)
+    thread.start()
+    thread.join()
+    assert errors and "open a storage per thread" in errors[0]
+    connection.commit()  # its own thread goes on
+    closer = threading.Thread(target=storage.close)  # closing from elsewhere is allowed
+    closer.start()
+    closer.join()
+    assert storage.closed
+
+
+@pytest.mark.parametrize("cache_bytes", [None, "64", -1, 1.5])
+def test_a_bad_cache_size_is_refused_at_once(shared_database, cache_bytes):
+    with pytest.raises(ValueError, match="cache_bytes"):
+        shared_database(cache_bytes=cache_bytes)

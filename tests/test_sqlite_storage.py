@@ -105,3 +105,24 @@ def test_a_durus_43_file_is_read_only_here_without_being_changed(run_peer, path)
     tables = {name for (name,) in sqlite3.connect(path).execute(
         "SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == {"objects"}
+
+
+def test_a_reader_of_a_durus_43_file_sees_its_writes_and_never_blocks_them(run_peer, path):
+    """Durus 4.3's files have no log and are not in WAL mode: a read-only
+    process of ours reads them a statement at a time (a read transaction
+    would lock Durus's writer out) and drops its whole cache whenever
+    another process has committed."""
+    run_peer(WRITE, path, "peer")
+    reader = Connection(SqliteStorage(path, readonly=True))
+    before = interop_model_summary(reader)
+    run_peer(MUTATE, path, "peer")  # commits and packs while our reader is open
+    assert interop_model_summary(reader) == before  # not synced yet: its cache
+    reader.abort()
+    after = interop_model_summary(reader)
+    assert after != before and after == run_peer(READ, path).strip()
+    reader.get_storage().close()
+
+
+def interop_model_summary(connection: Connection) -> str:
+    import interop_model
+    return interop_model.summarize(connection.get_root())
