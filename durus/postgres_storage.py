@@ -12,7 +12,8 @@ without its password. TLS is libpq's (sslmode=... in the DSN).
 """
 
 from durus.error import LockTimeoutError
-from durus.relational import BUSY_TIMEOUT, DEFAULT_CACHE_BYTES, OID_BLOCK, RelationalStorage
+from durus.relational import (BUSY_TIMEOUT, DEFAULT_CACHE_BYTES, OID_BLOCK, UPSERT,
+                              RelationalStorage)
 
 try:
     import psycopg
@@ -29,6 +30,19 @@ _SCHEMA = (
     # Each value is a block of OID_BLOCK oids.
     "CREATE SEQUENCE IF NOT EXISTS durus_oid_blocks MINVALUE 0 START 0",
 )
+
+# The refs column holds 8-byte big-endian oids: decoded in SQL, so that a
+# load and its read-ahead take one round trip.
+_LOAD_WITH_REFERENCES = (
+    "WITH loaded AS (SELECT id, data, refs FROM objects WHERE id = ?) "
+    "SELECT id, data, refs FROM loaded UNION ALL "
+    "SELECT o.id, o.data, o.refs FROM objects o WHERE o.id IN ("
+    " SELECT ('x' || encode(substr(loaded.refs, i * 8 + 1, 8), 'hex'))::bit(64)::bigint"
+    " FROM loaded, generate_series(0, least(length(loaded.refs) / 8, ?) - 1) AS i)")
+
+# Rows an INSERT of a commit's records carries (3 parameters each, well
+# under PostgreSQL's 65,535).
+_ROWS_PER_INSERT = 1000
 
 # The advisory lock that serializes commits (and pack sweeps): 'durus' in ASCII.
 _COMMIT_LOCK = 0x6475727573
@@ -54,6 +68,8 @@ class PostgresStorage(RelationalStorage):
     never write. cache_bytes: int, records kept in memory by this process.
     The tables are created on first use.
     """
+
+    read_ahead = 65536
 
     def __init__(self, dsn: str, readonly: bool = False, repair: bool = False,
                  cache_bytes: int = DEFAULT_CACHE_BYTES):
@@ -120,6 +136,25 @@ class PostgresStorage(RelationalStorage):
             db.close()  # the server rolls back what it had open, locks included
         except psycopg.Error:
             pass
+
+    def _load_rows(self, db, number: int) -> list:
+        """The object's row and, in the same round trip, those of up to
+        read_ahead objects it refers to: what a reader is about to load next
+        (a BTree's nodes, a container's items), from the same snapshot."""
+        return self._execute(db, _LOAD_WITH_REFERENCES, (number, self.read_ahead)).fetchall()
+
+    def _rows(self, db, ids: list, columns: str = "id, data, refs") -> list:
+        """Rows of the objects among ids (ints), in one query."""
+        return self._execute(db, "SELECT %s FROM objects WHERE id = ANY(?)" % columns,
+                             (ids,)).fetchall()
+
+    def _store_rows(self, db, rows: list) -> None:
+        """Many rows a statement: a commit of thousands of objects takes a few
+        round trips, not one per object."""
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            batch = rows[start:start + _ROWS_PER_INSERT]
+            self._execute(db, UPSERT.replace("(?, ?, ?)", ", ".join(["(?, ?, ?)"] * len(batch))),
+                          [value for row in batch for value in row])
 
     def _begin_read(self, db) -> None:
         self._execute(db, "BEGIN ISOLATION LEVEL REPEATABLE READ")

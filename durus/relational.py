@@ -49,7 +49,7 @@ PACK_STEP = 2000
 DEFAULT_CACHE_BYTES = 64 << 20
 
 _TABLES = ("objects", "durus_log", "durus_meta")
-_UPSERT = ("INSERT INTO objects (id, data, refs) VALUES (?, ?, ?) ON CONFLICT (id) "
+UPSERT = ("INSERT INTO objects (id, data, refs) VALUES (?, ?, ?) ON CONFLICT (id) "
            "DO UPDATE SET data = excluded.data, refs = excluded.refs")
 
 
@@ -59,6 +59,10 @@ class RelationalStorage(Storage):
     Subclasses connect to their engine and say how it begins transactions,
     takes the write lock and hands out oids; SQL here uses '?' parameters.
     """
+
+    # How many of the objects a loaded record refers to are read with it
+    # (where a query costs a round trip over the network; 0: none).
+    read_ahead = 0
 
     def __init__(self, readonly: bool, cache_bytes: int):
         if not isinstance(cache_bytes, int) or cache_bytes < 0:
@@ -72,6 +76,9 @@ class RelationalStorage(Storage):
         self._reserved: list = []
         self._last_tid = 0
         self._lost = False  # the connection broke: the next operation reconnects
+        # oids of records read ahead and not used yet: using one reads ahead
+        # what it refers to (see read_ahead).
+        self._read_ahead: set = set()
         self._db = self._connect()
         if not readonly and not all(map(self._table_exists, _TABLES)):
             self._create_tables(self._db)
@@ -105,6 +112,10 @@ class RelationalStorage(Storage):
 
     def _in_transaction(self, db) -> bool:
         raise NotImplementedError
+
+    def _store_rows(self, db, rows: list) -> None:
+        """Insert or replace the rows (id, data, refs) of objects."""
+        self._executemany(db, UPSERT, rows)
 
     def _insert_log(self, db, oids: bytes) -> int:
         """Add a log row naming oids; return its tid."""
@@ -248,17 +259,54 @@ class RelationalStorage(Storage):
     def load(self, oid: bytes) -> bytes:
         record = self.cache.get(oid)
         if record is not None:
+            if oid in self._read_ahead:
+                self._read_ahead_next()
             return record
         self._check_open()
         if oid in self.invalid:
             raise ReadConflictError([oid])
-        row = self._query_one(self._db, "SELECT data, refs FROM objects WHERE id = ?",
-                              (str_to_int8(oid),))
-        if row is None:
+        record = None
+        for number, data, refs in self._load_rows(self._db, str_to_int8(oid)):
+            row_oid = int8_to_str(number)
+            row_record = pack_record(row_oid, bytes(data), bytes(refs))
+            if row_oid == oid:
+                record = row_record
+            elif row_oid in self.invalid:
+                continue  # never a record past the snapshot
+            else:
+                self._read_ahead.add(row_oid)
+            self.cache.put(row_oid, row_record)
+        if record is None:
             raise DurusKeyError(oid)
-        record = pack_record(oid, bytes(row[0]), bytes(row[1]))
-        self.cache.put(oid, record)
         return record
+
+    def _read_ahead_next(self) -> None:
+        """A record read ahead is being used: read ahead, in one query, what
+        all the records read ahead with it refer to (the next level of a
+        tree, a container's items), up to read_ahead objects."""
+        frontier, self._read_ahead = self._read_ahead, set()
+        cached, wanted = self.cache.records, set()
+        for oid in frontier:
+            record = cached.get(oid)
+            if record is not None:
+                wanted.update(ref for ref in split_oids(unpack_record(record)[2])
+                              if ref not in cached and ref not in self.invalid)
+            if len(wanted) >= self.read_ahead:
+                break
+        if not wanted:
+            return
+        self._check_open()
+        for number, data, refs in self._rows(
+                self._db, [str_to_int8(oid) for oid in wanted][:self.read_ahead]):
+            oid = int8_to_str(number)
+            self._read_ahead.add(oid)
+            self.cache.put(oid, pack_record(oid, bytes(data), bytes(refs)))
+
+    def _load_rows(self, db, number: int) -> list:
+        """Rows (id, data, refs) of the object numbered number, if it has a
+        record, and of any others the engine reads ahead with it."""
+        return self._execute(db, "SELECT id, data, refs FROM objects WHERE id = ?",
+                             (number,)).fetchall()
 
     def bulk_load(self, oids):
         """Yield the records of oids in order, those not cached in one query per batch."""
@@ -321,8 +369,8 @@ class RelationalStorage(Storage):
                 handled = list(self.invalid)
                 handle_invalidations(handled)  # raises ConflictError if this one used any
                 self.invalid.difference_update(handled)
-        self._executemany(db, _UPSERT, [(str_to_int8(oid), *unpack_record(record)[1:])
-                                        for oid, record in pending.items()])
+        self._store_rows(db, [(str_to_int8(oid), *unpack_record(record)[1:])
+                              for oid, record in pending.items()])
         return self._insert_log(db, b"".join(pending))
 
     def sync(self) -> list:

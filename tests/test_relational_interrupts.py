@@ -14,7 +14,9 @@ nothing is lost, nothing stale is read, and no conflict goes unnoticed."""
 from durus.connection import Connection
 from durus.error import ConflictError
 from durus.persistent_dict import PersistentDict
+from durus.postgres_storage import PostgresStorage
 from durus.relational import RelationalStorage
+from durus.sqlite_storage import SqliteStorage
 
 from lifecycle import Item
 from test_interrupted_commit import sweep
@@ -22,7 +24,12 @@ from test_interrupted_commit import sweep
 STORAGE_PATH = [RelationalStorage.end, RelationalStorage._commit, RelationalStorage._write,
                 RelationalStorage._collect_log, RelationalStorage._new_snapshot,
                 RelationalStorage._finish, RelationalStorage.sync, RelationalStorage.load,
-                RelationalStorage.new_oid, RelationalStorage._check_open]
+                RelationalStorage.new_oid, RelationalStorage._check_open,
+                RelationalStorage._read_ahead_next, RelationalStorage._store_rows,
+                SqliteStorage._begin_write, SqliteStorage._reserve_oids,
+                PostgresStorage._store_rows, PostgresStorage._load_rows,
+                PostgresStorage._begin_write, PostgresStorage._check_open,
+                PostgresStorage._execute]
 
 
 def _change(connection: Connection, conflicting: bool) -> None:
