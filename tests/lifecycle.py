@@ -2,7 +2,8 @@
 against a dict after every step: adds, changes, objects unreferenced and
 replaced, packs (some while commits go on), reopens.
 
-Lifecycle(path, seed).run(objects, steps) drives one FileStorage file:
+Lifecycle(path, seed).run(objects, steps) drives one FileStorage file (or
+the database open_storage() opens, if given):
 root["items"] is a BTree of Item objects, each one record; the model is
 {key: value}. Used by test_lifecycle.py (CI) and the soak runs (2,000,000
 objects).
@@ -29,8 +30,9 @@ class Item(Persistent):
 class Lifecycle:
     """One file, its model, and the steps that change both."""
 
-    def __init__(self, path: Path, seed: int):
+    def __init__(self, path: Path, seed: int, open_storage=None):
         self.path = str(path)
+        self.open_storage = open_storage or (lambda: FileStorage(self.path))
         self.rng = random.Random(seed)
         self.model = {}
         self.next_key = 0
@@ -50,7 +52,7 @@ class Lifecycle:
         return self.root["items"]
 
     def _open(self) -> None:
-        self.connection = Connection(FileStorage(self.path))
+        self.connection = Connection(self.open_storage())
 
     def _value(self) -> str:
         self.version += 1

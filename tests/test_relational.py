@@ -19,7 +19,7 @@ from durus.persistent_dict import PersistentDict
 from durus.utils import int8_to_str
 
 import server_processes
-from lifecycle import Item
+from lifecycle import Item, Lifecycle
 from postgres_cluster import PASSWORD
 from server_processes import connect
 from test_cli import run_durus
@@ -321,3 +321,12 @@ def test_a_storage_belongs_to_the_thread_that_opened_it(shared_database):
 def test_a_bad_cache_size_is_refused_at_once(shared_database, cache_bytes):
     with pytest.raises(ValueError, match="cache_bytes"):
         shared_database(cache_bytes=cache_bytes)
+
+
+def test_lifecycle_at_scale_matches_a_model(shared_database, tmp_path, report):
+    """100,000 objects added, changed, unreferenced and replaced, packed (also
+    while commits go on) and reopened, every object checked after each step."""
+    life = Lifecycle(tmp_path / "unused", seed=12, open_storage=shared_database)
+    counts = life.run(100_000, 9)
+    life.close()
+    report("100,000 objects, then %s, each checked object by object" % counts)
