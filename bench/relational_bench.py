@@ -59,6 +59,9 @@ def one_round(contender: Contender, kind: str, cluster: Cluster, n: int, tmp: st
     result.update(contender.run("read", "-", n, **{kind: database}))
     for processes in PROCESSES:
         database = target(kind, cluster, tmp, "bench_%s_%d_%d" % (kind, number, processes))
+        # Made before the processes start: RelStorage's processes race to
+        # create its tables otherwise.
+        contender.run("small_commits", "-", 1, **{kind: database})
         result["commits_%d" % processes] = concurrent_commits(
             contender, processes, tmp, count=200, **{kind: database})
     return result
