@@ -74,6 +74,7 @@ class RelationalStorage(Storage):
         self.invalid: set = set()  # oids others committed past this snapshot
         self.cache = RecordCache(cache_bytes)
         self._reserved: list = []
+        self._new: set = set()  # oid numbers handed out by new_oid(), not committed yet
         self._last_tid = 0
         self._lost = False  # the connection broke: the next operation reconnects
         # oids of records read ahead and not used yet: using one reads ahead
@@ -112,6 +113,10 @@ class RelationalStorage(Storage):
 
     def _in_transaction(self, db) -> bool:
         raise NotImplementedError
+
+    def _make_durable(self) -> None:
+        """Make sure the commit just made is on disk (after the write lock is
+        released: where the engine's commit does not see to it itself)."""
 
     def _store_rows(self, db, rows: list) -> None:
         """Insert or replace the rows (id, data, refs) of objects."""
@@ -351,6 +356,8 @@ class RelationalStorage(Storage):
         try:
             self._last_tid = self._write(db, lambda: self._commit(db, pending,
                                                                   handle_invalidations))
+            self._new.difference_update(map(str_to_int8, pending))
+            self._make_durable()
             for oid, record in pending.items():
                 self.cache.put(oid, record)
         finally:
@@ -384,7 +391,9 @@ class RelationalStorage(Storage):
         self._check_writable()
         if not self._reserved:
             self._reserved = list(reversed(self._reserve_oids()))
-        return int8_to_str(self._reserved.pop())
+        number = self._reserved.pop()
+        self._new.add(number)
+        return int8_to_str(number)
 
     def gen_oid_record(self, start_oid: bytes | None = None, batch_size: int = 100):
         """Yield (oid, record): of every object when start_oid is None

@@ -4,7 +4,9 @@ Durus 4.3's files open here (its one table, objects, is ours too) and ours
 open there. The design (snapshots, the commit log, packs while others
 commit) is durus.relational's. The file is put in WAL mode, so that readers
 keep their snapshots while a writer commits; a commit is on disk when end()
-returns (synchronous=FULL: SQLite syncs the WAL at every commit).
+returns: SQLite runs with synchronous=NORMAL, and end() syncs the WAL after
+the write lock is released, so that the syncs of processes committing one
+after the other overlap (a group commit of sorts).
 """
 
 import os
@@ -29,8 +31,8 @@ class SqliteStorage(RelationalStorage):
     filename: str | None (None: a temporary file, deleted on close).
     readonly: bool, never write. repair: accepted for Durus's signature (SQLite
     recovers its file after a crash by itself). fsync: bool, a commit is on
-    disk when end() returns (synchronous=FULL), or may be lost in a power cut
-    but not corrupt the file (False: synchronous=NORMAL). cache_bytes: int,
+    disk when end() returns (the WAL synced), or may be lost in a power cut
+    but not corrupt the file (False). cache_bytes: int,
     records kept in memory.
     """
 
@@ -68,8 +70,10 @@ class SqliteStorage(RelationalStorage):
             mode = db.execute("PRAGMA journal_mode%s" % ("" if self.readonly else "=WAL")
                               ).fetchone()[0]
             self._snapshots = mode == "wal"
+            # In WAL mode a commit is made durable by _make_durable, outside
+            # the write lock, so that processes' syncs overlap.
             db.execute("PRAGMA synchronous=%s" % (
-                synchronous or ("FULL" if self.fsync else "NORMAL")))
+                synchronous or ("FULL" if self.fsync and not self._snapshots else "NORMAL")))
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.OperationalError as error:
             if _is_locked(error):
@@ -130,6 +134,17 @@ class SqliteStorage(RelationalStorage):
         db.close()
         if db is self._counter:
             self._counter = None
+
+    def _make_durable(self) -> None:
+        """Sync the WAL, which holds the commit just made (SQLite, with
+        synchronous=NORMAL, does not at a commit; it does at a checkpoint)."""
+        if not (self.fsync and self._snapshots):
+            return
+        descriptor = os.open(self.filename + "-wal", os.O_RDONLY)
+        try:
+            os.fdatasync(descriptor)
+        finally:
+            os.close(descriptor)
 
     def _data_version_now(self, db) -> int:
         return db.execute("PRAGMA data_version").fetchone()[0]
