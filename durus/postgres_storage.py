@@ -40,11 +40,16 @@ _LOAD_WITH_REFERENCES = (
     " SELECT ('x' || encode(substr(loaded.refs, i * 8 + 1, 8), 'hex'))::bit(64)::bigint"
     " FROM loaded, generate_series(0, least(length(loaded.refs) / 8, ?) - 1) AS i)")
 
-# Rows an INSERT of a commit's records carries (3 parameters each, well
-# under PostgreSQL's 65,535).
-_ROWS_PER_INSERT = 1000
-
-_COPY_OBJECTS = "COPY objects (id, data, refs) FROM STDIN (FORMAT BINARY)"
+# A commit that changes more objects than this copies them in (3 parameters
+# a row in an INSERT: well under PostgreSQL's 65,535).
+_ROWS_PER_INSERT = 100
+_COPY = "COPY %s (id, data, refs) FROM STDIN (FORMAT BINARY)"
+# Rows copied in for an upsert; emptied at the end of the transaction.
+_INCOMING = ("CREATE TEMPORARY TABLE IF NOT EXISTS durus_incoming (id bigint, data bytea, "
+             "refs bytea) ON COMMIT DELETE ROWS")
+_UPSERT_INCOMING = ("INSERT INTO objects (id, data, refs) SELECT id, data, refs FROM "
+                    "durus_incoming ON CONFLICT (id) DO UPDATE SET data = excluded.data, "
+                    "refs = excluded.refs")
 
 # The advisory lock that serializes commits (and pack sweeps): 'durus' in ASCII.
 _COMMIT_LOCK = 0x6475727573
@@ -151,23 +156,30 @@ class PostgresStorage(RelationalStorage):
                              (ids,)).fetchall()
 
     def _store_rows(self, db, rows: list) -> None:
-        """New objects (oids this process was given) by COPY, the fastest way
-        in; the others many rows a statement: a commit of thousands of objects
-        takes a few round trips, not one per object."""
+        """By COPY, the fastest way in: new objects (oids this process was
+        given) straight into the table, many changed ones through a temporary
+        table; a few changed ones in one INSERT."""
         new = [row for row in rows if row[0] in self._new]
         if new:
-            try:
-                with db.cursor().copy(_COPY_OBJECTS) as copy:
-                    copy.set_types(["int8", "bytea", "bytea"])
-                    for row in new:
-                        copy.write_row(row)
-            except psycopg.OperationalError as error:
-                raise self._translated(db, error) from None
+            self._copy(db, "objects", new)
         changed = [row for row in rows if row[0] not in self._new]
-        for start in range(0, len(changed), _ROWS_PER_INSERT):
-            batch = changed[start:start + _ROWS_PER_INSERT]
-            self._execute(db, UPSERT.replace("(?, ?, ?)", ", ".join(["(?, ?, ?)"] * len(batch))),
-                          [value for row in batch for value in row])
+        if len(changed) > _ROWS_PER_INSERT:
+            self._execute(db, _INCOMING)
+            self._copy(db, "durus_incoming", changed)
+            self._execute(db, _UPSERT_INCOMING)
+        elif changed:
+            self._execute(db, UPSERT.replace(
+                "(?, ?, ?)", ", ".join(["(?, ?, ?)"] * len(changed))),
+                [value for row in changed for value in row])
+
+    def _copy(self, db, table: str, rows: list) -> None:
+        try:
+            with db.cursor().copy(_COPY % table) as copy:
+                copy.set_types(["int8", "bytea", "bytea"])
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.OperationalError as error:
+            raise self._translated(db, error) from None
 
     def _begin_read(self, db) -> None:
         self._execute(db, "BEGIN ISOLATION LEVEL REPEATABLE READ")
