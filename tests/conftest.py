@@ -99,3 +99,28 @@ def shared_database(request, tmp_path):
         from durus.postgres_storage import PostgresStorage
         target, storage_class = request.getfixturevalue("postgres_dsn"), PostgresStorage
     return functools.partial(storage_class, target)
+
+
+@pytest.fixture(params=["file", "sqlite", "postgres"])
+def any_database(request, tmp_path):
+    """open_storage(**options) -> a storage on one database of each kind in
+    turn: a FileStorage file, an SQLite file, a PostgreSQL database. It has
+    .kind; storages it opened are closed after the test."""
+    from durus.file_storage import FileStorage
+    from durus.sqlite_storage import SqliteStorage
+    if request.param == "postgres":
+        from durus.postgres_storage import PostgresStorage
+        storage_class, target = PostgresStorage, request.getfixturevalue("postgres_dsn")
+    else:
+        storage_class = FileStorage if request.param == "file" else SqliteStorage
+        target = str(tmp_path / ("db." + request.param))
+    opened = []
+
+    def open_storage(**options):
+        storage = storage_class(target, **options)
+        opened.append(storage)
+        return storage
+    open_storage.kind = request.param
+    yield open_storage
+    for storage in opened:
+        storage.close()

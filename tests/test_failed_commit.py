@@ -5,7 +5,8 @@ A failed commit once kept the oids it had given to new objects met while
 pickling, and the retry then stored references to objects it never wrote
 (issue 10, defect 3). Here commits fail while pickling at several depths of
 new objects, on another connection's object, on a full disk and on a
-conflict; each is retried, the file reopened and every reference followed.
+conflict; each is retried, the database reopened and every reference
+followed (the pickling failures on every kind of storage).
 """
 
 import errno
@@ -94,8 +95,11 @@ def fail_then_retry(connection, make_state, break_it, fix_it, error=Exception):
     connection.commit()
 
 
-def reopened_values(path) -> list:
-    storage = FileStorage(str(path), readonly=True)
+def reopened_values(database) -> list:
+    """The values of the chain under root["h"], read afresh: database is a
+    path of a FileStorage file, or a function that opens a storage."""
+    storage = (database(readonly=True) if callable(database)
+               else FileStorage(str(database), readonly=True))
     try:
         return values_of(Connection(storage).get_root()["h"])
     finally:
@@ -103,10 +107,10 @@ def reopened_values(path) -> list:
 
 
 @pytest.mark.parametrize("depth", [0, 1, 2, 4])
-def test_retry_after_an_unpicklable_attribute_writes_every_referenced_object(tmp_path, depth):
+def test_retry_after_an_unpicklable_attribute_writes_every_referenced_object(any_database,
+                                                                             depth):
     """The unpicklable attribute sits on the depth-th new node; deeper nodes got oids first."""
-    path = tmp_path / "db.durus"
-    connection = Connection(FileStorage(str(path)))
+    connection = Connection(any_database())
     values = ["precious %d" % i for i in range(depth + 3)]
 
     def break_it(first):
@@ -122,12 +126,11 @@ def test_retry_after_an_unpicklable_attribute_writes_every_referenced_object(tmp
     fail_then_retry(connection, lambda: chain(values), break_it, fix_it,
                     (pickle.PicklingError, AttributeError, TypeError))
     connection.get_storage().close()
-    assert reopened_values(path) == values
+    assert reopened_values(any_database) == values
 
 
-def test_the_reproduction_from_the_issue(tmp_path):
-    path = tmp_path / "db.durus"
-    connection = Connection(FileStorage(str(path)))
+def test_the_reproduction_from_the_issue(any_database):
+    connection = Connection(any_database())
     root = connection.get_root()
     holder, n = Node("holder"), Node("precious")
     holder.child = n
@@ -138,7 +141,7 @@ def test_the_reproduction_from_the_issue(tmp_path):
     del holder.bad
     connection.commit()
     connection.get_storage().close()
-    assert reopened_values(path) == ["holder", "precious"]
+    assert reopened_values(any_database) == ["holder", "precious"]
 
 
 class Fragile(Persistent):
@@ -151,10 +154,9 @@ class Fragile(Persistent):
         return Persistent.__getstate__(self)
 
 
-def test_retry_after_a_new_object_fails_stores_its_siblings(tmp_path):
+def test_retry_after_a_new_object_fails_stores_its_siblings(any_database):
     """Siblings met in the same state waited their turn when the failure came."""
-    path = tmp_path / "db.durus"
-    connection = Connection(FileStorage(str(path)))
+    connection = Connection(any_database())
     root = connection.get_root()
     holder = Node("holder")
     holder.fragile, holder.sibling, holder.other = Fragile(), Node("sibling"), Node("other")
@@ -167,7 +169,7 @@ def test_retry_after_a_new_object_fails_stores_its_siblings(tmp_path):
     Fragile.broken = False
     connection.commit()
     connection.get_storage().close()
-    storage = FileStorage(str(path), readonly=True)
+    storage = any_database(readonly=True)
     holder = Connection(storage).get_root()["h"]
     assert (holder.value, holder.sibling.value, holder.other.value) == \
         ("holder", "sibling", "other")
@@ -175,9 +177,8 @@ def test_retry_after_a_new_object_fails_stores_its_siblings(tmp_path):
     storage.close()
 
 
-def test_retry_after_referencing_another_connections_object(tmp_path):
-    path = tmp_path / "db.durus"
-    connection = Connection(FileStorage(str(path)))
+def test_retry_after_referencing_another_connections_object(any_database, tmp_path):
+    connection = Connection(any_database())
     other = Connection(FileStorage(str(tmp_path / "other.durus")))
     foreign = other.get_root()["f"] = Node("foreign")
     other.commit()
@@ -193,7 +194,7 @@ def test_retry_after_referencing_another_connections_object(tmp_path):
     fail_then_retry(connection, lambda: chain(values), break_it, fix_it, ValueError)
     connection.get_storage().close()
     other.get_storage().close()
-    assert reopened_values(path) == values
+    assert reopened_values(any_database) == values
 
 
 def test_retry_after_a_full_disk(disk):

@@ -8,39 +8,17 @@ import pytest
 from durus.btree import BTree
 from durus.connection import Connection
 from durus.error import DurusKeyError, ReadOnlyError
-from durus.file_storage import FileStorage
 from durus.persistent_dict import PersistentDict
 from durus.persistent_list import PersistentList
 from durus.serialize import pack_record
-from durus.sqlite_storage import SqliteStorage
 from durus.storage import get_census, gen_referring_oid_record
 from durus.utils import int8_to_str
 
 from lifecycle import Item
 
-KINDS = {"file": (FileStorage, "db.durus"), "sqlite": (SqliteStorage, "db.sqlite"),
-         "postgres": (None, None)}
-
-
-@pytest.fixture(params=sorted(KINDS))
-def opener(request, tmp_path):
-    """opener(**options) opens the same database of the storage kind under test."""
-    storage_class, name = KINDS[request.param]
-    if storage_class is None:
-        from durus.postgres_storage import PostgresStorage
-        storage_class, target = PostgresStorage, request.getfixturevalue("postgres_dsn")
-    else:
-        target = str(tmp_path / name)
-    opened = []
-
-    def open_storage(**options):
-        storage = storage_class(target, **options)
-        opened.append(storage)
-        return storage
-    open_storage.kind = request.param
-    yield open_storage
-    for storage in opened:
-        storage.close()
+@pytest.fixture
+def opener(any_database):
+    return any_database
 
 
 def fingerprint(opener, directory) -> dict:
