@@ -1,4 +1,4 @@
-"""Every operation on a closed storage, shelf or file raises ValueError and
+"""Every operation on a closed storage (of every kind), shelf or file raises ValueError and
 touches no descriptor. A closed FileStorage once kept writing through its
 old descriptor number, into whatever file had it next (issue 10, defect 2).
 
@@ -287,3 +287,11 @@ def test_closing_during_a_pack_removes_the_unfinished_pack_file(tmp_path):
     again.pack()  # the pack file is free: no FileLockedError
     assert len(Connection(again).get_root()["items"]) == 30
     again.close()
+
+
+def test_relational_storages_refuse_every_operation_once_closed(shared_database,
+                                                                descriptor_calls):
+    storage = shared_database()
+    Connection(storage).commit()
+    storage.close()
+    check_every_method_refused(storage, descriptor_calls)
