@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from shootout import (ROOT, ZODB_PYTHON, Contender, Server, concurrent_commits, durus_server,
-                      median_rounds)
+                      median_rounds, table_layout)
 
 sys.path.insert(0, str(ROOT / "tests"))
 from postgres_cluster import Cluster  # noqa: E402  (a test helper, shared)
@@ -80,11 +80,7 @@ def file_server_commits(tmp: str) -> float:
 
 
 def print_table(results: dict) -> None:
-    names = list(results)
-    metrics = []
-    for values in results.values():
-        metrics += [m for m in values if m not in metrics]
-    width = max(len(name) for name in names) + 2
+    names, metrics, width = table_layout(results)
     print("%-16s" % "" + "".join(name.rjust(width) for name in names)
           + "PG vs RelStorage".rjust(18))
     for metric in metrics:

@@ -241,15 +241,20 @@ def _ratio(ours, theirs, metric: str):
     return theirs / ours if metric.startswith(LOWER_IS_BETTER) else ours / theirs
 
 
-def print_table(results: dict) -> None:
-    """One row per metric; the ratios compare equal durability: this durus
-    without fsync against durus 4.3 (which never fsyncs), and with fsync
-    against ZODB (which fsyncs every commit)."""
+def table_layout(results: dict) -> tuple:
+    """(contender names, metrics in first-seen order, column width) of a results table."""
     names = list(results)
     metrics = []
     for values in results.values():
         metrics += [m for m in values if m not in metrics]
-    width = max(len(n) for n in names) + 2
+    return names, metrics, max(len(n) for n in names) + 2
+
+
+def print_table(results: dict) -> None:
+    """One row per metric; the ratios compare equal durability: this durus
+    without fsync against durus 4.3 (which never fsyncs), and with fsync
+    against ZODB (which fsyncs every commit)."""
+    names, metrics, width = table_layout(results)
     print("%-28s" % "" + "".join(n.rjust(width) for n in names)
           + "vs durus 4.3".rjust(16) + "vs ZODB".rjust(12))
     ours_fsync = results.get("this (C)", {})
