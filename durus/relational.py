@@ -356,7 +356,6 @@ class RelationalStorage(Storage):
         try:
             self._last_tid = self._write(db, lambda: self._commit(db, pending,
                                                                   handle_invalidations))
-            self._new.difference_update(map(str_to_int8, pending))
             self._make_durable()
             for oid, record in pending.items():
                 self.cache.put(oid, record)
@@ -376,8 +375,12 @@ class RelationalStorage(Storage):
                 handled = list(self.invalid)
                 handle_invalidations(handled)  # raises ConflictError if this one used any
                 self.invalid.difference_update(handled)
-        self._store_rows(db, [(str_to_int8(oid), *unpack_record(record)[1:])
-                              for oid, record in pending.items()])
+        rows = [(str_to_int8(oid), *unpack_record(record)[1:]) for oid, record in pending.items()]
+        self._store_rows(db, rows)
+        # No longer new, even if the commit then fails: the connection gives
+        # its new objects other oids for a retry, so these are never stored
+        # as new again, and a record that did land is never copied in twice.
+        self._new.difference_update(row[0] for row in rows)
         return self._insert_log(db, b"".join(pending))
 
     def sync(self) -> list:
