@@ -72,9 +72,13 @@ class Cluster:
         self.start()
 
     def _run(self, program: str, *args: str) -> None:
-        subprocess.run([os.path.join(self.bin, program), *args], check=True,
+        # Without what instruments this test process (scripts/asan-test.sh
+        # preloads AddressSanitizer): the server is not under test.
+        env = {name: value for name, value in os.environ.items()
+               if name not in ("LD_PRELOAD", "ASAN_OPTIONS", "PYTHONMALLOC")}
+        subprocess.run([os.path.join(self.bin, program), *args], check=True, env=env,
                        user=self.owner, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                       cwd=self.directory)
+                       cwd=self.directory, timeout=120)
 
     def start(self) -> None:
         self._run("pg_ctl", "-D", self.data, "-l", os.path.join(self.directory, "log"),
