@@ -10,7 +10,7 @@ from durus.file import File, WriterMark
 from durus.logger import log
 from durus.serialize import split_oids, unpack_record
 from durus.shelf import PREFIX, Shelf, write_shelf
-from durus.storage import ROOT_OID, Storage
+from durus.storage import ROOT_OID, Storage, check_record
 from durus.utils import str_to_int8
 
 
@@ -127,8 +127,7 @@ class FileStorage(Storage):
 
     def store(self, oid: bytes, record: bytes) -> None:
         self._check_open()
-        if not isinstance(record, bytes) or len(record) < 12 or record[:8] != oid:
-            raise ValueError("malformed record for oid %r" % (oid,))
+        check_record(oid, record)
         if oid not in self.allocated and oid not in self.shelf and oid != ROOT_OID:
             raise ValueError("oid %r was never allocated by this storage" % (oid,))
         self.pending[oid] = record

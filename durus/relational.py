@@ -30,7 +30,7 @@ from durus.error import DurusKeyError, ReadConflictError, ReadOnlyError, WriteCo
 from durus.logger import log
 from durus.record_cache import RecordCache
 from durus.serialize import pack_record, split_oids, unpack_record
-from durus.storage import ROOT_OID, Storage
+from durus.storage import ROOT_OID, Storage, check_record
 from durus.utils import int8_to_str, str_to_int8
 
 # Seconds a process waits for another's commit lock before giving up.
@@ -338,8 +338,7 @@ class RelationalStorage(Storage):
 
     def store(self, oid: bytes, record: bytes) -> None:
         self._check_writable()
-        if not isinstance(record, bytes) or len(record) < 12 or record[:8] != oid:
-            raise ValueError("malformed record for oid %r" % (oid,))
+        check_record(oid, record)
         self.pending[oid] = record
 
     def end(self, handle_invalidations=None) -> None:

@@ -10,6 +10,12 @@ from durus.utils import as_bytes, int8_to_str
 ROOT_OID = int8_to_str(0)
 
 
+def check_record(oid: bytes, record: bytes) -> None:
+    """Raise ValueError unless record is bytes shaped as a record of oid."""
+    if not isinstance(record, bytes) or len(record) < 12 or record[:8] != oid:
+        raise ValueError("malformed record for oid %r" % (oid,))
+
+
 class Storage:
     """Abstract base of storages: a mapping from oid to record, changed by commits.
 
