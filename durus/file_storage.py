@@ -8,9 +8,9 @@ from logging import WARNING
 from durus.error import DurusKeyError, ReadOnlyError
 from durus.file import File, WriterMark
 from durus.logger import log
-from durus.serialize import split_oids, unpack_record
+from durus.record_format import check_record, split_oids, unpack_record
 from durus.shelf import PREFIX, Shelf, write_shelf
-from durus.storage import ROOT_OID, Storage, check_record
+from durus.storage import ROOT_OID, Storage
 from durus.utils import str_to_int8
 
 

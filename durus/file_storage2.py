@@ -35,6 +35,7 @@ from durus.error import CorruptFileError
 from durus.file import File, WriterMark, fsync_directory
 from durus.file_storage import FileStorage
 from durus.logger import log
+from durus.record_format import MIN_RECORD_LENGTH, is_record_shape
 from durus.shelf import PositionIndex, Shelf, is_new_file
 from durus.utils import byte_string, int8_to_str
 
@@ -297,8 +298,7 @@ class Dfs20File:
         if len(chunk) - offset < _RECORD_HEAD.size:
             raise self._corrupt("no well-formed record at byte %d", position)
         length, record_oid, data_length = _RECORD_HEAD.unpack_from(chunk, offset)
-        refs_length = length - 12 - data_length
-        if (record_oid != _INT8.unpack(oid)[0] or refs_length < 0 or refs_length % 8
+        if (record_oid != _INT8.unpack(oid)[0] or not is_record_shape(length, data_length)
                 or position + 4 + length > self.end):
             raise self._corrupt("the record for oid %d should be at byte %d, which holds "
                                 "no well-formed record of it", _INT8.unpack(oid)[0], position)
@@ -449,10 +449,8 @@ def scan_transactions(buffer: bytes, base: int, check_from: float = _NOWHERE) ->
 def _is_record(buffer: bytes, position: int, length: int) -> bool:
     """Tell whether the length bytes after position frame an object record:
     oid, int4 len(data), data, and whole oids of references."""
-    if length < 12:
-        return False
-    refs_length = length - 12 - _RECORD_HEAD.unpack_from(buffer, position)[2]
-    return refs_length >= 0 and refs_length % 8 == 0
+    return length >= MIN_RECORD_LENGTH and is_record_shape(
+        length, _RECORD_HEAD.unpack_from(buffer, position)[2])
 
 
 def _ends_with_copy(buffer: bytes, base: int, oids: array, positions: array, first: int,

@@ -29,8 +29,8 @@ import time
 from durus.error import DurusKeyError, ReadConflictError, ReadOnlyError, WriteConflictError
 from durus.logger import log
 from durus.record_cache import RecordCache
-from durus.serialize import pack_record, split_oids, unpack_record
-from durus.storage import ROOT_OID, Storage, check_record
+from durus.record_format import check_record, pack_record, split_oids, unpack_record
+from durus.storage import ROOT_OID, Storage
 from durus.utils import int8_to_str, str_to_int8
 
 # Seconds a process waits for another's commit lock before giving up.

@@ -12,7 +12,8 @@ from types import MethodType
 from zlib import compress, decompress, error as ZlibError
 
 from durus.persistent import call_if_persistent
-from durus.utils import int4_to_str, str_to_int4
+# Durus 4.3 has these here; they belong to the record format.
+from durus.record_format import pack_record, split_oids, unpack_record  # noqa: F401
 
 # Durus 4.3 names, for code that imports them from here: the separator of the
 # class name in a record's first pickle, and a function binding to an instance.
@@ -31,24 +32,6 @@ _COMPRESS_MIN_BYTES = 64
 
 # A pickler's memo gets slow to clear once large: start afresh past this.
 _PICKLER_RESET_BYTES = 20000
-
-
-def pack_record(oid: bytes, data: bytes, refs: bytes) -> bytes:
-    """Return the record for an object."""
-    return b"".join((oid, int4_to_str(len(data)), data, refs))
-
-
-def unpack_record(record: bytes) -> tuple[bytes, bytes, bytes]:
-    """Return (oid, data, refs) of a record."""
-    data_end = 12 + str_to_int4(record[8:12])
-    return record[:8], record[12:data_end], record[data_end:]
-
-
-def split_oids(s: bytes) -> list[bytes]:
-    """Split a concatenation of 8-byte oids into a list."""
-    if len(s) % 8:
-        raise ValueError("oid list of %d bytes is not a multiple of 8" % len(s))
-    return [s[i:i + 8] for i in range(0, len(s), 8)]
 
 
 def extract_class_name(record: bytes) -> bytes:

@@ -29,6 +29,7 @@ from logging import WARNING
 from durus.error import CorruptFileError, ShortReadError, WrongFormatError
 from durus.file import File, StreamFile, fsync_directory
 from durus.logger import log
+from durus.record_format import is_record_shape
 from durus.utils import IntArray, as_bytes, int8_to_str, str_to_int8
 
 PREFIX = b"SHELF-1\n"
@@ -38,7 +39,6 @@ _INT8 = struct.Struct(">Q")
 _RECORD_HEAD = struct.Struct(">QQQL")  # m, shelf oid, record oid, len(data)
 _ITEM_HEAD = struct.Struct(">QQ")  # m, shelf oid: the part of a record Durus's Shelf reads
 _CHECKSUM_NUMBER = str_to_int8(CHECKSUM_OID)
-_MIN_RECORD_LENGTH = 8 + 12  # shelf oid + record oid + int4
 # The checksum record's data: the class pickle of `object`, then the CRC-32
 # as a protocol-2 pickle of an int in a fixed-size form (LONG1, 5 bytes).
 _CHECKSUM_DATA_HEAD = pickle.dumps(object, 2) + b"\x80\x02\x8a\x05"
@@ -777,9 +777,8 @@ def _read_record_head(buffer: bytes, position: int, end: int) -> tuple[int, int]
     transaction ending at end; the end is -1 if the header is malformed."""
     length, oid, record_oid, data_length = _RECORD_HEAD.unpack_from(buffer, position)
     record_end = position + 8 + length
-    refs_length = length - _MIN_RECORD_LENGTH - data_length
-    if (length < _MIN_RECORD_LENGTH or record_end > end or oid != record_oid
-            or refs_length < 0 or refs_length % 8):
+    # length counts the shelf oid before the record.
+    if record_end > end or oid != record_oid or not is_record_shape(length - 8, data_length):
         return oid, -1
     return oid, record_end
 

@@ -4,16 +4,11 @@ import heapq
 from typing import Iterable, Iterator
 
 from durus.error import DurusKeyError
-from durus.serialize import extract_class_name, split_oids, unpack_record
+from durus.record_format import split_oids, unpack_record
+from durus.serialize import extract_class_name
 from durus.utils import as_bytes, int8_to_str
 
 ROOT_OID = int8_to_str(0)
-
-
-def check_record(oid: bytes, record: bytes) -> None:
-    """Raise ValueError unless record is bytes shaped as a record of oid."""
-    if not isinstance(record, bytes) or len(record) < 12 or record[:8] != oid:
-        raise ValueError("malformed record for oid %r" % (oid,))
 
 
 class Storage:

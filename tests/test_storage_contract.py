@@ -157,3 +157,21 @@ def test_a_closed_storage_refuses_every_operation(opener):
     for call in calls:
         with pytest.raises(ValueError):
             call()
+
+
+@pytest.mark.parametrize("record", [
+    b"short",
+    int8_to_str(9) + pack_record(int8_to_str(1), b"data", b"")[8:],  # another oid's
+    pack_record(int8_to_str(1), b"data", b"abc"),  # refs that are not whole oids
+    pack_record(int8_to_str(1), b"data", b"")[:-1],  # data shorter than its length says
+    bytearray(pack_record(int8_to_str(1), b"data", b"")),  # not bytes
+], ids=["short", "other oid", "partial oid", "cut data", "bytearray"])
+def test_a_malformed_record_is_refused_and_nothing_written(opener, record):
+    storage = opener()
+    Connection(storage).commit()  # the root
+    storage.begin()
+    with pytest.raises(ValueError, match="malformed record"):
+        storage.store(int8_to_str(1), record)
+    storage.end()
+    with pytest.raises(DurusKeyError):
+        storage.load(int8_to_str(1))
