@@ -7,12 +7,13 @@ from typing import NoReturn
 from durus.auth import AUTH_PROTOCOL, DEFAULT_USER, AuthenticationError, client_handshake
 from durus.error import (CommitTooLargeError, DurusKeyError, ProtocolError, ReadConflictError,
                          ReadOnlyError, WriteConflictError)
+from durus.protocol import (BULK_LOAD, COMMIT, GOODBYE, LOAD, NEW_OIDS, PACK, PROTOCOL, QUIT,
+                            STATUS_INVALID, STATUS_KEYERROR, STATUS_OKAY, STATUS_REFUSED, SYNC,
+                            VERSION, commit_payload)
 from durus.record_cache import RecordCache
-from durus.serialize import split_oids
+from durus.record_format import split_oids
 from durus.socket_address import DEFAULT_HOST, DEFAULT_PORT, HostPortAddress, SocketAddress
 from durus.storage import Storage
-from durus.storage_server import (PROTOCOL, STATUS_INVALID, STATUS_KEYERROR, STATUS_OKAY,
-                                  STATUS_REFUSED)
 from durus.tls import client_context, start_tls
 from durus.utils import int4_to_str, join_bytes, str_to_int4
 
@@ -151,7 +152,7 @@ class ClientStorage(Storage):
             self.read_only = client_handshake(self._send, self._receive, user or DEFAULT_USER,
                                               secret, str(self.address))
             return
-        self._send(b"V" + PROTOCOL)
+        self._send(VERSION + PROTOCOL)
         server_protocol = self._receive(4)
         if server_protocol == AUTH_PROTOCOL:
             raise AuthenticationError("the server at %s requires authentication: give a user "
@@ -228,7 +229,7 @@ class ClientStorage(Storage):
             self._refuse_change("new oid")
         if not self.oid_pool:
             batch = max(1, min(self.oid_pool_size, 255))
-            self._request(b"M" + bytes([batch]))
+            self._request(NEW_OIDS + bytes([batch]))
             self.oid_pool = split_oids(self._receive(8 * batch))[::-1]
             self._replied()
         oid = self.oid_pool.pop()
@@ -240,7 +241,7 @@ class ClientStorage(Storage):
         _check_oid(oid)
         record = self.cache.get(oid)
         if record is None:
-            self._request(b"L" + oid)
+            self._request(LOAD + oid)
             record = self._receive_load_response(oid)
             self._replied()
             if isinstance(record, Exception):
@@ -274,7 +275,7 @@ class ClientStorage(Storage):
         missing = [oid for oid, record in records.items() if record is None]
         errors = []
         if missing:
-            self._request(b"B" + int4_to_str(len(missing)) + join_bytes(missing))
+            self._request(BULK_LOAD + int4_to_str(len(missing)) + join_bytes(missing))
             # Every reply is read before raising, to stay in step with the server.
             for oid in missing:
                 records[oid] = self._receive_load_response(oid)
@@ -306,7 +307,7 @@ class ClientStorage(Storage):
         if size > _MAX_PAYLOAD:
             raise CommitTooLargeError("a commit of %d bytes cannot be sent: the protocol's "
                                       "limit is %d bytes" % (size, _MAX_PAYLOAD))
-        self._request(b"C")
+        self._request(COMMIT)
         invalid = self._receive_oids()
         self.cache.discard_all(invalid)
         # Held, for sync() to hand out (again), until dealt with: whatever
@@ -321,8 +322,7 @@ class ClientStorage(Storage):
             self._replied()
             self._abandon_commit()
             raise
-        payload = join_bytes(int4_to_str(8 + len(record)) + oid + record
-                             for oid, record in self.records.items())
+        payload = commit_payload(self.records.items())
         self._send_payload(int4_to_str(len(payload)) + payload)
         if not payload:
             self._replied()
@@ -362,7 +362,7 @@ class ClientStorage(Storage):
 
     def sync(self) -> list:
         self._check_open()
-        self._request(b"S")
+        self._request(SYNC)
         received = self._receive_oids()
         self.cache.discard_all(received)
         self.held_invalidations.extend(received)
@@ -375,7 +375,7 @@ class ClientStorage(Storage):
         self._check_open()
         if self.read_only:
             self._refuse_change("pack")
-        self._request(b"P")
+        self._request(PACK)
         status = self._receive(1)
         self._replied()
         if status != STATUS_OKAY:
@@ -386,14 +386,14 @@ class ClientStorage(Storage):
         self._check_open()
         if self.read_only:
             self._refuse_change("stopping the server")
-        self._request(b"Q")
+        self._request(QUIT)
         self.close()
 
     def close(self) -> None:
         """Say goodbye to the server and close the connection; safe to repeat."""
         if not self.broken:
             try:
-                self._stream.sendall(b".")
+                self._stream.sendall(GOODBYE)
             except OSError:
                 pass
         self._stream.close()

@@ -1,8 +1,38 @@
-"""Who can reach a listening server, and the warning a server owes its
-operator when that is more than this machine and it lets anyone in."""
+"""How a server checks its clients, who can reach it, and the warning it
+owes its operator when that is more than this machine and it lets anyone in."""
 
 import ipaddress
 import socket
+import ssl
+from logging import WARNING
+
+from durus.logger import log
+
+
+def requires_client_certificates(ssl_context: ssl.SSLContext | None) -> bool:
+    return ssl_context is not None and ssl_context.verify_mode == ssl.CERT_REQUIRED
+
+
+def describe_security(ssl_context: ssl.SSLContext | None, users: dict | None) -> str:
+    """Say how clients are checked, for a server's 'Ready on' line."""
+    parts = []
+    if ssl_context is not None:
+        parts.append("TLS" + (" with client certificates"
+                              if requires_client_certificates(ssl_context) else ""))
+    if users is not None:
+        parts.append("%d users" % len(users))
+    return " (%s)" % ", ".join(parts) if parts else ""
+
+
+def warn_if_exposed(listener: socket.socket, address: str,
+                    ssl_context: ssl.SSLContext | None, users: dict | None) -> None:
+    """Log the exposure warning for a server listening on listener, if it needs one."""
+    if is_loopback(listener):
+        return
+    warning = exposure_warning(address, ssl_context is not None,
+                               users is not None or requires_client_certificates(ssl_context))
+    if warning:
+        log(WARNING, warning)
 
 
 def is_loopback(sock: socket.socket) -> bool:
