@@ -21,6 +21,7 @@ from durus.connection import Connection
 from durus.error import DurusError
 from durus.logger import direct_output, log, logger
 from durus.tls import client_context
+from durus.tools import COMMANDS
 from durus.storage_server import (DEFAULT_GCBYTES, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HOST,
                                   DEFAULT_MAX_COMMIT_SIZE, DEFAULT_MAX_CONNECTIONS,
                                   DEFAULT_MAX_FRAME_SIZE, DEFAULT_PORT, TIMEOUT, SocketAddress,
@@ -435,12 +436,20 @@ def pack_storage_main(argv: list) -> None:
 
 def usage() -> None:
     sys.stdout.write(USAGE)
+    for name in COMMANDS:
+        summary = (_tool(name).__doc__ or "").strip().splitlines()[0]
+        sys.stdout.write("durus %-8s %s\n" % (name, summary))
+
+
+def _tool(name: str):
+    return importlib.import_module("durus.tools." + name)
 
 
 def main(argv: list | None = None) -> None:
     """Run the durus command with argv (default: sys.argv[1:])."""
     argv = sys.argv[1:] if argv is None else argv
     commands = {"-s": run_durus_main, "-c": client_main, "-p": pack_storage_main}
+    commands.update((name, lambda args, name=name: _tool(name).main(args)) for name in COMMANDS)
     if not argv or argv[0] not in commands:
         usage()
         return
