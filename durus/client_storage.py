@@ -6,10 +6,10 @@ from typing import NoReturn
 
 from durus.auth import AUTH_PROTOCOL, DEFAULT_USER, AuthenticationError, client_handshake
 from durus.error import (CommitTooLargeError, DurusKeyError, ProtocolError, ReadConflictError,
-                         ReadOnlyError, WriteConflictError)
+                         ReadOnlyError, SnapshotExpiredError, WriteConflictError)
 from durus.protocol import (BULK_LOAD, COMMIT, GOODBYE, LOAD, NEW_OIDS, PACK, PROTOCOL, QUIT,
-                            STATUS_INVALID, STATUS_KEYERROR, STATUS_OKAY, STATUS_REFUSED, SYNC,
-                            VERSION, commit_payload)
+                            SNAPSHOT_PROTOCOL, STATUS_EXPIRED, STATUS_INVALID, STATUS_KEYERROR,
+                            STATUS_OKAY, STATUS_REFUSED, SYNC, VERSION, commit_payload)
 from durus.record_cache import RecordCache
 from durus.record_format import split_oids
 from durus.socket_address import DEFAULT_HOST, DEFAULT_PORT, HostPortAddress, SocketAddress
@@ -74,37 +74,51 @@ class ClientStorage(Storage):
         for the next sync().
     cache: RecordCache of up to cache_bytes (0: none), so that objects the
         connection made ghosts load again without a round trip.
+    snapshots: bool, whether the server gives snapshot reads (protocol 3:
+        a load returns the record as of this client's last sync or commit,
+        never a ReadConflictError); asked for unless snapshots=False, and
+        given by our servers, not by Durus 4.3's.
     """
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, address=None,
                  timeout: float | None = DEFAULT_TIMEOUT, *, cafile: str | None = None,
                  certfile: str | None = None, keyfile: str | None = None, ssl_context=None,
                  server_hostname: str | None = None, user: str | None = None,
-                 secret: bytes | str | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES):
+                 secret: bytes | str | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES,
+                 snapshots: bool = True):
         self.address = SocketAddress.new(address or (host, port))
         self.cache = RecordCache(cache_bytes)
         # Received into, so that a small reply costs no large allocation.
         self._chunk = bytearray(_RECEIVE_SIZE)
         self._chunk_view = memoryview(self._chunk)
+        if ssl_context is None and (cafile is not None or certfile is not None):
+            ssl_context = client_context(cafile, certfile, keyfile)
+        if server_hostname is None and isinstance(self.address, HostPortAddress):
+            server_hostname = self.address.host
+        self.read_only = False
+        self.oid_pool_size = 32
+        self.held_invalidations = []
+        self.begin()
+        self.snapshots = snapshots
+        self._connect(timeout, ssl_context, server_hostname, user, secret)
+        if snapshots and not self.snapshots:
+            # The server said no and hung up, as Durus 4.3 does: its rules then.
+            self._connect(timeout, ssl_context, server_hostname, user, secret)
+
+    def _connect(self, timeout: float | None, ssl_context, server_hostname: str | None,
+                 user: str | None, secret: bytes | str | None) -> None:
+        """Connect, with TLS if there is an ssl_context, and start a session."""
         try:
             self.s = self.address.connect(timeout)
         except OSError as exc:
             raise ConnectionError("cannot connect to the Durus server at %s: %s"
                                   % (self.address, exc.strerror or exc)) from exc
-        if ssl_context is None and (cafile is not None or certfile is not None):
-            ssl_context = client_context(cafile, certfile, keyfile)
         if ssl_context is not None:
-            if server_hostname is None and isinstance(self.address, HostPortAddress):
-                server_hostname = self.address.host
             try:
                 self.s = start_tls(self.s, ssl_context, server_hostname)
             except ConnectionError as exc:
                 raise ConnectionError("cannot connect to the Durus server at %s: %s"
                                       % (self.address, exc)) from exc
-        self.read_only = False
-        self.oid_pool_size = 32
-        self.held_invalidations = []
-        self.begin()
         try:
             self._start_session(user, secret)
         except ConnectionError as exc:
@@ -145,22 +159,30 @@ class ClientStorage(Storage):
         self.oid_pool = []
 
     def _start_session(self, user: str | None, secret: bytes | str | None) -> None:
-        """Agree on the protocol, authenticating if there is a secret."""
+        """Agree on the protocol, authenticating if there is a secret; ask
+        for snapshot reads if self.snapshots, and note whether they are given
+        (if not, the server hangs up)."""
         if secret is not None:
             if isinstance(secret, str):
                 secret = secret.encode("utf-8")
             self.read_only = client_handshake(self._send, self._receive, user or DEFAULT_USER,
                                               secret, str(self.address))
-            return
-        self._send(VERSION + PROTOCOL)
+            if not self.snapshots:
+                return
+        wanted = SNAPSHOT_PROTOCOL if self.snapshots else PROTOCOL
+        self._send(VERSION + wanted)
         server_protocol = self._receive(4)
         if server_protocol == AUTH_PROTOCOL:
             raise AuthenticationError("the server at %s requires authentication: give a user "
                                       "and secret" % self.address)
-        if server_protocol != PROTOCOL:
+        if server_protocol == PROTOCOL and wanted == SNAPSHOT_PROTOCOL:
+            self.snapshots = False
+            self._stream.close()
+            return
+        if server_protocol != wanted:
             raise ProtocolError("the server at %s speaks protocol %d, not %d"
                                 % (self.address, str_to_int4(server_protocol),
-                                   str_to_int4(PROTOCOL)))
+                                   str_to_int4(wanted)))
 
     def _refuse_change(self, what: str) -> NoReturn:
         raise ReadOnlyError("%s refused: this user is read-only on the server at %s"
@@ -258,6 +280,9 @@ class ClientStorage(Storage):
             return record
         if status == STATUS_INVALID:
             return ReadConflictError([oid])
+        if status == STATUS_EXPIRED:
+            reason = self._receive(self._receive_int4()).decode("utf-8", "replace")
+            return SnapshotExpiredError([oid], reason)
         if status == STATUS_KEYERROR:
             return DurusKeyError(oid)
         self._fail("unexpected load status %r for oid %r" % (status, oid), error=ProtocolError)

@@ -2,13 +2,17 @@
 
 import numbers
 import os
+import random
 import time
 from collections import deque
+from contextlib import contextmanager
 from functools import partial
+from typing import Callable, Iterator
 from weakref import KeyedRef
 from weakref import ref as weak_ref
 
-from durus.error import ConflictError, DurusKeyError, ReadConflictError, WriteConflictError
+from durus.error import (ConflictError, DurusKeyError, ReadConflictError, SnapshotExpiredError,
+                         WriteConflictError)
 from durus.persistent import GHOST, SAVED, ConnectionBase, cached_or_ghost
 from durus.persistent_dict import PersistentDict
 from durus.serialize import ObjectReader, ObjectWriter, pack_record, unpack_record
@@ -22,6 +26,8 @@ byte_string  # re-exported: a Durus 4.3 name of this module
 ROOT_WAIT = 10.0
 # Rounds in which abort() forgets the changes that finalizers make while it runs.
 _ABORT_ROUNDS = 4
+# Seconds: run() pauses up to this, doubled at each try, before trying again.
+_RETRY_PAUSE = 0.005
 
 
 class Connection(ConnectionBase):
@@ -128,14 +134,16 @@ class Connection(ConnectionBase):
             try:
                 record = self.storage.load(oid)
                 break
-            except ReadConflictError:
+            except ReadConflictError as refused:
                 # Raises unless nothing this transaction used was changed;
                 # then the load is tried again (others may commit oid meanwhile).
                 oids = self._take_invalidations()
                 try:
                     self._handle_invalidations(oids, read_oid=oid)
-                except ConflictError:
+                except ConflictError as conflict:
                     self._invalidations_pending = False
+                    if isinstance(refused, SnapshotExpiredError):
+                        raise refused from conflict  # it says why
                     raise
                 self._invalidations_pending = False
         record_oid, data, _ = unpack_record(record)
@@ -329,6 +337,33 @@ class Connection(ConnectionBase):
         """Abort this transaction and remove unreachable objects from the storage."""
         self.abort()
         self.storage.pack()
+
+    @contextmanager
+    def transaction(self) -> Iterator["Connection"]:
+        """`with connection.transaction(): ...` commits on a normal exit; on
+        an exception, the commit's own included, it aborts and re-raises."""
+        try:
+            yield self
+            self.commit()
+        except BaseException:
+            self.abort()
+            raise
+
+    def run(self, func: Callable, *args, tries: int = 3, **kwargs):
+        """Call func(*args, **kwargs) in a transaction and commit; on a
+        ConflictError, abort and try again, up to tries times in all, after
+        a short random pause. Return func's result; raise the last error."""
+        if isinstance(tries, bool) or not isinstance(tries, int) or tries < 1:
+            raise ValueError("tries must be an int >= 1, not %r" % (tries,))
+        for attempt in range(1, tries + 1):
+            try:
+                with self.transaction():
+                    return func(*args, **kwargs)
+            except ConflictError:
+                if attempt == tries:
+                    raise
+                # Randomized, so that clients that collided do not collide again.
+                time.sleep(random.uniform(0, _RETRY_PAUSE * 2 ** attempt))
 
 
 class _OidRef(weak_ref):

@@ -43,6 +43,18 @@ class ReadConflictError(ConflictError):
     """An object changed by another transaction was loaded before sync."""
 
 
+class SnapshotExpiredError(ReadConflictError):
+    """A transaction held its snapshot so long, or across such changes (a
+    pack), that the server no longer keeps what it would read; reason says why."""
+
+    def __init__(self, oids=None, reason: str = "the transaction's snapshot expired"):
+        super().__init__(oids)
+        self.reason = reason
+
+    def __str__(self):
+        return "%s (%s)" % (self.reason, super().__str__())
+
+
 class CommitTooLargeError(DurusError, ValueError):
     """A commit is too large to send, or the server refused it for its size
     (its max_commit_size); the server then closes the connection."""

@@ -77,6 +77,10 @@ class FileStorage(Storage):
         self.allocated = set()
         self.invalid = set()
         self.pack_extra = None
+        # Called as pack_observer(removed oids, load) just before a pack makes
+        # them go, with load(oid) -> record still working (a server keeps
+        # what its clients' snapshots may need).
+        self.pack_observer = None
         self._packer = None  # weak reference to the generator of the pack underway
 
     def _place_mark(self) -> None:
@@ -243,6 +247,8 @@ class FileStorage(Storage):
                 new_shelf.append(extra.items())
             old_shelf = self.shelf
             removed = [oid for oid in old_shelf.gen_oids() if oid not in new_shelf]
+            if self.pack_observer is not None and removed:
+                self.pack_observer(removed, self.load)
             with self._switch_lock:
                 try:
                     _switch_files(old_shelf.file, new_file, name)

@@ -7,6 +7,8 @@ request in order:
     N                   -> oid                        a new oid
     M n (1 byte)        -> n oids                     new oids
     L oid               -> status [int4 n, record]    load
+                           (protocol 3: the record as of the snapshot: the
+                           state when the client last synced or committed)
     B int4 n, n oids    -> n answers as for L         bulk load
     S                   -> int4 n, n oids             sync: invalidations
     C                   -> int4 n, n oids (invalidations), then the client
@@ -25,6 +27,11 @@ from durus.record_format import check_record
 from durus.utils import int4_to_str, join_bytes, str_to_int4
 
 PROTOCOL = int4_to_str(1)
+# Beyond Durus: protocol 1 with snapshot reads. A client asks for it with
+# V 3; a server that has it answers 3, one that has not answers its own
+# version and hangs up (as Durus 4.3 does), and the client connects again
+# with V 1. A client that authenticates (durus.auth) sends V 3 after that.
+SNAPSHOT_PROTOCOL = int4_to_str(3)
 
 STATUS_OKAY = b"O"
 STATUS_KEYERROR = b"K"
@@ -33,6 +40,9 @@ STATUS_INVALID = b"I"
 # followed by int4 n and n bytes of UTF-8 saying why; sent as soon as the
 # commit's size is read, and the client is disconnected once it has gone.
 STATUS_REFUSED = b"R"
+# Protocol 3: a load whose snapshot has expired, followed by int4 n and n
+# bytes of UTF-8 saying why.
+STATUS_EXPIRED = b"E"
 
 VERSION = b"V"
 NEW_OID = b"N"

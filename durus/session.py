@@ -9,6 +9,7 @@ in tests, by feeding it bytes.
 """
 
 import enum
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from logging import DEBUG, INFO
@@ -20,11 +21,12 @@ from durus.error import ConflictError, ReadConflictError
 from durus.logger import is_logging, log
 from durus.packing import Packing
 from durus.protocol import (BULK_LOAD, CHANGING_COMMANDS, COMMIT, GOODBYE, LOAD, NEW_OID,
-                            NEW_OIDS, PACK, PROTOCOL, QUIT, STATUS_INVALID, STATUS_KEYERROR,
-                            STATUS_OKAY, STATUS_REFUSED, SYNC, VERSION, oid_list,
-                            split_commit_payload)
+                            NEW_OIDS, PACK, PROTOCOL, QUIT, SNAPSHOT_PROTOCOL, STATUS_EXPIRED,
+                            STATUS_INVALID, STATUS_KEYERROR, STATUS_OKAY, STATUS_REFUSED, SYNC,
+                            VERSION, oid_list, split_commit_payload)
 from durus.record_format import split_oids
 from durus.serialize import extract_class_name
+from durus.snapshots import LOST, SnapshotExpired, SnapshotHistory
 from durus.utils import int4_to_str, join_bytes, str_to_int4, str_to_int8
 
 # A refused commit's payload is passed over in pieces this large.
@@ -48,6 +50,7 @@ class SharedState:
     """What the sessions of one server share.
 
     sessions: a collection (dict or list) of every connected Session.
+    history: the old records snapshot sessions may need.
     group_commit: a durus.group_commit.GroupCommit, or None when each commit
         is durable (or not) as the storage writes it.
     stop_requested: set when a client asks the server to stop.
@@ -57,11 +60,18 @@ class SharedState:
     packing: Packing
     max_commit_size: int
     max_frame_size: int
+    history: SnapshotHistory
     sessions: dict | list = field(default_factory=dict)
     protocol: bytes = PROTOCOL
     users: dict | None = None
     group_commit: object = None
     stop_requested: bool = False
+    # Oids a pack removed whose records the history keeps, until the storage reports them.
+    kept_from_pack: set = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if hasattr(self.storage, "pack_observer"):
+            self.storage.pack_observer = self.keep_from_pack
 
     def invalidate(self, oids, except_for=None) -> None:
         """Tell every session but except_for that oids changed."""
@@ -71,7 +81,51 @@ class SharedState:
 
     def sync_storage(self) -> None:
         """Pass invalidations the storage itself reports (after a pack) to everyone."""
-        self.invalidate(self.storage.sync())
+        oids = self.storage.sync()
+        if self.kept_from_pack:  # told already
+            oids = [oid for oid in oids if oid not in self.kept_from_pack]
+            self.kept_from_pack.clear()
+        self.note_changed_elsewhere(oids)
+
+    def keep_from_pack(self, removed: list, load: Callable[[bytes], bytes]) -> None:
+        """Keep the records a pack is about to remove for the snapshots that
+        may still reach them (as far as history's max_bytes allows)."""
+        history = self.history
+        if not any(session.snapshots and session.snapshot < history.tid
+                   for session in self.sessions):
+            return
+        kept = {}
+        budget = history.max_bytes - history.bytes
+        for oid in removed:
+            record = load(oid) if budget > 0 else LOST
+            if record is not LOST:
+                budget -= len(record)
+            kept[oid] = record
+        history.note_commit(kept, "a pack removed a record it needs, beyond what the server "
+                                  "keeps for snapshots (snapshot_bytes)")
+        self.invalidate(removed)
+        self.kept_from_pack.update(removed)
+
+    def note_changed_elsewhere(self, oids) -> None:
+        """Tell everyone of oids a pack removed or others changed in the
+        storage itself (one shared with other processes); snapshots older
+        than now can no longer read them."""
+        self.history.note_lost(oids, "a pack removed, or another process changed, "
+                                     "a record it needs")
+        self.invalidate(oids)
+
+    def trim_history(self) -> None:
+        """Forget old records no snapshot needs; expire snapshots held too long."""
+        if self.history.is_trimmed():
+            return
+        snapshots = {session: (session.snapshot, session.snapshot_taken)
+                     for session in self.sessions if session.snapshots}
+        for session in self.history.trim(snapshots):
+            log(INFO, "Client %s: its snapshot expired", session.name)
+
+    def needs_history(self, committer) -> bool:
+        """Tell whether a commit by committer must keep the records it replaces."""
+        return any(session.snapshots and session is not committer for session in self.sessions)
 
     def new_oids(self, count: int) -> list:
         """Return count new oids that no session still holds as invalid."""
@@ -97,6 +151,9 @@ class Session:
     authenticated: bool, whether the client has passed authentication (or
         none is required).
     commit_number: int, with group commit: the number of its last commit.
+    snapshots: bool, whether the client asked for snapshot reads (protocol 3).
+    snapshot: int, the history tid as of which it reads; snapshot_taken, the
+        monotonic time it was taken.
     refusal: str | None, why its last request was refused; it is dropped
         for that reason once the request's bytes are through.
     want: int | Wait, what the session needs before it can go on.
@@ -111,6 +168,9 @@ class Session:
         self.read_only = False
         self.authenticated = shared.users is None
         self.commit_number = 0
+        self.snapshots = False
+        self.snapshot = shared.history.tid
+        self.snapshot_taken = 0.0
         self.refusal = None
         self._handlers = {
             VERSION: self._version, NEW_OID: self._new_oid, NEW_OIDS: self._new_oids,
@@ -168,6 +228,11 @@ class Session:
 
     def _version(self):
         version = yield 4
+        if version == SNAPSHOT_PROTOCOL:
+            self.snapshots = True
+            self._take_snapshot()
+            self.send(version)
+            return
         self.send(self.shared.protocol)
         if version != self.shared.protocol:
             raise ClientError("protocol %d is not supported" % str_to_int4(version))
@@ -185,10 +250,18 @@ class Session:
         self.send(join_bytes(self._reserve_oids(count)))
 
     def _load_answer(self, oid: bytes) -> bytes:
-        if oid in self.invalid:
-            return STATUS_INVALID
         try:
-            record = self.shared.storage.load(oid)
+            if oid in self.invalid:
+                if not self.snapshots:
+                    return STATUS_INVALID
+                record = self.shared.history.record_at(oid, self.snapshot)
+                if record is None:
+                    raise KeyError(oid)
+            else:
+                record = self.shared.storage.load(oid)
+        except SnapshotExpired as exc:
+            reason = str(exc).encode("utf-8")
+            return STATUS_EXPIRED + int4_to_str(len(reason)) + reason
         except ReadConflictError:
             return STATUS_INVALID
         except KeyError:
@@ -211,8 +284,16 @@ class Session:
             yield Wait.OUTPUT_DRAINED
 
     def _send_invalidations(self) -> None:
+        """Tell the client what changed since; it reads as of now from here."""
         self.send(oid_list(self.invalid))
         self.invalid.clear()
+        self._take_snapshot()
+        if self.snapshots:
+            self.shared.trim_history()  # what this snapshot needed may go
+
+    def _take_snapshot(self) -> None:
+        self.snapshot = self.shared.history.tid
+        self.snapshot_taken = time.monotonic()
 
     def _sync(self) -> None:
         self.shared.sync_storage()
@@ -277,6 +358,7 @@ class Session:
     def _apply_commit(self, records: list, size: int) -> bool:
         """Write the commit; on a conflict, answer it and return False."""
         storage = self.shared.storage
+        replaced = self._replaced_records(records) if self.shared.needs_history(self) else {}
         committed = False
         storage.begin()
         try:
@@ -285,7 +367,7 @@ class Session:
                     log(DEBUG, "  oid=%-6s rlen=%-6s %s",
                         str_to_int8(oid), len(record), extract_class_name(record))
                 storage.store(oid, record)
-            storage.end(handle_invalidations=self.shared.invalidate)
+            storage.end(handle_invalidations=self.shared.note_changed_elsewhere)
             committed = True
         except ConflictError:
             log(INFO, "Client %s: conflict reported by the storage", self.name)
@@ -298,10 +380,29 @@ class Session:
                 storage.begin()  # forgets the records of the failed commit
         oids = [oid for oid, _ in records]
         self.unused_oids.difference_update(oids)
+        self.shared.history.note_commit(replaced)
         self.shared.invalidate(oids, except_for=self)
+        self._take_snapshot()  # this client has seen its own commit
+        self.shared.trim_history()
         self.shared.packing.note_committed(size + 8)
         log(INFO, "Committed %3s objects %s bytes at %s", len(records), size, datetime.now())
         return True
+
+    def _replaced_records(self, records: list) -> dict:
+        """{oid: the record a commit of records replaces, or None}."""
+        storage = self.shared.storage
+        replaced = {}
+        for oid, _ in records:
+            if oid in self.unused_oids:
+                replaced[oid] = None  # new: no snapshot has it
+                continue
+            try:
+                replaced[oid] = storage.load(oid)
+            except KeyError:
+                replaced[oid] = None
+            except ReadConflictError:
+                replaced[oid] = LOST  # another process changed it: end() will say
+        return replaced
 
     def _pack(self) -> None:
         self.shared.packing.start()

@@ -32,6 +32,7 @@ from durus.packing import Packing
 from durus.protocol import (  # re-exported: Durus users import them from here
     PROTOCOL, STATUS_INVALID, STATUS_KEYERROR, STATUS_OKAY, STATUS_REFUSED)
 from durus.session import ClientError, Session, SharedState, Wait
+from durus.snapshots import SnapshotHistory
 from durus.socket_address import (  # re-exported: Durus users import them from here
     DEFAULT_HOST, DEFAULT_PORT, HostPortAddress, InheritedSocket, SocketAddress,
     UnixAbstractAddress, UnixDomainSocketAddress)
@@ -63,6 +64,10 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 # Seconds a client holding the commit turn may stay silent before another
 # committer may go ahead.
 DEFAULT_COMMIT_GRACE = 1.0
+# Bytes of replaced records kept for clients reading snapshots, and seconds a
+# snapshot may keep them; past either, the oldest snapshots expire.
+DEFAULT_SNAPSHOT_BYTES = 64 << 20
+DEFAULT_SNAPSHOT_AGE = 600.0
 
 _READ_SIZE = 64 << 10
 _LARGE_READ_SIZE = 1 << 20
@@ -277,6 +282,8 @@ class StorageServer:
     client_cafile: require client certificates signed by a CA in this file.
     ssl_context: an ssl.SSLContext to use instead of those three.
     users: {name: durus.auth.User}; if given, clients must authenticate.
+    snapshot_bytes, snapshot_age: bound the replaced records kept for
+        clients reading snapshots (durus.snapshots).
     """
 
     protocol = PROTOCOL
@@ -291,7 +298,9 @@ class StorageServer:
                  idle_timeout: float | None = None,
                  certfile: str | None = None, keyfile: str | None = None,
                  client_cafile: str | None = None, ssl_context=None,
-                 users: dict | None = None):
+                 users: dict | None = None,
+                 snapshot_bytes: int = DEFAULT_SNAPSHOT_BYTES,
+                 snapshot_age: float = DEFAULT_SNAPSHOT_AGE):
         if isinstance(gcbytes, bool) or not isinstance(gcbytes, (int, float)) or gcbytes < 0:
             raise ValueError("gcbytes must be a number >= 0, not %r" % (gcbytes,))
         self.storage = storage
@@ -308,6 +317,8 @@ class StorageServer:
             ssl_context = server_context(certfile, keyfile, client_cafile)
         self.ssl_context = ssl_context
         self.users = users
+        self.snapshot_bytes = snapshot_bytes
+        self.snapshot_age = snapshot_age
         # {Session: _Client}, in the order they connected.
         self.clients = {}
         self.shared = None  # the SharedState, while serving
@@ -333,7 +344,7 @@ class StorageServer:
         self.shared = SharedState(
             self.storage, CommitTurn(self.commit_grace, self.timeout),
             Packing(self.storage, self.gcbytes), self.max_commit_size, self.max_frame_size,
-            sessions=self.clients, protocol=self.protocol, users=self.users)
+            SnapshotHistory(self.snapshot_bytes, self.snapshot_age), sessions=self.clients, protocol=self.protocol, users=self.users)
         self._selector = selectors.DefaultSelector()
         self._wakeup = socket.socketpair()
         for sock in self._wakeup:

@@ -115,7 +115,7 @@ except ProtocolError as exc:
 """ % secured.address[1])
     assert out.strip() == "Protocol version mismatch."
     log = secured.wait_for_log(
-        r"(?s)(protocol 1 client refused: this server requires authentication \(protocol 2\)"
+        r"(?s)(protocol [13] client refused: this server requires authentication \(protocol 2\)"
         r".*){2}").string
     # Requests without the handshake, 'Q' included, are refused too.
     for request in b"Q", b"L" + ROOT_OID:

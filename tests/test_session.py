@@ -14,6 +14,7 @@ from durus.protocol import (PROTOCOL, STATUS_INVALID, STATUS_KEYERROR, STATUS_OK
                             STATUS_REFUSED, commit_payload, split_commit_payload)
 from durus.record_format import pack_record
 from durus.session import ClientError, Session, SharedState, Wait
+from durus.snapshots import SnapshotHistory
 from durus.storage import MemoryStorage
 from durus.utils import int4_to_str, int8_to_str, join_bytes, str_to_int4
 
@@ -21,7 +22,7 @@ from durus.utils import int4_to_str, int8_to_str, join_bytes, str_to_int4
 def shared_state(storage=None, max_commit_size=1 << 20, max_frame_size=1 << 20):
     storage = storage if storage is not None else MemoryStorage()
     return SharedState(storage, CommitTurn(grace=1.0, timeout=10.0), Packing(storage, 0),
-                       max_commit_size, max_frame_size)
+                       max_commit_size, max_frame_size, SnapshotHistory(1 << 20, 60.0))
 
 
 class Peer:
