@@ -17,6 +17,7 @@ second or two for any size, and a pack rewrites the file from its start.
 import argparse
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 from durus.file import File
 from durus.file_storage import FileStorage
@@ -117,12 +118,18 @@ def _append(origin: File, end: int, dest: str, start: int) -> int:
 
 
 def _copy_whole(origin: File, end: int, dest: str) -> None:
-    """Write origin's first end bytes to dest.tmp, fsync, and rename it to dest."""
+    """Write origin's first end bytes to dest, through dest.tmp."""
+    write_new_file(dest, lambda target: _copy(origin, 0, end, target))
+
+
+def write_new_file(dest: str, write: Callable[[File], None]) -> None:
+    """Put a file at dest whole or not at all: write(file) fills dest.tmp
+    (locked, emptied first) and leaves it on disk; then it is renamed to dest."""
     target = File(dest + ".tmp")
     try:
-        target.obtain_lock()
+        target.obtain_lock()  # no other backup or convert into it meanwhile
         target.truncate(0)
-        _copy(origin, 0, end, target)
+        write(target)
         target.rename(dest)  # durable: it fsyncs the directory
     except BaseException:
         if not target.is_at(dest):

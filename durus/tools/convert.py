@@ -16,10 +16,10 @@ oid counter is then moved past them, so that new objects get new oids.
 import argparse
 import os
 
-from durus.file import File
 from durus.file_storage import FileStorage
 from durus.relational import RelationalStorage
 from durus.storage import Storage
+from durus.tools.backup import write_new_file
 from durus.tools.progress import progress
 from durus.tools.target import open_target
 
@@ -83,24 +83,17 @@ def _count(storage: Storage) -> int | None:
 
 
 def _write_file(dest: str, kind: str, records) -> None:
-    """Write a new SHELF-1 or DFS20 file of records at dest (through dest.tmp)."""
+    """Write a new SHELF-1 or DFS20 file of records at dest (through dest.tmp),
+    as a pack writes one (the writer fsyncs it when exhausted)."""
     if kind == "shelf":
         from durus.shelf import write_shelf as write
     else:
         from durus.file_storage2 import write_dfs20 as write
-    file = File(dest + ".tmp")
-    try:
-        file.obtain_lock()
-        file.truncate(0)
+
+    def fill(file) -> None:
         for _ in write(file, records):
-            pass
-        file.rename(dest)  # durable: it fsyncs the directory
-    except BaseException:
-        if not file.is_at(dest):
-            os.unlink(dest + ".tmp")
-        raise
-    finally:
-        file.close()
+            pass  # the writer yields between steps, for a pack to interleave others' work
+    write_new_file(dest, fill)
 
 
 def _write_relational(dest: str, kind: str, records) -> None:
