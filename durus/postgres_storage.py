@@ -203,6 +203,16 @@ class PostgresStorage(RelationalStorage):
         first = block * OID_BLOCK
         return range(first, first + OID_BLOCK)
 
+    def skip_stored_oids(self) -> None:
+        """Move the oid sequence past the block of the highest stored oid
+        (never back), so that new_oid() hands out none of theirs. For a
+        database others do not use meanwhile: setval does not wait for them."""
+        self._check_writable()
+        self._reserved = []
+        self._execute(self._db, "SELECT setval('durus_oid_blocks', greatest(max(id) / ?, "
+                                "(SELECT last_value FROM durus_oid_blocks))) FROM objects "
+                                "HAVING count(*) > 0", (OID_BLOCK,))
+
     def _create_tables(self, db) -> None:
         def create() -> None:
             for statement in _SCHEMA:

@@ -407,6 +407,17 @@ class RelationalStorage(Storage):
                 for oid, data, refs in self._execute(
                     self._db, "SELECT id, data, refs FROM objects ORDER BY id").fetchall())
 
+    def count_objects(self) -> int:
+        """Return the number of objects in the database (at this snapshot)."""
+        self._check_open()
+        return self._query_one(self._db, "SELECT count(*) FROM objects")[0]
+
+    def skip_stored_oids(self) -> None:
+        """Make new_oid() hand out only oids above the stored ones, after
+        records came in with oids of their own (as `durus convert` stores
+        them). SQLite's counter looks at the stored oids by itself."""
+        self._check_writable()
+
     def get_packer(self):
         """Return a generator that removes the objects the root does not
         reach, a step at a time, while other processes go on committing."""
