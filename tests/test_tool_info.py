@@ -1,9 +1,9 @@
 """durus info through its command line, on databases of every kind, on a
-file a server is serving and through the server itself."""
+file a server is serving and through the server itself; the bad targets
+and README examples of durus info and durus verify."""
 
 import json
 import os
-import shlex
 import time
 from datetime import datetime
 
@@ -15,8 +15,8 @@ from durus.persistent_dict import PersistentDict
 from durus.record_format import unpack_record
 
 import server_processes
-from readme import shell_commands
-from tool_databases import KINDS, database, fill, run_tool  # noqa: F401
+from tool_databases import (BAD_TARGETS, KINDS, check_bad_target, database, fill,  # noqa: F401
+                            run_readme_example, run_tool)
 
 servers = server_processes.servers  # the fixture, for the tests here
 
@@ -140,26 +140,13 @@ def test_a_served_file_and_its_server(tmp_path, servers):
     connection.get_storage().close()
 
 
-@pytest.mark.parametrize("target, message", [
-    ("missing.durus", "no durus file at 'missing.durus'"),
-    ("junk", "junk is not a Durus storage file"),
-    ("postgresql://nobody@127.0.0.1:1/none", "cannot connect to PostgreSQL"),
-    ("durus://127.0.0.1:1", "Connection refused"),
-])
-def test_bad_targets_get_one_line_and_status_1(tmp_path, target, message):
-    (tmp_path / "junk").write_text("not a database\n")
-    done = run_tool("info", target, cwd=tmp_path)
-    assert done.returncode == 1
-    assert done.stdout == ""
-    assert len(done.stderr.splitlines()) == 1 and message in done.stderr, done.stderr
-    assert not (tmp_path / "missing.durus").exists()
+@pytest.mark.parametrize("command", ["info", "verify"])
+@pytest.mark.parametrize("target, message", BAD_TARGETS)
+def test_bad_targets_get_one_line_and_status_1(tmp_path, command, target, message):
+    check_bad_target(command, tmp_path, target, message)
 
 
-def test_the_readme_example_runs_as_written(tmp_path):
-    commands = shell_commands("### durus info")
-    assert commands and all(command.startswith("durus info ") for command in commands)
-    fill(FileStorage(str(tmp_path / "shop.durus")), 100).get_storage().close()
-    for command in commands:
-        done = run_tool(*shlex.split(command)[1:], cwd=tmp_path)
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert "SHELF-1" in done.stdout
+@pytest.mark.parametrize("command, shown", [("info", "SHELF-1"), ("verify", "healthy")])
+def test_the_readme_examples_run_as_written(tmp_path, command, shown):
+    for done in run_readme_example(command, tmp_path):
+        assert shown in done.stdout

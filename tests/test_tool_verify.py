@@ -1,12 +1,12 @@
 """durus verify through its command line, on healthy databases of every kind
-and on ones damaged in each way it claims to detect."""
+and on ones damaged in each way it claims to detect (its bad targets and
+README example: with durus info's, in test_tool_info)."""
 
 import io
 import os
 import pickle
 import re
 import sqlite3
-import shlex
 import threading
 
 import psycopg
@@ -15,11 +15,10 @@ import pytest
 from durus.connection import Connection
 from durus.file_storage import FileStorage
 from durus.persistent_dict import PersistentDict
-from durus.record_format import pack_record, unpack_record
+from durus.record_format import pack_record
 from durus.utils import str_to_int8
 
 import server_processes
-from readme import shell_commands
 from tool_databases import KINDS, database, fill, run_tool  # noqa: F401
 
 servers = server_processes.servers  # the fixture, for the tests here
@@ -245,28 +244,3 @@ def test_a_file_a_server_is_writing_verifies_up_to_its_last_transaction(tmp_path
         stop.set()
         writer.join()
     assert len(commits) > 10  # verify ran while commits went on
-
-
-@pytest.mark.parametrize("target, message", [
-    ("missing.durus", "no durus file at 'missing.durus'"),
-    ("junk", "junk is not a Durus storage file"),
-    ("durus://127.0.0.1", "is not durus://HOST:PORT"),
-    ("durus://127.0.0.1:1", "Connection refused"),
-])
-def test_bad_targets_get_one_line_and_status_1(tmp_path, target, message):
-    (tmp_path / "junk").write_text("not a database\n")
-    done = run_tool("verify", target, cwd=tmp_path)
-    assert done.returncode == 1
-    assert done.stdout == ""
-    assert len(done.stderr.splitlines()) == 1 and message in done.stderr, done.stderr
-    assert not (tmp_path / "missing.durus").exists()
-
-
-def test_the_readme_example_runs_as_written(tmp_path):
-    commands = shell_commands("### durus verify")
-    assert commands and all(command.startswith("durus verify ") for command in commands)
-    fill(FileStorage(str(tmp_path / "shop.durus")), 100).get_storage().close()
-    for command in commands:
-        done = run_tool(*shlex.split(command)[1:], cwd=tmp_path)
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert "healthy" in done.stdout

@@ -1,6 +1,7 @@
 """Databases of every kind for the tests of the inspecting tools (durus info,
 durus verify), and running those tools as a user does."""
 
+import shlex
 import subprocess
 import sys
 
@@ -74,3 +75,37 @@ def database(request, tmp_path) -> Database:
     if kind == "postgres":
         return Database(kind, request.getfixturevalue("postgres_dsn"))
     return Database(kind, str(tmp_path / FILE_KINDS[kind][1]))
+
+
+# Targets no tool can open, each with what its one-line error says.
+BAD_TARGETS = [
+    ("missing.durus", "no durus file at 'missing.durus'"),
+    ("junk", "junk is not a Durus storage file"),
+    ("durus://127.0.0.1", "is not durus://HOST:PORT"),
+    ("postgresql://nobody@127.0.0.1:1/none", "cannot connect to PostgreSQL"),
+    ("durus://127.0.0.1:1", "Connection refused"),
+]
+
+
+def check_bad_target(command: str, tmp_path, target: str, message: str) -> None:
+    """`durus command target` fails with one line saying message, status 1,
+    and creates nothing."""
+    (tmp_path / "junk").write_text("not a database\n")
+    done = run_tool(command, target, cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1 and message in done.stderr, done.stderr
+    assert not (tmp_path / "missing.durus").exists()
+
+
+def run_readme_example(command: str, tmp_path) -> list:
+    """Run the README's `durus command` examples as written, in tmp_path with
+    the shop.durus they name; return what each did, checked to succeed."""
+    from readme import shell_commands
+    lines = shell_commands("### durus " + command)
+    assert lines and all(line.startswith("durus %s " % command) for line in lines)
+    fill(FileStorage(str(tmp_path / "shop.durus")), 100).get_storage().close()
+    results = [run_tool(*shlex.split(line)[1:], cwd=tmp_path) for line in lines]
+    for done in results:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return results
