@@ -41,9 +41,10 @@ def test_a_healthy_database_of_20000_objects_passes(database):
     assert "error" not in done.stdout
 
 
-def _hand_made_record(oid: bytes, referenced: bytes) -> bytes:
+def _hand_made_record(oid: bytes, referenced: bytes, listed: bytes | None = None) -> bytes:
     """The record of a PersistentDict whose state references the object of
-    oid referenced, pickled as a connection's writer does."""
+    oid referenced, pickled as a connection's writer does; its list of
+    references is listed (default: referenced, as a writer lists it)."""
     class Reference:
         pass
 
@@ -54,7 +55,7 @@ def _hand_made_record(oid: bytes, referenced: bytes) -> bytes:
     pickler = Pickler(buffer, 2)
     pickler.dump(PersistentDict)
     pickler.dump({"data": {"child": Reference()}})
-    return pack_record(oid, buffer.getvalue(), referenced)
+    return pack_record(oid, buffer.getvalue(), referenced if listed is None else listed)
 
 
 @pytest.mark.parametrize("database", KINDS, indirect=True)
@@ -76,6 +77,24 @@ def test_a_dangling_reference_is_an_error_naming_both_oids(database):
     # The record is reached by nothing either: a warning, listed by oid.
     assert re.search(r"^warning: 1 objects are not reachable .*: oids %d$" % str_to_int8(oid),
                      done.stdout, re.M), done.stdout
+
+
+@pytest.mark.parametrize("database", ["shelf"], indirect=True)
+def test_a_list_of_references_that_differs_from_the_state_is_an_error(database):
+    # A pack follows the list: a reference missing from it loses its object.
+    database.fill()
+    extra = _extra_oid(database)
+    storage = database.open()
+    oid = storage.new_oid()
+    storage.begin()
+    storage.store(oid, _hand_made_record(oid, extra, listed=b""))
+    storage.end()
+    storage.close()
+    done = verify(database.target)
+    assert done.returncode == 1
+    assert re.search(r"^error: oid %d at byte \d+: its list of references does not match its "
+                     r"state: listed only \[\], in the state only \[%d\]$"
+                     % (str_to_int8(oid), str_to_int8(extra)), done.stdout, re.M), done.stdout
 
 
 def _extra_oid(database) -> bytes:

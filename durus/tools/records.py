@@ -22,14 +22,11 @@ def storage_format(storage: Storage) -> str:
     """The name of storage's format: SHELF-1, DFS20, SQLite, PostgreSQL or server."""
     from durus.file_storage2 import FileStorage2
     from durus.file_storage import FileStorage
-    from durus.relational import RelationalStorage
-    if isinstance(storage, FileStorage2):
-        return "DFS20"
-    if isinstance(storage, FileStorage):
-        return "SHELF-1"
-    if isinstance(storage, RelationalStorage):
-        return "PostgreSQL" if type(storage).__name__ == "PostgresStorage" else "SQLite"
-    return SERVER
+    from durus.postgres_storage import PostgresStorage
+    from durus.sqlite_storage import SqliteStorage
+    kinds = ((FileStorage2, "DFS20"), (FileStorage, "SHELF-1"), (SqliteStorage, "SQLite"),
+             (PostgresStorage, "PostgreSQL"))
+    return next((name for cls, name in kinds if isinstance(storage, cls)), SERVER)
 
 
 def is_file_format(storage: Storage) -> bool:
