@@ -429,7 +429,9 @@ def pack_storage_main(argv: list) -> None:
     else:
         storage = get_storage(options.file)
     try:
-        Connection(storage).pack()
+        # Progress of the pack: a bar on a terminal, log lines otherwise.
+        from durus.tools.records import pack_with_progress
+        pack_with_progress(storage)
     finally:
         storage.close()
 
