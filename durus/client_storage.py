@@ -10,7 +10,7 @@ from durus.error import (CommitTooLargeError, DurusKeyError, ProtocolError, Read
 from durus.protocol import (BULK_LOAD, COMMIT, GOODBYE, LOAD, NEW_OIDS, PACK, PROTOCOL, QUIT,
                             SNAPSHOT_PROTOCOL, STATUS_EXPIRED, STATUS_INVALID, STATUS_KEYERROR,
                             STATUS_OKAY, STATUS_REFUSED, SYNC, VERSION, commit_payload)
-from durus.record_cache import RecordCache
+from durus.record_cache import ReadAhead, RecordCache
 from durus.record_format import split_oids
 from durus.socket_address import DEFAULT_HOST, DEFAULT_PORT, HostPortAddress, SocketAddress
 from durus.storage import Storage
@@ -29,6 +29,8 @@ _RECEIVE_SIZE = 1 << 16
 _COMMIT_PIECE = 4 << 20
 # The protocol frames a commit payload with an int4.
 _MAX_PAYLOAD = (1 << 32) - 1
+# Protocol 3: records read ahead in one bulk load, once one read ahead is used.
+READ_AHEAD = 2048
 
 
 class _RecvOnlySocket:
@@ -80,6 +82,9 @@ class ClientStorage(Storage):
         given by our servers, not by Durus 4.3's.
     """
 
+    # Requests sent (each a round trip, but for 'Q' and the goodbye).
+    requests = 0
+
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, address=None,
                  timeout: float | None = DEFAULT_TIMEOUT, *, cafile: str | None = None,
                  certfile: str | None = None, keyfile: str | None = None, ssl_context=None,
@@ -88,6 +93,7 @@ class ClientStorage(Storage):
                  snapshots: bool = True):
         self.address = SocketAddress.new(address or (host, port))
         self.cache = RecordCache(cache_bytes)
+        self._read_ahead = ReadAhead(self.cache, READ_AHEAD)
         # Received into, so that a small reply costs no large allocation.
         self._chunk = bytearray(_RECEIVE_SIZE)
         self._chunk_view = memoryview(self._chunk)
@@ -206,6 +212,7 @@ class ClientStorage(Storage):
         if self._awaiting_reply and not self.broken:
             self._fail("an earlier request was interrupted before its reply was read")
         self._awaiting_reply = True
+        self.requests += 1
         self._send(data)
 
     def _replied(self) -> None:
@@ -265,10 +272,37 @@ class ClientStorage(Storage):
         if record is None:
             self._request(LOAD + oid)
             record = self._receive_load_response(oid)
+            if self.snapshots:
+                self._receive_read_ahead()
             self._replied()
             if isinstance(record, Exception):
                 raise record
+        elif oid in self._read_ahead.frontier:
+            self._read_ahead_next()
         return record
+
+    def _receive_read_ahead(self) -> None:
+        """Cache the records that follow a protocol 3 load's answer."""
+        block = self._receive(self._receive_int4())
+        position = 0
+        while position < len(block):
+            end = position + 4 + str_to_int4(block[position:position + 4])
+            record = block[position + 4:end]
+            self.cache.put(record[:8], record)
+            self._read_ahead.frontier.add(record[:8])
+            position = end
+
+    def _read_ahead_next(self) -> None:
+        """A record read ahead is used: in one bulk load, read ahead what all
+        those read with it refer to (a tree's next level, a container's items)."""
+        wanted = self._read_ahead.take_wanted()
+        if not wanted:
+            return
+        self._request(BULK_LOAD + int4_to_str(len(wanted)) + join_bytes(wanted))
+        for oid in wanted:
+            if not isinstance(self._receive_load_response(oid), Exception):
+                self._read_ahead.frontier.add(oid)
+        self._replied()
 
     def _receive_load_response(self, oid: bytes) -> bytes | Exception:
         """Return the record in a load reply (and cache it), or the error it

@@ -8,7 +8,10 @@ request in order:
     M n (1 byte)        -> n oids                     new oids
     L oid               -> status [int4 n, record]    load
                            (protocol 3: the record as of the snapshot: the
-                           state when the client last synced or committed)
+                           state when the client last synced or committed;
+                           then int4 n, n bytes of records it refers to,
+                           each int4 length + record, read ahead for the
+                           client)
     B int4 n, n oids    -> n answers as for L         bulk load
     S                   -> int4 n, n oids             sync: invalidations
     C                   -> int4 n, n oids (invalidations), then the client

@@ -3,6 +3,8 @@ elsewhere (a server, a database), least recently used out first."""
 
 from collections import OrderedDict
 
+from durus.record_format import split_oids, unpack_record
+
 
 class RecordCache:
     """Records by oid, least recently used first, within max_bytes.
@@ -44,3 +46,32 @@ class RecordCache:
     def clear(self) -> None:
         self.records.clear()
         self.bytes = 0
+
+
+class ReadAhead:
+    """The records a storage read ahead of use, and what to read next.
+
+    A reader that uses a record read ahead has started on what was read with
+    it (the next level of a tree, a container's items): the time to read
+    ahead, in one request, what all of those refer to, up to limit records.
+    frontier: {oid}, records read ahead and not used yet.
+    """
+
+    def __init__(self, cache: RecordCache, limit: int):
+        self.cache = cache
+        self.limit = limit
+        self.frontier = set()
+
+    def take_wanted(self, skip=()) -> list:
+        """Return up to limit oids, not cached and not in skip, that the
+        frontier's records refer to; the frontier is then empty."""
+        frontier, self.frontier = self.frontier, set()
+        cached, wanted = self.cache.records, {}
+        for oid in frontier:
+            record = cached.get(oid)
+            if record is not None:
+                wanted.update((ref, None) for ref in split_oids(unpack_record(record)[2])
+                              if ref not in cached and ref not in skip)
+            if len(wanted) >= self.limit:
+                break
+        return list(wanted)[:self.limit]

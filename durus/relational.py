@@ -28,7 +28,7 @@ import time
 
 from durus.error import DurusKeyError, ReadConflictError, ReadOnlyError, WriteConflictError
 from durus.logger import log
-from durus.record_cache import RecordCache
+from durus.record_cache import ReadAhead, RecordCache
 from durus.record_format import check_record, pack_record, split_oids, unpack_record
 from durus.storage import ROOT_OID, Storage
 from durus.utils import int8_to_str, str_to_int8
@@ -77,9 +77,7 @@ class RelationalStorage(Storage):
         self._new: set = set()  # oid numbers handed out by new_oid(), not committed yet
         self._last_tid = 0
         self._lost = False  # the connection broke: the next operation reconnects
-        # oids of records read ahead and not used yet: using one reads ahead
-        # what it refers to (see read_ahead).
-        self._read_ahead: set = set()
+        self._read_ahead = ReadAhead(self.cache, self.read_ahead)
         self._db = self._connect()
         if not readonly and not all(map(self._table_exists, _TABLES)):
             self._create_tables(self._db)
@@ -264,7 +262,7 @@ class RelationalStorage(Storage):
     def load(self, oid: bytes) -> bytes:
         record = self.cache.get(oid)
         if record is not None:
-            if oid in self._read_ahead:
+            if oid in self._read_ahead.frontier:
                 self._read_ahead_next()
             return record
         self._check_open()
@@ -279,7 +277,7 @@ class RelationalStorage(Storage):
             elif row_oid in self.invalid:
                 continue  # never a record past the snapshot
             else:
-                self._read_ahead.add(row_oid)
+                self._read_ahead.frontier.add(row_oid)
             self.cache.put(row_oid, row_record)
         if record is None:
             raise DurusKeyError(oid)
@@ -289,22 +287,13 @@ class RelationalStorage(Storage):
         """A record read ahead is being used: read ahead, in one query, what
         all the records read ahead with it refer to (the next level of a
         tree, a container's items), up to read_ahead objects."""
-        frontier, self._read_ahead = self._read_ahead, set()
-        cached, wanted = self.cache.records, set()
-        for oid in frontier:
-            record = cached.get(oid)
-            if record is not None:
-                wanted.update(ref for ref in split_oids(unpack_record(record)[2])
-                              if ref not in cached and ref not in self.invalid)
-            if len(wanted) >= self.read_ahead:
-                break
+        wanted = self._read_ahead.take_wanted(skip=self.invalid)
         if not wanted:
             return
         self._check_open()
-        for number, data, refs in self._rows(
-                self._db, [str_to_int8(oid) for oid in wanted][:self.read_ahead]):
+        for number, data, refs in self._rows(self._db, [str_to_int8(oid) for oid in wanted]):
             oid = int8_to_str(number)
-            self._read_ahead.add(oid)
+            self._read_ahead.frontier.add(oid)
             self.cache.put(oid, pack_record(oid, bytes(data), bytes(refs)))
 
     def _load_rows(self, db, number: int) -> list:

@@ -24,13 +24,18 @@ from durus.protocol import (BULK_LOAD, CHANGING_COMMANDS, COMMIT, GOODBYE, LOAD,
                             NEW_OIDS, PACK, PROTOCOL, QUIT, SNAPSHOT_PROTOCOL, STATUS_EXPIRED,
                             STATUS_INVALID, STATUS_KEYERROR, STATUS_OKAY, STATUS_REFUSED, SYNC,
                             VERSION, oid_list, split_commit_payload)
-from durus.record_format import split_oids
+from durus.record_format import split_oids, unpack_record
 from durus.serialize import extract_class_name
 from durus.snapshots import LOST, SnapshotExpired, SnapshotHistory
 from durus.utils import int4_to_str, join_bytes, str_to_int4, str_to_int8
 
 # A refused commit's payload is passed over in pieces this large.
 _SKIP_PIECE = 1 << 20
+# Protocol 3: bytes of the records a loaded one refers to that come with it.
+PREFETCH_BYTES = 128 << 10
+# Oids a session remembers sending (so as not to send them again) before it
+# forgets them all.
+_SENT_LIMIT = 1 << 20
 
 
 class ClientError(Exception):
@@ -172,6 +177,7 @@ class Session:
         self.snapshot = shared.history.tid
         self.snapshot_taken = 0.0
         self.refusal = None
+        self._sent = set()  # protocol 3: oids whose records this client was sent
         self._handlers = {
             VERSION: self._version, NEW_OID: self._new_oid, NEW_OIDS: self._new_oids,
             LOAD: self._load, BULK_LOAD: self._bulk_load, COMMIT: self._commit,
@@ -249,16 +255,21 @@ class Session:
         count = (yield 1)[0]
         self.send(join_bytes(self._reserve_oids(count)))
 
+    def _record(self, oid: bytes) -> bytes:
+        """Return the record of oid this client reads: as of its snapshot,
+        with protocol 3. Raises KeyError, ReadConflictError, SnapshotExpired."""
+        if oid not in self.invalid:
+            return self.shared.storage.load(oid)
+        if not self.snapshots:
+            raise ReadConflictError([oid])
+        record = self.shared.history.record_at(oid, self.snapshot)
+        if record is None:
+            raise KeyError(oid)
+        return record
+
     def _load_answer(self, oid: bytes) -> bytes:
         try:
-            if oid in self.invalid:
-                if not self.snapshots:
-                    return STATUS_INVALID
-                record = self.shared.history.record_at(oid, self.snapshot)
-                if record is None:
-                    raise KeyError(oid)
-            else:
-                record = self.shared.storage.load(oid)
+            record = self._record(oid)
         except SnapshotExpired as exc:
             reason = str(exc).encode("utf-8")
             return STATUS_EXPIRED + int4_to_str(len(reason)) + reason
@@ -270,7 +281,33 @@ class Session:
 
     def _load(self):
         oid = yield 8
-        self.send(self._load_answer(oid))
+        answer = self._load_answer(oid)
+        if self.snapshots:
+            answer += self._prefetched(oid, answer)
+        self.send(answer)
+
+    def _prefetched(self, oid: bytes, answer: bytes) -> bytes:
+        """Protocol 3: the block that follows a load's answer: int4 n, then n
+        bytes of records (int4 length + record each) the loaded one refers to
+        and this client was not sent yet, up to about PREFETCH_BYTES."""
+        if len(self._sent) > _SENT_LIMIT:
+            self._sent.clear()
+        self._sent.add(oid)
+        pieces, size = [], 0
+        if answer[:1] == STATUS_OKAY:
+            for ref in split_oids(unpack_record(answer[5:])[2]):
+                if size >= PREFETCH_BYTES:
+                    break
+                if ref in self._sent:
+                    continue
+                try:
+                    record = self._record(ref)
+                except (KeyError, ReadConflictError, SnapshotExpired):
+                    continue
+                self._sent.add(ref)
+                pieces.append(int4_to_str(len(record)) + record)
+                size += len(record) + 4
+        return int4_to_str(size) + join_bytes(pieces)
 
     def _bulk_load(self):
         count = str_to_int4((yield 4))
@@ -286,6 +323,7 @@ class Session:
     def _send_invalidations(self) -> None:
         """Tell the client what changed since; it reads as of now from here."""
         self.send(oid_list(self.invalid))
+        self._sent.difference_update(self.invalid)  # the client drops them
         self.invalid.clear()
         self._take_snapshot()
         if self.snapshots:
