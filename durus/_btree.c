@@ -1,7 +1,7 @@
 /* durus._btree: the key search of durus.btree in C.
  *
- * search(node, key) walks down from node as btree._search does: bisect each
- * node's items (sorted (key, value) pairs) with <, then compare with ==;
+ * _search(node, key) walks down from node as btree._search_py does: bisect
+ * each node's items (sorted (key, value) pairs) with <, then compare with ==;
  * it reads node.items and node.nodes as attributes, so that ghosts load and
  * accesses are noted exactly as in Python.
  */
@@ -79,7 +79,7 @@ search(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *node, *key;
 
     if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "search(node, key) takes 2 arguments");
+        PyErr_SetString(PyExc_TypeError, "_search(node, key) takes 2 arguments");
         return NULL;
     }
     node = args[0];
@@ -129,9 +129,9 @@ search(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyMethodDef module_methods[] = {
-    {"search", (PyCFunction)(void (*)(void))search, METH_FASTCALL,
-     "search(node, key) -> the (key, value) item with this key under node, or None,\n"
-     "as durus.btree._search."},
+    {"_search", (PyCFunction)(void (*)(void))search, METH_FASTCALL,
+     "_search(node, key) -> the (key, value) item with this key under node, or None,\n"
+     "as durus.btree._search_py."},
     {NULL}
 };
 

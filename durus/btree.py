@@ -12,11 +12,11 @@ are costly in pure Python, so the hot paths read node.items and node.nodes
 once per node, into locals.
 """
 
-import os
 from bisect import bisect_left, bisect_right
 from collections.abc import MutableMapping
 from operator import itemgetter
 
+from durus.accelerator import accelerate
 from durus.persistent import PersistentObject
 
 _key_of = itemgetter(0)
@@ -153,11 +153,7 @@ def _search(node: "BNode", key):
         node = nodes[i]
 
 
-if not os.environ.get("DURUS_PURE_PYTHON"):
-    try:
-        from durus._btree import search as _search  # noqa: F811
-    except ImportError:
-        pass  # durus.persistent has warned that the accelerator is missing
+accelerate(globals(), "durus._btree", ("_search",))
 
 
 def _delete(node: "BNode", key, t: int, present: bool = False):

@@ -6,17 +6,16 @@ the first attribute access loads it through its connection).
 
 PersistentBase and ConnectionBase hold the hot path: every attribute access
 goes through them. The C extension durus._persistent replaces them (and
-cached_or_ghost, call_if_persistent and the _*attribute helpers) unless
-the environment sets DURUS_PURE_PYTHON=1; both implementations behave the
-same.
+cached_or_ghost, call_if_persistent and the _*attribute helpers) as
+durus.accelerator chooses; both implementations behave the same, and the
+Python ones stay importable as <name>_py (PersistentBase_py, ...).
 """
 
-import os
 import sys
-import warnings
 import weakref
 from collections import OrderedDict
 
+from durus.accelerator import accelerate
 from durus.utils import as_bytes, str_to_int8
 
 stderr = sys.stderr  # a Durus 4.3 name (it warned there)
@@ -41,8 +40,11 @@ def _hasattribute(obj, name: str) -> bool:
     return True
 
 
+# The Python twins below test for PersistentBase_py, so that they work
+# together whichever versions the switch binds (the _*attribute helpers of C
+# and of Python do the same to Python objects).
 def _check_persistent(obj) -> None:
-    if not isinstance(obj, PersistentBase):
+    if not isinstance(obj, PersistentBase_py):
         raise TypeError("expected a persistent object, got %s" % type(obj).__name__)
 
 
@@ -167,7 +169,7 @@ class PersistentBase:
 
 def call_if_persistent(f, x):
     """Return f(x) if x is a persistent object, else None (the pickler's persistent_id hook)."""
-    if isinstance(x, PersistentBase):
+    if isinstance(x, PersistentBase_py):
         return f(x)
     return None
 
@@ -194,15 +196,11 @@ def cached_or_ghost(objects: dict, ref_type: type, on_death, connection, oid_cla
     return obj
 
 
-if not os.environ.get("DURUS_PURE_PYTHON"):
-    try:
-        from durus._persistent import (  # noqa: F811
-            ConnectionBase, PersistentBase, cached_or_ghost, call_if_persistent,
-            _setattribute, _getattribute, _delattribute, _hasattribute)
-    except ImportError:
-        warnings.warn("durus: the C accelerator durus._persistent is not built; "
-                      "using the slower pure-Python persistence classes",
-                      RuntimeWarning, stacklevel=2)
+# The one rule of placement: after every Python twin, before the first class
+# built on PersistentBase (which must get the base the switch chose).
+accelerate(globals(), "durus._persistent", (
+    "ConnectionBase", "PersistentBase", "cached_or_ghost", "call_if_persistent",
+    "_setattribute", "_getattribute", "_delattribute", "_hasattribute"))
 
 
 class PersistentObject(PersistentBase):

@@ -26,6 +26,7 @@ import zlib
 from array import array
 from logging import WARNING
 
+from durus.accelerator import accelerate
 from durus.error import CorruptFileError, ShortReadError, WrongFormatError
 from durus.file import File, StreamFile, fsync_directory
 from durus.logger import log
@@ -848,11 +849,7 @@ def _item_end(buffer: bytes, position: int, end: int) -> int:
     return record_end if position + 16 <= record_end <= end else -1
 
 
-if not os.environ.get("DURUS_PURE_PYTHON"):
-    try:
-        from durus._shelf import assign_positions, scan_buffer  # noqa: F811
-    except ImportError:
-        pass  # durus.persistent has warned that the accelerator is missing
+accelerate(globals(), "durus._shelf", ("assign_positions", "scan_buffer"))
 
 
 def write_shelf(file: File, items):

@@ -1,23 +1,34 @@
-"""The C accelerator: chosen by default, switchable off, same behaviour, no leaks."""
+"""The C accelerators: the switch that binds them, parity with their
+pure-Python twins (compared directly, in one process), no leaks."""
 
 import gc
 import importlib.util
-import os
 import random
 import struct
 import weakref
 from array import array
+from types import SimpleNamespace
 
 import pytest
 
+import durus.btree
 import durus.persistent
 import durus.shelf
+from durus.accelerator import SWITCH
 from durus.connection import Connection
 from durus.file_storage import FileStorage
-from durus.persistent import Persistent, PersistentBase, _getattribute, _setattribute
+from durus.persistent import (Persistent, PersistentBase, PersistentObject, _getattribute,
+                              _setattribute)
 from durus.storage import MemoryStorage
 
-PURE = bool(os.environ.get("DURUS_PURE_PYTHON"))
+EXTENSIONS = ("durus._persistent", "durus._shelf", "durus._btree")
+BUILT = all(importlib.util.find_spec(name) is not None for name in EXTENSIONS)
+needs_c = pytest.mark.skipif(not BUILT, reason="the C accelerators are not built")
+
+
+def c_extension(name: str):
+    """The C extension module called name; the test is skipped if it is not built."""
+    return pytest.importorskip(name, reason="the C accelerator %s is not built" % name)
 
 
 class Node(Persistent):
@@ -25,26 +36,87 @@ class Node(Persistent):
         self.other = other
 
 
-def test_implementation_follows_the_environment_switch():
-    module = PersistentBase.__module__
-    assert module == ("durus.persistent" if PURE else "durus._persistent")
-
-
-def test_missing_accelerator_warns_once_and_falls_back(run_ours):
-    out = run_ours("""
-import os, sys, warnings
-os.environ.pop("DURUS_PURE_PYTHON", None)
-sys.modules["durus._persistent"] = None  # as if the build had failed
+# Imports the accelerated modules with the extensions named in argv left
+# unimportable (as if their build had failed), and prints which versions each
+# module bound (C or py), then each warning, or the error the import raised.
+PROBE = """
+import sys, warnings
+for name in sys.argv[1:]:
+    sys.modules[name] = None
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    import durus.persistent
-    import durus.connection
-print(durus.persistent.PersistentBase.__module__, len(caught))
-print(caught[0].message)
-""")
-    first, message = out.splitlines()
-    assert first == "durus.persistent 1"
-    assert "pure-Python" in message
+    try:
+        import durus.persistent as p, durus.shelf as s, durus.btree as b, durus.connection
+    except (ImportError, ValueError) as error:
+        print("%s: %s" % (type(error).__name__, error))
+        raise SystemExit
+print(*["py" if bound is python else "C" for bound, python in [
+    (p.PersistentBase, p.PersistentBase_py), (p.ConnectionBase, p.ConnectionBase_py),
+    (p.cached_or_ghost, p.cached_or_ghost_py), (p._setattribute, p._setattribute_py),
+    (s.scan_buffer, s.scan_buffer_py), (s.assign_positions, s.assign_positions_py),
+    (b._search, b._search_py)]])
+for warning in caught:
+    print("%s: %s" % (warning.category.__name__, warning.message))
+"""
+
+
+@pytest.fixture
+def probe(run_ours, monkeypatch):
+    """probe(setting, *blocked): PROBE's lines, run with DURUS_PURE_PYTHON set to
+    setting (None: unset) and the extensions blocked unimportable."""
+    def run(setting, *blocked):
+        if setting is None:
+            monkeypatch.delenv(SWITCH, raising=False)
+        else:
+            monkeypatch.setenv(SWITCH, setting)
+        return run_ours(PROBE, *blocked).splitlines()
+    return run
+
+
+def test_switch_1_forces_python_without_a_warning(probe):
+    assert probe("1") == ["py " * 6 + "py"]
+
+
+@needs_c
+def test_switch_0_binds_c(probe):
+    assert probe("0") == ["C " * 6 + "C"]
+
+
+@needs_c
+@pytest.mark.parametrize("setting", [None, ""])
+def test_switch_unset_binds_c_where_built(probe, setting):
+    assert probe(setting) == ["C " * 6 + "C"]
+
+
+def test_switch_unset_without_c_warns_once_and_falls_back(probe):
+    bound, *warnings = probe(None, *EXTENSIONS)
+    assert bound == "py " * 6 + "py"
+    assert len(warnings) == 1 and warnings[0].startswith("RuntimeWarning: durus: the C accelerator")
+    assert "pure-Python" in warnings[0] and "build_ext --inplace" in warnings[0]
+
+
+@needs_c
+def test_switch_unset_falls_back_per_extension(probe):
+    bound, *warnings = probe(None, "durus._shelf")
+    assert bound == "C C C C py py C"
+    assert len(warnings) == 1 and "durus._shelf is not built" in warnings[0]
+
+
+def test_switch_0_without_c_is_an_import_error(probe):
+    error, = probe("0", "durus._persistent")
+    assert error.startswith("ImportError: DURUS_PURE_PYTHON=0 requires the C accelerator "
+                            "durus._persistent, which is not built")
+    assert "python3 setup.py build_ext --inplace" in error and "pip" in error
+
+
+@pytest.mark.parametrize("setting", ["yes", "true", "2", " 1"])
+def test_switch_refuses_other_values(probe, setting):
+    assert probe(setting) == ["ValueError: DURUS_PURE_PYTHON must be unset, empty, '0' "
+                              "(require C) or '1' (pure Python), not %r" % setting]
+
+
+def test_persistent_classes_are_built_on_the_bound_base():
+    assert PersistentObject.__bases__ == (PersistentBase,)
 
 
 def test_unpersisted_cycles_are_collected():
@@ -147,10 +219,17 @@ class Counted(Persistent):
         return super().__new__(cls)
 
 
-def test_cached_or_ghost_in_both_implementations():
-    """Run under both (CI runs the suite with and without the accelerator)."""
+@pytest.fixture(params=["python", "c"])
+def cached_or_ghost(request):
+    """cached_or_ghost of each implementation."""
+    if request.param == "python":
+        return durus.persistent.cached_or_ghost_py
+    return c_extension("durus._persistent").cached_or_ghost
+
+
+def test_cached_or_ghost_in_both_implementations(cached_or_ghost):
     from durus.connection import _OidRef
-    from durus.persistent import GHOST, cached_or_ghost
+    from durus.persistent import GHOST
     connection = Connection(MemoryStorage())
     objects, dead = {}, []
     oid = b"\0" * 7 + b"\x09"
@@ -175,28 +254,13 @@ def test_cached_or_ghost_in_both_implementations():
     assert list(objects) == [oid] and objects[oid]() is fresh
 
 
-def load_pure(monkeypatch, module):
-    monkeypatch.setenv("DURUS_PURE_PYTHON", "1")
-    spec = importlib.util.spec_from_file_location("pure_" + module.__name__, module.__file__)
-    fresh = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fresh)
-    return fresh
-
-
-@pytest.fixture
-def pure_shelf(monkeypatch):
-    """durus.shelf loaded afresh with the pure-Python scan."""
-    return load_pure(monkeypatch, durus.shelf)
-
-
 def _result(scanned):
     end, oids, positions, empty_run_start, error, needed = scanned
     return end, list(oids), list(positions), empty_run_start, error, needed
 
 
-@pytest.mark.skipif(PURE, reason="compares the C scan with the pure-Python one")
-def test_c_scan_matches_python_scan_on_damaged_files(tmp_path, pure_shelf):
-    from durus import _shelf
+def test_c_scan_matches_python_scan_on_damaged_files(tmp_path):
+    _shelf = c_extension("durus._shelf")
     path = tmp_path / "scan.durus"
     storage = FileStorage(str(path))
     connection = Connection(storage)
@@ -220,11 +284,11 @@ def test_c_scan_matches_python_scan_on_damaged_files(tmp_path, pure_shelf):
         for start in (0, 8 + len(data) % 7):
             buffer = case[start:]
             assert _result(_shelf.scan_buffer(buffer, base)) == \
-                _result(pure_shelf.scan_buffer(buffer, base))
+                _result(durus.shelf.scan_buffer_py(buffer, base))
     oids, positions = array("Q", [3, 1, 3]), array("q", [30, 10, 31])
     dense_c, dense_py = array("q", bytes(40)), array("q", bytes(40))
     assert _shelf.assign_positions(dense_c, oids, positions) == \
-        pure_shelf.assign_positions(dense_py, oids, positions) == 2
+        durus.shelf.assign_positions_py(dense_py, oids, positions) == 2
     assert dense_c == dense_py
 
 
@@ -235,11 +299,9 @@ def _outcome(search, node, key):
         return "raised", type(error)
 
 
-@pytest.mark.skipif(PURE, reason="compares the C search with the pure-Python one")
-def test_c_btree_search_matches_python_search(monkeypatch):
-    import durus.btree
-    from durus import _btree
-    pure_search = load_pure(monkeypatch, durus.btree)._search
+def test_c_btree_search_matches_python_search():
+    c_search = c_extension("durus._btree")._search
+    pure_search = durus.btree._search_py
     rng = random.Random(11)
     nan = float("nan")
     for node_class in (durus.btree.BNode, durus.btree.BNode4, durus.btree.BNode16):
@@ -249,10 +311,10 @@ def test_c_btree_search_matches_python_search(monkeypatch):
         tree[1.5] = "float"
         probes = list(range(-5, 2005, 7)) + [1.5, 1, 1.0, True, nan, "text", None, (1,)]
         for key in probes:
-            assert _outcome(_btree.search, tree.root, key) == _outcome(pure_search, tree.root, key)
+            assert _outcome(c_search, tree.root, key) == _outcome(pure_search, tree.root, key)
     mixed = durus.btree.BTree()
     mixed[nan] = "nan"
-    assert _outcome(_btree.search, mixed.root, nan) == _outcome(pure_search, mixed.root, nan)
+    assert _outcome(c_search, mixed.root, nan) == _outcome(pure_search, mixed.root, nan)
 
 
 def test_a_connection_that_lets_go_of_an_object_while_asked_about_it(run_ours):
@@ -304,8 +366,9 @@ def _drain(connection) -> list:
 
 
 def _run_held_operations(persistence, operations: list) -> list:
-    """Apply (operation, connection index, object index) with ConnectionBase
-    and PersistentBase from the persistence module; return the outcome."""
+    """Apply (operation, connection index, object index) with the ConnectionBase,
+    PersistentBase and _setattribute of persistence (durus._persistent or
+    PYTHON_PERSISTENCE); return the outcome."""
     class Thing(persistence.PersistentBase):
         __slots__ = ("name", "__weakref__")
 
@@ -327,20 +390,24 @@ def _run_held_operations(persistence, operations: list) -> list:
     return outcome
 
 
-@pytest.mark.skipif(PURE, reason="compares the C held list with the pure-Python one")
-def test_c_held_lists_match_python_with_several_connections(monkeypatch):
-    pure = load_pure(monkeypatch, durus.persistent)
+PYTHON_PERSISTENCE = SimpleNamespace(**{
+    name: getattr(durus.persistent, name + "_py")
+    for name in ("PersistentBase", "ConnectionBase", "_setattribute")})
+
+
+def test_c_held_lists_match_python_with_several_connections():
+    c_persistence = c_extension("durus._persistent")
     # The sequence from the issue: C left counts 0/0 and b holding nothing.
     issue = [("note_access", 0, 0), ("note_access", 1, 0), ("release", 0, 0)]
-    c_outcome = _run_held_operations(durus.persistent, issue)
-    assert c_outcome == _run_held_operations(pure, issue)
+    c_outcome = _run_held_operations(c_persistence, issue)
+    assert c_outcome == _run_held_operations(PYTHON_PERSISTENCE, issue)
     assert c_outcome[-2][0] == [0, 1, 0] and c_outcome[-1] == [[], [0], []]
     rng = random.Random(7)
     for _ in range(300):
         operations = [(rng.choice(["note_access", "hold_loaded", "release"]),
                        rng.randrange(3), rng.randrange(5)) for _ in range(rng.randrange(1, 30))]
-        assert _run_held_operations(durus.persistent, operations) == \
-            _run_held_operations(pure, operations)
+        assert _run_held_operations(c_persistence, operations) == \
+            _run_held_operations(PYTHON_PERSISTENCE, operations)
 
 
 def test_held_objects_move_between_connections():

@@ -24,8 +24,6 @@ from durus.serialize import pack_record
 from durus.shelf import PositionIndex, Shelf, write_shelf
 from durus.utils import int8_to_str, str_to_int8
 
-from test_accelerator import load_pure
-
 SLACK = 16
 
 # Oid numbers: around the slack boundary, well beyond it, and far out.
@@ -130,10 +128,10 @@ def test_sparse_entries_move_when_the_dense_array_grows_past_them():
 
 
 @pytest.mark.parametrize("implementation", ["accelerated", "pure"])
-def test_index_agrees_with_a_dict(implementation, monkeypatch):
+def test_index_agrees_with_a_dict(implementation):
     """With DURUS_PURE_PYTHON=1, both runs use the pure-Python assign_positions."""
     if implementation == "pure":
-        assign = load_pure(monkeypatch, durus.shelf).assign_positions
+        assign = durus.shelf.assign_positions_py
     else:
         assign = durus.shelf.assign_positions
     machine = type("Machine", (IndexMachine,), {"assign_positions": staticmethod(assign)})
