@@ -11,10 +11,11 @@ import os
 import secrets
 import signal
 import sys
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import islice
+from typing import Any
 from logging import DEBUG, WARNING
 from urllib.parse import parse_qs, urlsplit
 
@@ -54,15 +55,29 @@ def container_of(class_name: str) -> tuple[type, str] | None:
 
 
 class Browser:
-    """The storage being browsed, used by one request at a time (storages are
-    not thread-safe): hold lock, call refresh(), then load()."""
+    """The storage being browsed. Every use of it runs on one thread of its
+    own, one at a time: storages are not thread-safe, and an SQLite one
+    belongs to the thread that opened it. Use it through run()."""
 
     def __init__(self, target: str):
         self.target = target
-        self.lock = threading.Lock()
-        self.storage = open_target(target, readonly=True)
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="durus-browse-storage")
+        try:
+            self.storage = self._thread.submit(open_target, target, True).result()
+        except BaseException:
+            self._thread.shutdown()
+            raise
         self._file_stamp = self._stamp()
-        self._census = None
+        self._census: dict | None = None
+
+    def run(self, function):
+        """Return function(self), called on the storage's thread once the
+        storage shows what was committed since the last call."""
+        return self._thread.submit(self._refreshed, function).result()
+
+    def _refreshed(self, function):
+        self.refresh()
+        return function(self)
 
     def _stamp(self) -> tuple | None:
         """(size, mtime) of a file target, to notice commits by a writer."""
@@ -89,7 +104,7 @@ class Browser:
     def census(self) -> dict:
         """Return {class name: (objects, bytes)}, counted once per change."""
         if self._census is None:
-            census = {}
+            census: dict[str, tuple[int, int]] = {}
             for _, record in self.storage.gen_oid_record():
                 name = decode_class_name(unpack_record(record)[1])
                 count, size = census.get(name, (0, 0))
@@ -98,7 +113,8 @@ class Browser:
         return self._census
 
     def close(self) -> None:
-        self.storage.close()
+        self._thread.submit(self.storage.close).result()
+        self._thread.shutdown()
 
 
 def walk_btree(load, root: dict, at: list, step: int):
@@ -110,7 +126,7 @@ def walk_btree(load, root: dict, at: list, step: int):
     items, slot 2i is child i and slot 2i + 1 item i, so the tree in order is
     the slots in order. An empty at starts at the first item.
     """
-    stack = [[root, at[0] if at else 0]]
+    stack: list[list[Any]] = [[root, at[0] if at else 0]]
     for slot in at[1:]:
         node, parent_slot = stack[-1]
         stack.append([load(node["nodes"][parent_slot // 2]), slot])
@@ -156,7 +172,7 @@ def _page_number(query: dict) -> int:
 
 
 def _btree_contents(browser: Browser, oid: int, root_ref, query: dict) -> str:
-    def load(ref: Ref) -> dict:
+    def load(ref: Ref) -> Any:
         return browser.load(ref.oid).state
 
     root = load(root_ref)
@@ -254,24 +270,20 @@ class _Handler(BaseHTTPRequestHandler):
                                   "There is no object with oid %d." % oid)
 
     def _with_storage(self, render, missing: str = "") -> tuple:
-        """Return (status, page) of render(browser), run with the storage to
-        ourselves and up to date."""
-        browser = self.server.browser
-        with browser.lock:
-            for _ in range(3):
-                try:
-                    browser.refresh()
-                    return 200, render(browser)
-                except ReadConflictError:
-                    continue  # committed between our sync and a load: again
-                except DurusKeyError:
-                    return 404, pages.error_page("Not found", missing)
-                except ConnectionError as exc:
-                    return 502, pages.error_page("Storage unreachable", str(exc))
-                except Exception as exc:  # a damaged record must not stop the server
-                    log(WARNING, "durus browse: %s failed", self.path, exc_info=True)
-                    return 500, pages.error_page("Cannot show this", "%s: %s" % (
-                        type(exc).__name__, exc))
+        """Return (status, page) of render(browser), run with the storage up to date."""
+        for _ in range(3):
+            try:
+                return 200, self.server.browser.run(render)
+            except ReadConflictError:
+                continue  # committed between our sync and a load: again
+            except DurusKeyError:
+                return 404, pages.error_page("Not found", missing)
+            except ConnectionError as exc:
+                return 502, pages.error_page("Storage unreachable", str(exc))
+            except Exception as exc:  # a damaged record must not stop the server
+                log(WARNING, "durus browse: %s failed", self.path, exc_info=True)
+                return 500, pages.error_page("Cannot show this", "%s: %s" % (
+                    type(exc).__name__, exc))
         return 503, pages.error_page("Busy", "The database keeps changing: reload.")
 
     def _send(self, status: int, body: str, headers: dict | None = None) -> None:
@@ -316,12 +328,18 @@ def _stop(signum, frame):
     raise KeyboardInterrupt
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError("%r is not a port number (0 to 65535)" % text)
+    return int(text)
+
+
 def main(argv: list) -> None:
     """Serve the pages of TARGET until stopped (Ctrl-C or SIGTERM)."""
     parser = argparse.ArgumentParser(
         prog="durus browse", description=__doc__.splitlines()[0])
     parser.add_argument("target", help="a storage file, postgresql:// URI or durus://HOST:PORT")
-    parser.add_argument("--port", type=int, default=0,
+    parser.add_argument("--port", type=_port, default=0,
                         help="the port of the pages on 127.0.0.1 (default: any free port)")
     args = parser.parse_args(argv)
     browser = Browser(args.target)

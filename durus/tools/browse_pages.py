@@ -79,7 +79,7 @@ def value_html(value, depth: int = 0) -> str:
 
 
 def _elements_html(elements, count: int) -> str:
-    shown = []
+    shown: list[str] = []
     for element in elements:
         if len(shown) == MAX_ELEMENTS:
             shown.append("… %d more" % (count - MAX_ELEMENTS))
@@ -185,9 +185,10 @@ def census_chart(ordered: list) -> str:
                      '<text x="%d" y="17" font-size="13">%s</text>' % (x, colour, x + 16, kind))
     for row, (name, numbers) in enumerate(ordered):
         y = 30 + row * _ROW_HEIGHT
-        parts.append('<text class="label" x="%d" y="%d" font-size="13" text-anchor="end">'
-                     '<title>%s</title>%s</text>'
-                     % (_LABEL_WIDTH - 8, y + 19, escape(name), escape(short_name(name))))
+        # The label shows the class's own name; hovering shows its module too.
+        parts.append('<g><title>%s</title><text class="label" x="%d" y="%d" font-size="13" '
+                     'text-anchor="end">%s</text></g>'
+                     % (escape(name), _LABEL_WIDTH - 8, y + 19, escape(short_name(name))))
         for i, colour in enumerate(_COLOURS.values()):
             width = max(1, round(_BAR_WIDTH * numbers[i] / most[i]))
             bar_y = y + 2 + i * 14

@@ -37,6 +37,9 @@ class Placeholder:
     """
 
     class_name = "?"
+    args: tuple
+    state: object
+    items: list
 
     def __new__(cls, *args, **kwargs):
         instance = object.__new__(cls)
@@ -79,7 +82,7 @@ class RawObject:
     size: int
 
 
-_placeholders = {}  # {'module.Name': Placeholder subclass}, one class per name
+_placeholders: dict[str, type] = {}  # {'module.Name': Placeholder subclass}, one per name
 
 
 def _placeholder(module: str, name: str) -> type:
