@@ -85,6 +85,7 @@ def build_database(path) -> dict:
         shelf = PersistentDict(label="Novels")
         shelf["books"] = PersistentList(["Dune", "Emma"])
         library.shelves = PersistentList([shelf])
+        root["numbers"] = PersistentList(range(120))
         tree = root["tree"] = BTree()
         connection.commit()
         step = 200_000
@@ -93,7 +94,7 @@ def build_database(path) -> dict:
             connection.commit()
         oids = {name: int.from_bytes(obj._p_oid, "big") for name, obj in (
             ("root", root), ("library", library), ("shelves", library.shelves),
-            ("shelf", shelf), ("tree", tree))}
+            ("shelf", shelf), ("numbers", root["numbers"]), ("tree", tree))}
         oids["nodes"] = tree.get_node_count()
         connection.storage.close()
         return oids
@@ -155,9 +156,12 @@ def oids(database) -> dict:
 
 @pytest.fixture(scope="module")
 def browse(database):
-    process = Browse(str(database[0]))
+    path = database[0]
+    before = path.read_bytes()
+    process = Browse(str(path))
     yield process
     assert process.stop() == 0
+    assert path.read_bytes() == before  # read-only
 
 
 @pytest.fixture(scope="module")
@@ -221,6 +225,17 @@ def test_btree_pages_forward_and_back(page, browse, oids):
         page.click('a[rel="prev"]')
         assert keys_shown(page) == list(range(50 * (number - 1), 50 * number))
     assert page.locator('a[rel="prev"]').count() == 0
+
+
+def test_list_pages(page, browse, oids):
+    page.goto("%s/oid/%d" % (browse.base, oids["numbers"]))
+    assert page.inner_text("h2 >> nth=-1") == "120 items"
+    assert keys_shown(page) == list(range(50))
+    page.click('a[rel="next"]')
+    page.click('a[rel="next"]')
+    assert keys_shown(page) == list(range(100, 120))
+    assert page.locator(".position").first.inner_text() == "page 3 of 3"
+    assert page.locator('a[rel="next"]').count() == 0
 
 
 def test_census_chart_names_the_classes(page, oids):
