@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import islice
-from typing import Any
 from logging import DEBUG, WARNING
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from durus.btree import BTree
@@ -25,10 +25,10 @@ from durus.logger import log
 from durus.persistent_dict import PersistentDict
 from durus.persistent_list import PersistentList
 from durus.persistent_set import PersistentSet
+from durus.record_format import unpack_record
 from durus.tools import browse_pages as pages
 from durus.tools.raw_state import RawObject, Ref, decode_class_name, decode_record, import_class
 from durus.tools.target import SERVER_SCHEME, open_target
-from durus.record_format import unpack_record
 from durus.utils import int8_to_str
 
 HOST = "127.0.0.1"
