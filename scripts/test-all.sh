@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 scripts/setup-peer-venv.sh
 scripts/setup-postgres.sh
+scripts/setup-browser.sh
 python3 -m pytest
 DURUS_PURE_PYTHON=1 python3 -m pytest
 scripts/asan-test.sh

@@ -1,0 +1,145 @@
+"""Decoding records without importing the application's classes: each class
+a pickle names becomes a Placeholder subclass recording its module and name
+(a few plain standard-library classes excepted), each reference to a
+persistent object a Ref."""
+
+import importlib
+from dataclasses import dataclass
+from io import BytesIO
+from pickle import Unpickler
+from zlib import decompress
+
+from durus.record_format import split_oids, unpack_record
+from durus.utils import str_to_int8
+
+# Classes whose pickled instances are plain values, safe to rebuild as they
+# are. Protocol 2 pickles bytes as _codecs.encode(str, 'latin1').
+_SAFE_CLASSES = {
+    ("_codecs", "encode"), ("builtins", "set"), ("builtins", "frozenset"),
+    ("builtins", "bytearray"), ("builtins", "complex"),
+    ("collections", "OrderedDict"), ("collections", "deque"), ("decimal", "Decimal"),
+    ("datetime", "date"), ("datetime", "datetime"), ("datetime", "time"),
+    ("datetime", "timedelta"), ("datetime", "timezone"), ("fractions", "Fraction"),
+    ("uuid", "UUID"),
+}
+
+# What Python 2 pickles (Durus 3 databases) call these modules.
+_RENAMED_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
+
+
+class Placeholder:
+    """An instance of a class that was not imported; the subclass made for
+    each class name has class_name 'module.Name'.
+
+    args: tuple, what the pickle passed to the class.
+    state: what the pickle set as the instance's state (None if nothing).
+    items: list of the items a pickle of a list or dict subclass added.
+    """
+
+    class_name = "?"
+    args: tuple
+    state: object
+    items: list
+
+    def __new__(cls, *args, **kwargs):
+        instance = object.__new__(cls)
+        instance.args = args
+        instance.state = None
+        instance.items = []
+        return instance
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def __setitem__(self, key, value):
+        self.items.append((key, value))
+
+    def append(self, value):
+        self.items.append(value)
+
+    def extend(self, values):
+        self.items.extend(values)
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A reference to the persistent object of oid (an int), of class_name."""
+    oid: int
+    class_name: str
+
+
+@dataclass
+class RawObject:
+    """A record decoded: its oid (int), class_name 'module.Name', state, the
+    oids it references (ints) and its size in bytes."""
+    oid: int
+    class_name: str
+    state: object
+    refs: list
+    size: int
+
+
+_placeholders: dict[str, type] = {}  # {'module.Name': Placeholder subclass}, one per name
+
+
+def _placeholder(module: str, name: str) -> type:
+    class_name = "%s.%s" % (module, name)
+    cls = _placeholders.get(class_name)
+    if cls is None:
+        cls = _placeholders[class_name] = type(name, (Placeholder,), {"class_name": class_name})
+    return cls
+
+
+class _RawUnpickler(Unpickler):
+    def find_class(self, module: str, name: str):
+        module = _RENAMED_MODULES.get(module, module)
+        if (module, name) in _SAFE_CLASSES:
+            return super().find_class(module, name)
+        return _placeholder(module, name)
+
+    def persistent_load(self, pid) -> Ref:
+        # Our writers and Durus's store (oid, class); older ones the oid alone.
+        oid, cls = pid if isinstance(pid, tuple) else (pid, None)
+        return Ref(str_to_int8(oid), name_of(cls) if cls is not None else "?")
+
+
+def name_of(cls: type) -> str:
+    """Return 'module.Name' of a class a raw unpickler returned."""
+    if issubclass(cls, Placeholder):
+        return cls.class_name
+    return "%s.%s" % (cls.__module__, cls.__qualname__)
+
+
+def decode_class_name(data: bytes) -> str:
+    """Return 'module.Name' of the class a record's data names."""
+    return name_of(_RawUnpickler(BytesIO(data)).load())
+
+
+def decode_record(record: bytes) -> RawObject:
+    """Decode a whole record (oid + int4 + data + refs) into a RawObject."""
+    oid, data, refs = unpack_record(record)
+    buffer = BytesIO(data)
+    cls = _RawUnpickler(buffer).load()
+    class_end = buffer.tell()
+    state = data[class_end:]
+    if state[:1] != b"\x80":  # not a protocol 2 pickle: compressed
+        state = decompress(state)
+    # One unpickler for both pickles: the state's may refer to the class
+    # through the memo, as the writer's one pickler wrote them.
+    unpickler = _RawUnpickler(BytesIO(data[:class_end] + state))
+    unpickler.load()
+    return RawObject(str_to_int8(oid), name_of(cls), unpickler.load(),
+                     [str_to_int8(ref) for ref in split_oids(refs)], len(record))
+
+
+def import_class(class_name: str) -> type | None:
+    """Return the class 'module.Name', or None if it cannot be imported here."""
+    module, _, name = class_name.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except Exception:  # a module can fail to import in any way
+        return None
+    return cls if isinstance(cls, type) else None
