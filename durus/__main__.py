@@ -112,12 +112,20 @@ def log_to(logfile: str | None, logginglevel: int) -> None:
     logger.setLevel(logginglevel)
 
 
-def serve(address, storage, gcbytes: int, **server_options) -> None:
-    """Serve storage at address until stopped (see start_durus), logging as set up."""
+def serve(address, storage, gcbytes: int, metrics_address: tuple[str, int] | None = None,
+          **server_options) -> None:
+    """Serve storage at address until stopped (see start_durus), logging as set
+    up, with Prometheus metrics at metrics_address (host, port) if given."""
     socket_address = SocketAddress.new(address)
     if hasattr(storage, "get_filename"):
         log(INFO, "Storage file=%s address=%s", storage.get_filename(), socket_address)
-    server = StorageServer(storage, address=socket_address, gcbytes=gcbytes, **server_options)
+    metrics = None
+    if metrics_address is not None:
+        from durus.metrics import ServerMetrics
+        metrics = ServerMetrics()
+        metrics.listen(*metrics_address)
+    server = StorageServer(storage, address=socket_address, gcbytes=gcbytes, metrics=metrics,
+                           **server_options)
     # A signal must not cut a commit short: it only asks the loop to stop.
     previous = {signum: signal.signal(signum, lambda *_: server.stop())
                 for signum in (signal.SIGTERM, signal.SIGINT)}
@@ -126,6 +134,8 @@ def serve(address, storage, gcbytes: int, **server_options) -> None:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        if metrics is not None:
+            metrics.close()
 
 
 def stop_durus(address, **client_options) -> bool:
@@ -237,6 +247,23 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     for flag, kind, default, text in limits:
         parser.add_argument(flag, type=kind, default=default,
                             help=text + ("" if default is None else " (default=%s)" % default))
+    parser.add_argument("--metrics", type=_metrics_address, default=None, metavar="HOST:PORT",
+                        help="Serve Prometheus metrics over HTTP at HOST:PORT (PORT alone: on "
+                             "127.0.0.1). Needs the prometheus-client package, the 'metrics' "
+                             "extra.")
+
+
+def _metrics_address(text: str) -> tuple[str, int]:
+    """Parse --metrics: (host, port)."""
+    try:
+        from durus.metrics import parse_metrics_address
+    except ImportError as exc:
+        raise argparse.ArgumentTypeError("needs the prometheus-client package "
+                                         "(pip install 'durus[metrics]'): %s" % exc) from None
+    try:
+        return parse_metrics_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _server_options(options: argparse.Namespace) -> dict:
@@ -251,7 +278,8 @@ def _server_options(options: argparse.Namespace) -> dict:
                 client_cafile=options.client_cafile, users=users,
                 max_connections=options.max_connections, max_commit_size=options.max_commit_size,
                 max_frame_size=options.max_frame_size, timeout=options.timeout,
-                handshake_timeout=options.handshake_timeout, idle_timeout=options.idle_timeout)
+                handshake_timeout=options.handshake_timeout, idle_timeout=options.idle_timeout,
+                metrics_address=options.metrics)
 
 
 def _umask(text: str) -> int:

@@ -9,10 +9,11 @@ in tests, by feeding it bytes.
 """
 
 import enum
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from logging import DEBUG, INFO
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from durus.auth import AuthenticationFailed, server_handshake
 from durus.commit_turn import CommitTurn
@@ -26,6 +27,9 @@ from durus.protocol import (BULK_LOAD, CHANGING_COMMANDS, COMMIT, GOODBYE, LOAD,
 from durus.record_format import split_oids
 from durus.serialize import extract_class_name
 from durus.utils import int4_to_str, join_bytes, str_to_int4, str_to_int8
+
+if TYPE_CHECKING:  # durus.metrics needs prometheus_client, an optional extra
+    from durus.metrics import ServerMetrics
 
 # A refused commit's payload is passed over in pieces this large.
 _SKIP_PIECE = 1 << 20
@@ -51,6 +55,7 @@ class SharedState:
     group_commit: a durus.group_commit.GroupCommit, or None when each commit
         is durable (or not) as the storage writes it.
     stop_requested: set when a client asks the server to stop.
+    metrics: a durus.metrics.ServerMetrics to report to, or None.
     """
     storage: object
     turn: CommitTurn
@@ -62,6 +67,7 @@ class SharedState:
     users: dict | None = None
     group_commit: object = None
     stop_requested: bool = False
+    metrics: "ServerMetrics | None" = None
 
     def invalidate(self, oids, except_for=None) -> None:
         """Tell every session but except_for that oids changed."""
@@ -186,10 +192,12 @@ class Session:
 
     def _load_answer(self, oid: bytes) -> bytes:
         if oid in self.invalid:
+            if self.shared.metrics is not None: self.shared.metrics.conflict("load")
             return STATUS_INVALID
         try:
             record = self.shared.storage.load(oid)
         except ReadConflictError:
+            if self.shared.metrics is not None: self.shared.metrics.conflict("load")
             return STATUS_INVALID
         except KeyError:
             return STATUS_KEYERROR
@@ -197,6 +205,7 @@ class Session:
 
     def _load(self):
         oid = yield 8
+        if self.shared.metrics is not None: self.shared.metrics.loaded(1)
         self.send(self._load_answer(oid))
 
     def _bulk_load(self):
@@ -205,6 +214,7 @@ class Session:
         if 8 * count > limit:
             raise ClientError("bulk load request of %d bytes is over the limit of %d bytes"
                               % (8 * count, limit))
+        if self.shared.metrics is not None: self.shared.metrics.loaded(count)
         for oid in split_oids((yield 8 * count)) if count else ():
             self.send(self._load_answer(oid))
             # The server goes on once the replies fit its output buffer.
@@ -221,12 +231,14 @@ class Session:
 
     def _commit(self):
         shared = self.shared
+        started = time.monotonic()  # for metrics: the commit's latency
         yield Wait.COMMIT_TURN
         try:
             shared.sync_storage()
             self._send_invalidations()
             size = str_to_int4((yield 4))
             if size == 0:
+                if shared.metrics is not None: shared.metrics.conflict("client")
                 return  # The client found a conflict in the invalidations.
             if size > shared.max_commit_size:
                 yield from self._refuse_commit(size)
@@ -235,6 +247,7 @@ class Session:
                 # Others committed after this client got its invalidations (it
                 # lost the turn): it could not check those against its reads.
                 log(INFO, "Client %s: conflict, others committed during its commit", self.name)
+                if shared.metrics is not None: shared.metrics.conflict("commit")
                 self.send(STATUS_INVALID)
                 return
             committed = self._apply_commit(records, size)
@@ -245,6 +258,7 @@ class Session:
                 # Answer once a flush covers it; others commit meanwhile.
                 self.commit_number = shared.group_commit.note_written()
                 yield Wait.DURABLE
+            if shared.metrics is not None: shared.metrics.committed(size, time.monotonic() - started)
             self.send(STATUS_OKAY)
 
     def _refuse_commit(self, size: int):
@@ -289,6 +303,7 @@ class Session:
             committed = True
         except ConflictError:
             log(INFO, "Client %s: conflict reported by the storage", self.name)
+            if self.shared.metrics is not None: self.shared.metrics.conflict("commit")
             self.send(STATUS_INVALID)
             return False
         except ValueError as exc:

@@ -22,6 +22,7 @@ import socket
 import time
 from datetime import datetime
 from logging import CRITICAL, DEBUG, ERROR, INFO, WARNING
+from typing import TYPE_CHECKING
 
 from durus.commit_turn import CommitTurn
 from durus.error import DurusError
@@ -38,6 +39,9 @@ from durus.socket_address import (  # re-exported: Durus users import them from 
 from durus.systemd_socket import get_systemd_socket
 from durus.tls import (WOULD_BLOCK, accept_tls, continue_handshake, describe_error,
                        describe_session, is_disconnect, read_pending, server_context)
+
+if TYPE_CHECKING:  # durus.metrics needs prometheus_client, an optional extra
+    from durus.metrics import ServerMetrics
 
 __all__ = [
     "StorageServer", "wait_for_server", "ClientError", "SocketAddress", "HostPortAddress",
@@ -277,6 +281,7 @@ class StorageServer:
     client_cafile: require client certificates signed by a CA in this file.
     ssl_context: an ssl.SSLContext to use instead of those three.
     users: {name: durus.auth.User}; if given, clients must authenticate.
+    metrics: a durus.metrics.ServerMetrics to report to, or None.
     """
 
     protocol = PROTOCOL
@@ -291,7 +296,7 @@ class StorageServer:
                  idle_timeout: float | None = None,
                  certfile: str | None = None, keyfile: str | None = None,
                  client_cafile: str | None = None, ssl_context=None,
-                 users: dict | None = None):
+                 users: dict | None = None, metrics: "ServerMetrics | None" = None):
         if isinstance(gcbytes, bool) or not isinstance(gcbytes, (int, float)) or gcbytes < 0:
             raise ValueError("gcbytes must be a number >= 0, not %r" % (gcbytes,))
         self.storage = storage
@@ -308,6 +313,7 @@ class StorageServer:
             ssl_context = server_context(certfile, keyfile, client_cafile)
         self.ssl_context = ssl_context
         self.users = users
+        self.metrics = metrics
         # {Session: _Client}, in the order they connected.
         self.clients = {}
         self.shared = None  # the SharedState, while serving
@@ -334,6 +340,7 @@ class StorageServer:
             self.storage, CommitTurn(self.commit_grace, self.timeout),
             Packing(self.storage, self.gcbytes), self.max_commit_size, self.max_frame_size,
             sessions=self.clients, protocol=self.protocol, users=self.users)
+        self.shared.metrics = self.shared.packing.metrics = self.metrics
         self._selector = selectors.DefaultSelector()
         self._wakeup = socket.socketpair()
         for sock in self._wakeup:
@@ -426,6 +433,7 @@ class StorageServer:
             if client is None:
                 continue
             self.clients[client.session] = client
+            if self.metrics is not None: self.metrics.connected(len(self.clients))
             self._set_events(client, selectors.EVENT_READ)
             log(DEBUG, "Client %s connected", name)
 
@@ -515,6 +523,7 @@ class StorageServer:
         self._set_events(client, 0)
         client.close()
         del self.clients[client.session]
+        if self.metrics is not None: self.metrics.connected(len(self.clients))
         client.session.close()
 
     def _sweep(self, now: float) -> None:
