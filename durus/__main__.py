@@ -7,6 +7,7 @@ opens an interactive client, `durus -p` packs a storage.
 import argparse
 import atexit
 import code
+import functools
 import importlib
 import os
 import signal
@@ -14,6 +15,8 @@ import sys
 import time
 from logging import ERROR, INFO
 from pprint import pprint
+from types import ModuleType
+from typing import Callable
 
 from durus.auth import DEFAULT_USER, parse_users, read_secret, read_users
 from durus.client_storage import ClientStorage
@@ -168,7 +171,8 @@ def _add_address_options(parser: argparse.ArgumentParser, verb: str) -> None:
                              "to use instead of --host and --port.")
 
 
-def _add_client_options(parser: argparse.ArgumentParser, certificate: bool = True) -> None:
+def _add_client_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                        certificate: bool = True) -> None:
     """Add the options of a client of a server using TLS or authentication."""
     parser.add_argument("--tls", action="store_true",
                         help="Use TLS, verifying the server against the system's CAs.")
@@ -469,15 +473,20 @@ def usage() -> None:
         sys.stdout.write("durus %-8s %s\n" % (name, summary))
 
 
-def _tool(name: str):
+def _tool(name: str) -> ModuleType:
     return importlib.import_module("durus.tools." + name)
+
+
+def _run_tool(name: str, argv: list) -> None:
+    _tool(name).main(argv)
 
 
 def main(argv: list | None = None) -> None:
     """Run the durus command with argv (default: sys.argv[1:])."""
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"-s": run_durus_main, "-c": client_main, "-p": pack_storage_main}
-    commands.update((name, lambda args, name=name: _tool(name).main(args)) for name in COMMANDS)
+    commands: dict[str, Callable[[list], None]] = {
+        "-s": run_durus_main, "-c": client_main, "-p": pack_storage_main}
+    commands.update((name, functools.partial(_run_tool, name)) for name in COMMANDS)
     if not argv or argv[0] not in commands:
         usage()
         return
@@ -490,7 +499,7 @@ def main(argv: list | None = None) -> None:
         # goes to the log, and to the terminal if the log is a file.
         message = "durus %s: %s" % (argv[0], exc)
         log(ERROR, message)
-        if sys.stderr is not sys.__stderr__:
+        if sys.stderr is not sys.__stderr__ and sys.__stderr__ is not None:
             sys.__stderr__.write(message + "\n")
         sys.exit(1)
     except KeyboardInterrupt:

@@ -16,6 +16,7 @@ import os
 from bisect import bisect_left, bisect_right
 from collections.abc import MutableMapping
 from operator import itemgetter
+from typing import TYPE_CHECKING, ClassVar
 
 from durus.persistent import PersistentObject
 
@@ -153,7 +154,8 @@ def _search(node: "BNode", key):
         node = nodes[i]
 
 
-if not os.environ.get("DURUS_PURE_PYTHON"):
+# mypy checks the pure-Python versions, whose types the C ones share.
+if not TYPE_CHECKING and not os.environ.get("DURUS_PURE_PYTHON"):
     try:
         from durus._btree import search as _search  # noqa: F811
     except ImportError:
@@ -226,6 +228,9 @@ class BNode(PersistentObject):
     __slots__ = ("items", "nodes")
 
     minimum_degree = 2
+    # Declared for QP's spec checking, below the subclasses.
+    items_is: ClassVar[list]
+    nodes_is: ClassVar[tuple]
 
     def __init__(self):
         self.items = []
@@ -399,8 +404,13 @@ class BNode512(BNode):
     minimum_degree = 512
 
 
+def _node_classes() -> list[type[BNode]]:
+    """BNode and its subclasses, one for each minimum degree."""
+    return [BNode, *BNode.__subclasses__()]
+
+
 # Attribute types, declared for QP's spec checking.
-for _node_class in (BNode, *BNode.__subclasses__()):
+for _node_class in _node_classes():
     _node_class.items_is = [tuple]
     _node_class.nodes_is = (None, [_node_class])
 del _node_class
@@ -466,13 +476,14 @@ class BTree(PersistentObject, MutableMapping):
         for item in _ascending(self.root):
             yield item[1]
 
-    def items(self) -> list:
+    # Lists, not views, as Durus 4.3 returns.
+    def items(self) -> list:  # type: ignore[override]
         return list(_ascending(self.root))
 
-    def keys(self) -> list:
+    def keys(self) -> list:  # type: ignore[override]
         return list(self)
 
-    def values(self) -> list:
+    def values(self) -> list:  # type: ignore[override]
         return list(self.itervalues())
 
     def items_backward(self):
@@ -589,7 +600,7 @@ class BTree(PersistentObject, MutableMapping):
         the tree was rebuilt."""
         if self.root.minimum_degree == degree:
             return False
-        for node_class in (BNode, *BNode.__subclasses__()):
+        for node_class in _node_classes():
             if node_class.minimum_degree == degree:
                 rebuilt = BTree(node_class)
                 rebuilt.update(self.iteritems())

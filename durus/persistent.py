@@ -16,6 +16,7 @@ import sys
 import warnings
 import weakref
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from durus.utils import as_bytes, str_to_int8
 
@@ -47,7 +48,7 @@ def _check_persistent(obj) -> None:
 
 
 # {class: its data slot names}; weak, so that classes made at run time can go.
-_data_slot_names_of = weakref.WeakKeyDictionary()
+_data_slot_names_of: "weakref.WeakKeyDictionary[type, tuple]" = weakref.WeakKeyDictionary()
 
 
 def _data_slot_names(cls: type) -> tuple:
@@ -55,15 +56,15 @@ def _data_slot_names(cls: type) -> tuple:
     and its bases below PersistentBase declare; the MRO is walked once per class."""
     names = _data_slot_names_of.get(cls)
     if names is None:
-        names = []
+        found: list[str] = []
         for klass in cls.__mro__:
             if klass is PersistentBase:
                 continue
             slots = klass.__dict__.get("__slots__", ())
             if isinstance(slots, str):
                 slots = (slots,)
-            names.extend(name for name in slots if name not in ("__weakref__", "__dict__"))
-        names = _data_slot_names_of[cls] = tuple(names)
+            found.extend(name for name in slots if name not in ("__weakref__", "__dict__"))
+        names = _data_slot_names_of[cls] = tuple(found)
     return names
 
 
@@ -77,6 +78,8 @@ class ConnectionBase:
     """
 
     __slots__ = ("transaction_serial", "_held")
+    transaction_serial: int
+    _held: OrderedDict
 
     def __new__(cls, *args, **kwargs):
         instance = object.__new__(cls)
@@ -194,7 +197,8 @@ def cached_or_ghost(objects: dict, ref_type: type, on_death, connection, oid_cla
     return obj
 
 
-if not os.environ.get("DURUS_PURE_PYTHON"):
+# mypy checks the pure-Python versions, whose types the C ones share.
+if not TYPE_CHECKING and not os.environ.get("DURUS_PURE_PYTHON"):
     try:
         from durus._persistent import (  # noqa: F811
             ConnectionBase, PersistentBase, cached_or_ghost, call_if_persistent,

@@ -290,7 +290,7 @@ class RelationalStorage(Storage):
         all the records read ahead with it refer to (the next level of a
         tree, a container's items), up to read_ahead objects."""
         frontier, self._read_ahead = self._read_ahead, set()
-        cached, wanted = self.cache.records, set()
+        cached, wanted = self.cache.records, set[bytes]()
         for oid in frontier:
             record = cached.get(oid)
             if record is not None:
@@ -462,7 +462,7 @@ class RelationalStorage(Storage):
     def _sweep(self, db, dead: set, state: dict) -> list:
         """Under the write lock: take back from dead what commits since the
         last sweep made reachable, then remove a batch of it; return the batch."""
-        changed = set()
+        changed: set[int] = set()
         for tid, oids in self._execute(db, "SELECT tid, oids FROM durus_log WHERE tid > ?",
                                        (state["checked"],)).fetchall():
             changed.update(str_to_int8(oid) for oid in split_oids(bytes(oids)))
