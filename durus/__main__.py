@@ -7,6 +7,7 @@ opens an interactive client, `durus -p` packs a storage.
 import argparse
 import atexit
 import code
+import functools
 import importlib
 import os
 import signal
@@ -14,6 +15,8 @@ import sys
 import time
 from logging import ERROR, INFO
 from pprint import pprint
+from types import ModuleType
+from typing import Callable
 
 from durus.auth import DEFAULT_USER, parse_users, read_secret, read_users
 from durus.client_storage import ClientStorage
@@ -112,12 +115,20 @@ def log_to(logfile: str | None, logginglevel: int) -> None:
     logger.setLevel(logginglevel)
 
 
-def serve(address, storage, gcbytes: int, **server_options) -> None:
-    """Serve storage at address until stopped (see start_durus), logging as set up."""
+def serve(address, storage, gcbytes: int, metrics_address: tuple[str, int] | None = None,
+          **server_options) -> None:
+    """Serve storage at address until stopped (see start_durus), logging as set
+    up, with Prometheus metrics at metrics_address (host, port) if given."""
     socket_address = SocketAddress.new(address)
     if hasattr(storage, "get_filename"):
         log(INFO, "Storage file=%s address=%s", storage.get_filename(), socket_address)
-    server = StorageServer(storage, address=socket_address, gcbytes=gcbytes, **server_options)
+    metrics = None
+    if metrics_address is not None:
+        from durus.metrics import ServerMetrics
+        metrics = ServerMetrics()
+        metrics.listen(*metrics_address)
+    server = StorageServer(storage, address=socket_address, gcbytes=gcbytes, metrics=metrics,
+                           **server_options)
     # A signal must not cut a commit short: it only asks the loop to stop.
     previous = {signum: signal.signal(signum, lambda *_: server.stop())
                 for signum in (signal.SIGTERM, signal.SIGINT)}
@@ -126,6 +137,8 @@ def serve(address, storage, gcbytes: int, **server_options) -> None:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        if metrics is not None:
+            metrics.close()
 
 
 def stop_durus(address, **client_options) -> bool:
@@ -158,7 +171,8 @@ def _add_address_options(parser: argparse.ArgumentParser, verb: str) -> None:
                              "to use instead of --host and --port.")
 
 
-def _add_client_options(parser: argparse.ArgumentParser, certificate: bool = True) -> None:
+def _add_client_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                        certificate: bool = True) -> None:
     """Add the options of a client of a server using TLS or authentication."""
     parser.add_argument("--tls", action="store_true",
                         help="Use TLS, verifying the server against the system's CAs.")
@@ -237,6 +251,23 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     for flag, kind, default, text in limits:
         parser.add_argument(flag, type=kind, default=default,
                             help=text + ("" if default is None else " (default=%s)" % default))
+    parser.add_argument("--metrics", type=_metrics_address, default=None, metavar="HOST:PORT",
+                        help="Serve Prometheus metrics over HTTP at HOST:PORT (PORT alone: on "
+                             "127.0.0.1). Needs the prometheus-client package, the 'metrics' "
+                             "extra.")
+
+
+def _metrics_address(text: str) -> tuple[str, int]:
+    """Parse --metrics: (host, port)."""
+    try:
+        from durus.metrics import parse_metrics_address
+    except ImportError as exc:
+        raise argparse.ArgumentTypeError("needs the prometheus-client package "
+                                         "(pip install 'durus[metrics]'): %s" % exc) from None
+    try:
+        return parse_metrics_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _server_options(options: argparse.Namespace) -> dict:
@@ -251,7 +282,8 @@ def _server_options(options: argparse.Namespace) -> dict:
                 client_cafile=options.client_cafile, users=users,
                 max_connections=options.max_connections, max_commit_size=options.max_commit_size,
                 max_frame_size=options.max_frame_size, timeout=options.timeout,
-                handshake_timeout=options.handshake_timeout, idle_timeout=options.idle_timeout)
+                handshake_timeout=options.handshake_timeout, idle_timeout=options.idle_timeout,
+                metrics_address=options.metrics)
 
 
 def _umask(text: str) -> int:
@@ -443,15 +475,20 @@ def usage() -> None:
         sys.stdout.write("durus %-8s %s\n" % (name, summary))
 
 
-def _tool(name: str):
+def _tool(name: str) -> ModuleType:
     return importlib.import_module("durus.tools." + name)
+
+
+def _run_tool(name: str, argv: list) -> None:
+    _tool(name).main(argv)
 
 
 def main(argv: list | None = None) -> None:
     """Run the durus command with argv (default: sys.argv[1:])."""
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"-s": run_durus_main, "-c": client_main, "-p": pack_storage_main}
-    commands.update((name, lambda args, name=name: _tool(name).main(args)) for name in COMMANDS)
+    commands: dict[str, Callable[[list], None]] = {
+        "-s": run_durus_main, "-c": client_main, "-p": pack_storage_main}
+    commands.update((name, functools.partial(_run_tool, name)) for name in COMMANDS)
     if not argv or argv[0] not in commands:
         usage()
         return
@@ -464,7 +501,7 @@ def main(argv: list | None = None) -> None:
         # goes to the log, and to the terminal if the log is a file.
         message = "durus %s: %s" % (argv[0], exc)
         log(ERROR, message)
-        if sys.stderr is not sys.__stderr__:
+        if sys.stderr is not sys.__stderr__ and sys.__stderr__ is not None:
             sys.__stderr__.write(message + "\n")
         sys.exit(1)
     except KeyboardInterrupt:

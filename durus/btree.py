@@ -15,6 +15,7 @@ once per node, into locals.
 from bisect import bisect_left, bisect_right
 from collections.abc import MutableMapping
 from operator import itemgetter
+from typing import ClassVar
 
 from durus.accelerator import accelerate
 from durus.persistent import PersistentObject
@@ -222,6 +223,9 @@ class BNode(PersistentObject):
     __slots__ = ("items", "nodes")
 
     minimum_degree = 2
+    # Declared for QP's spec checking, below the subclasses.
+    items_is: ClassVar[list]
+    nodes_is: ClassVar[tuple]
 
     def __init__(self):
         self.items = []
@@ -395,8 +399,13 @@ class BNode512(BNode):
     minimum_degree = 512
 
 
+def _node_classes() -> list[type[BNode]]:
+    """BNode and its subclasses, one for each minimum degree."""
+    return [BNode, *BNode.__subclasses__()]
+
+
 # Attribute types, declared for QP's spec checking.
-for _node_class in (BNode, *BNode.__subclasses__()):
+for _node_class in _node_classes():
     _node_class.items_is = [tuple]
     _node_class.nodes_is = (None, [_node_class])
 del _node_class
@@ -462,13 +471,14 @@ class BTree(PersistentObject, MutableMapping):
         for item in _ascending(self.root):
             yield item[1]
 
-    def items(self) -> list:
+    # Lists, not views, as Durus 4.3 returns.
+    def items(self) -> list:  # type: ignore[override]
         return list(_ascending(self.root))
 
-    def keys(self) -> list:
+    def keys(self) -> list:  # type: ignore[override]
         return list(self)
 
-    def values(self) -> list:
+    def values(self) -> list:  # type: ignore[override]
         return list(self.itervalues())
 
     def items_backward(self):
@@ -585,7 +595,7 @@ class BTree(PersistentObject, MutableMapping):
         the tree was rebuilt."""
         if self.root.minimum_degree == degree:
             return False
-        for node_class in (BNode, *BNode.__subclasses__()):
+        for node_class in _node_classes():
             if node_class.minimum_degree == degree:
                 rebuilt = BTree(node_class)
                 rebuilt.update(self.iteritems())

@@ -8,6 +8,7 @@ import socket
 import tempfile
 import time
 import zlib
+from typing import IO
 
 from durus.error import ClosedFileError, FileLockedError, ReadOnlyError
 
@@ -26,12 +27,13 @@ class File:
     def __init__(self, name: str | None = None, readonly: bool = False, **temporary_options):
         self.readonly = readonly
         self.temporary = name is None
-        if self.temporary:
+        self.file: IO[bytes]
+        if name is None:
             if readonly:
                 raise ValueError("a temporary file cannot be read-only")
             options = {"prefix": "durus-", "suffix": ".durus", **temporary_options}
             self.file = tempfile.NamedTemporaryFile(**options)
-            self.name = self.file.name
+            self.name: str = self.file.name
         elif temporary_options:
             raise TypeError("options %s are for temporary files only" % sorted(temporary_options))
         elif readonly:
@@ -306,8 +308,8 @@ class WriterMark:
 
     def __init__(self, database: str):
         self.path = database + ".writer"
-        self._fd = None  # kept open by a writer that records positions
-        self._session = None  # (start, fingerprint) last recorded here
+        self._fd: int | None = None  # kept open by a writer that records positions
+        self._session: tuple[int, int] | None = None  # (start, fingerprint) last recorded here
         self._note = b""  # what place() wrote after the positions
         self.owner = None  # what the recorded positions describe (set by their recorder)
 
@@ -359,7 +361,7 @@ class WriterMark:
         # The note again, after them: the positions' place may have held it.
         self._pwrite(_session_line(start, fingerprint) + _durable_line(start, start, fingerprint)
                      + self._note)
-        os.fdatasync(self._fd)
+        os.fdatasync(self._descriptor())
         self._session = start, fingerprint
 
     def record_durable_end(self, end: int) -> None:
@@ -373,9 +375,12 @@ class WriterMark:
         self._pwrite(_durable_line(end, start, fingerprint), len(_SESSION_FORMAT % (0, 0, 0)))
 
     def _pwrite(self, data: bytes, position: int = 0) -> None:
+        _write_all(self._descriptor(), data, position)
+
+    def _descriptor(self) -> int:
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY)  # a mark that was removed is not made again
-        _write_all(self._fd, data, position)
+        return self._fd
 
     def close(self) -> None:
         """Give up the descriptor that records positions (the mark stays)."""
@@ -416,7 +421,7 @@ def _read_positions(data: bytes) -> tuple[int, int, int | None] | None:
     fingerprint, durable end or None), or None without a readable session start."""
     session, _, rest = data.partition(b"\n")
     start, fingerprint = _word(session, 1), _word(session, 3, 16)
-    if None in (start, fingerprint) or session + b"\n" != _session_line(start, fingerprint):
+    if start is None or fingerprint is None or session + b"\n" != _session_line(start, fingerprint):
         return None
     end = _word(rest.partition(b"\n")[0], 1)
     if end is None or not rest.startswith(_durable_line(end, start, fingerprint)):

@@ -61,7 +61,7 @@ class FileStorage(Storage):
         self._mark = None if readonly else mark
         try:
             if self._mark is not None:
-                self._place_mark()
+                self._place_mark(self._mark)
             self.shelf = self._format_class(file, repair=repair, writer_marked=writer_marked)
         except BaseException:
             if self._mark is not None and not writer_marked:
@@ -73,9 +73,9 @@ class FileStorage(Storage):
         self._switch_lock = threading.Lock()
         # Held by a commit while it writes, so that close() waits for it.
         self._commit_lock = threading.RLock()
-        self.pending = {}
-        self.allocated = set()
-        self.invalid = set()
+        self.pending: dict[bytes, bytes] = {}
+        self.allocated: set[bytes] = set()
+        self.invalid: set[bytes] = set()
         self.pack_extra = None
         # Called as pack_observer(removed oids, load) just before a pack makes
         # them go, with load(oid) -> record still working (a server keeps
@@ -83,13 +83,13 @@ class FileStorage(Storage):
         self.pack_observer = None
         self._packer = None  # weak reference to the generator of the pack underway
 
-    def _place_mark(self) -> None:
+    def _place_mark(self, mark: WriterMark) -> None:
         """Place the writer's mark, or do without it (as Durus does) where it cannot be made."""
         try:
-            self._mark.place()
+            mark.place()
         except OSError as exc:
             log(WARNING, "cannot make %s (%s): if this writer stops in the middle of a "
-                "commit, the file will need repair", self._mark.path, exc)
+                "commit, the file will need repair", mark.path, exc)
             self._mark = None
 
     @classmethod
@@ -103,8 +103,9 @@ class FileStorage(Storage):
     def is_readonly(self) -> bool:
         return self.shelf.file.is_readonly()
 
+    # The file's state: Storage's attribute, which its close() sets, is not used.
     @property
-    def closed(self) -> bool:
+    def closed(self) -> bool:  # type: ignore[override]
         return self.shelf.file.closed
 
     def _check_open(self) -> None:

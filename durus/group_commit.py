@@ -29,7 +29,7 @@ class GroupCommit:
         self.wake = wake
         self.written = 0
         self.durable = 0
-        self.error = None
+        self.error: OSError | None = None
         self._stopping = False
         self._condition = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="durus-group-commit",

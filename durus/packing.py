@@ -2,8 +2,10 @@
 
 from datetime import datetime
 from logging import ERROR, INFO
+from typing import Generator
 
 from durus.logger import log
+from durus.metrics import NO_METRICS, NoMetrics
 
 
 class Packing:
@@ -11,13 +13,15 @@ class Packing:
     the last pack (0: never by itself), a step at a time.
 
     bytes_since_pack: int, bytes committed since the last pack ended.
+    metrics: a durus.metrics.ServerMetrics told of the pack's progress.
     """
 
-    def __init__(self, storage, gcbytes: int | float):
+    def __init__(self, storage, gcbytes: int | float, metrics: NoMetrics = NO_METRICS):
         self.storage = storage
         self.gcbytes = gcbytes
         self.bytes_since_pack = 0
-        self._steps = None
+        self.metrics = metrics
+        self._steps: Generator | None = None
 
     @property
     def running(self) -> bool:
@@ -41,27 +45,32 @@ class Packing:
 
     def step(self) -> None:
         """Run one step of the pack underway."""
+        assert self._steps is not None, "no pack is running"
         try:
             step = next(self._steps)
             if isinstance(step, str):
                 log(15, "Pack: %s", step)
+            self.metrics.pack_stepped()
         except StopIteration:
             self._finished()
         except Exception:  # noqa: BLE001 - a failed pack must not stop the server
             log(ERROR, "Pack failed", exc_info=True)
             self._steps = None
+            self.metrics.pack_ended(finished=False)
             # The next automatic pack waits for another gcbytes, rather than
             # retrying (and likely failing) again at once, over and over.
             self.bytes_since_pack = 0
 
     def abandon(self) -> None:
         """Stop the pack underway, if any, leaving the storage as it was."""
-        if self.running:
+        if self._steps is not None:
             self._steps.close()
             self._steps = None
             log(INFO, "Pack abandoned: the server is stopping")
+            self.metrics.pack_ended(finished=False)
 
     def _begin(self) -> None:
+        self.metrics.pack_started()
         self._steps = self.storage.get_packer()
         if self._steps is None:
             # The storage cannot pack a step at a time: do it all now.
@@ -72,3 +81,4 @@ class Packing:
         self._steps = None
         self.bytes_since_pack = 0
         log(INFO, "Pack finished at %s", datetime.now())
+        self.metrics.pack_ended(finished=True)

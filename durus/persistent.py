@@ -49,7 +49,7 @@ def _check_persistent(obj) -> None:
 
 
 # {class: its data slot names}; weak, so that classes made at run time can go.
-_data_slot_names_of = weakref.WeakKeyDictionary()
+_data_slot_names_of: "weakref.WeakKeyDictionary[type, tuple]" = weakref.WeakKeyDictionary()
 
 
 def _data_slot_names(cls: type) -> tuple:
@@ -57,15 +57,15 @@ def _data_slot_names(cls: type) -> tuple:
     and its bases below PersistentBase declare; the MRO is walked once per class."""
     names = _data_slot_names_of.get(cls)
     if names is None:
-        names = []
+        found: list[str] = []
         for klass in cls.__mro__:
             if klass is PersistentBase:
                 continue
             slots = klass.__dict__.get("__slots__", ())
             if isinstance(slots, str):
                 slots = (slots,)
-            names.extend(name for name in slots if name not in ("__weakref__", "__dict__"))
-        names = _data_slot_names_of[cls] = tuple(names)
+            found.extend(name for name in slots if name not in ("__weakref__", "__dict__"))
+        names = _data_slot_names_of[cls] = tuple(found)
     return names
 
 
@@ -79,6 +79,8 @@ class ConnectionBase:
     """
 
     __slots__ = ("transaction_serial", "_held")
+    transaction_serial: int
+    _held: OrderedDict
 
     def __new__(cls, *args, **kwargs):
         instance = object.__new__(cls)

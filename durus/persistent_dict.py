@@ -55,13 +55,14 @@ class PersistentDict(PersistentObject, MutableMapping):
         """Durus's spelling of `key in self`."""
         return key in self.data
 
-    def keys(self) -> list:
+    # Lists, not views, as Durus 4.3 returns.
+    def keys(self) -> list:  # type: ignore[override]
         return list(self.data)
 
-    def values(self) -> list:
+    def values(self) -> list:  # type: ignore[override]
         return list(self.data.values())
 
-    def items(self) -> list:
+    def items(self) -> list:  # type: ignore[override]
         return list(self.data.items())
 
     def iterkeys(self):

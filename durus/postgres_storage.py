@@ -19,7 +19,7 @@ try:
     import psycopg
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 except ImportError:  # the extra is not installed: say so when one is opened
-    psycopg = None
+    psycopg = None  # type: ignore[assignment]  # what the storage checks for
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS objects (id bigint PRIMARY KEY, data bytea NOT NULL, "
@@ -65,7 +65,7 @@ def public_dsn(dsn: str) -> str:
         raise ValueError("not a PostgreSQL connection string or URI: %s"
                          % str(error).replace(dsn, "<dsn>")) from None
     params.pop("password", None)
-    return make_conninfo(**params)
+    return make_conninfo("", **params)
 
 
 class PostgresStorage(RelationalStorage):

@@ -16,7 +16,7 @@ class RecordCache:
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
-        self.records = OrderedDict()
+        self.records: OrderedDict[bytes, bytes] = OrderedDict()
         self.bytes = 0
 
     def get(self, oid: bytes) -> bytes | None:

@@ -462,7 +462,7 @@ class RelationalStorage(Storage):
     def _sweep(self, db, dead: set, state: dict) -> list:
         """Under the write lock: take back from dead what commits since the
         last sweep made reachable, then remove a batch of it; return the batch."""
-        changed = set()
+        changed: set[int] = set()
         for tid, oids in self._execute(db, "SELECT tid, oids FROM durus_log WHERE tid > ?",
                                        (state["checked"],)).fetchall():
             changed.update(str_to_int8(oid) for oid in split_oids(bytes(oids)))

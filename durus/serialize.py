@@ -250,7 +250,7 @@ class ObjectReader:
     def get_ghost(self, data: bytes):
         """Return a new ghost of the record's class, without connection or oid."""
         cls = self.get_class(data)
-        ghost = cls.__new__(cls)
+        ghost = cls.__new__(cls)  # type: ignore[call-overload]  # a persistent class, not type
         ghost._p_set_status_ghost()
         return ghost
 

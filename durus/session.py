@@ -19,6 +19,7 @@ from durus.auth import AuthenticationFailed, server_handshake
 from durus.commit_turn import CommitTurn
 from durus.error import ConflictError, ReadConflictError
 from durus.logger import is_logging, log
+from durus.metrics import NO_METRICS, NoMetrics
 from durus.packing import Packing
 from durus.protocol import (BULK_LOAD, CHANGING_COMMANDS, COMMIT, GOODBYE, LOAD, NEW_OID,
                             NEW_OIDS, PACK, PROTOCOL, QUIT, SNAPSHOT_PROTOCOL, STATUS_EXPIRED,
@@ -28,6 +29,7 @@ from durus.record_format import split_oids, unpack_record
 from durus.serialize import extract_class_name
 from durus.snapshots import LOST, SnapshotExpired, SnapshotHistory
 from durus.utils import int4_to_str, join_bytes, str_to_int4, str_to_int8
+
 
 # A refused commit's payload is passed over in pieces this large.
 _SKIP_PIECE = 1 << 20
@@ -59,6 +61,7 @@ class SharedState:
     group_commit: a durus.group_commit.GroupCommit, or None when each commit
         is durable (or not) as the storage writes it.
     stop_requested: set when a client asks the server to stop.
+    metrics: a durus.metrics.ServerMetrics to report to (NO_METRICS: none).
     """
     storage: object
     turn: CommitTurn
@@ -73,6 +76,7 @@ class SharedState:
     stop_requested: bool = False
     # Oids a pack removed whose records the history keeps, until the storage reports them.
     kept_from_pack: set = field(default_factory=set)
+    metrics: NoMetrics = NO_METRICS
 
     def __post_init__(self) -> None:
         if hasattr(self.storage, "pack_observer"):
@@ -274,6 +278,7 @@ class Session:
             reason = str(exc).encode("utf-8")
             return STATUS_EXPIRED + int4_to_str(len(reason)) + reason
         except ReadConflictError:
+            self.shared.metrics.conflict("load")
             return STATUS_INVALID
         except KeyError:
             return STATUS_KEYERROR
@@ -281,6 +286,7 @@ class Session:
 
     def _load(self):
         oid = yield 8
+        self.shared.metrics.loaded(1)
         answer = self._load_answer(oid)
         if self.snapshots:
             answer += self._prefetched(oid, answer)
@@ -315,6 +321,7 @@ class Session:
         if 8 * count > limit:
             raise ClientError("bulk load request of %d bytes is over the limit of %d bytes"
                               % (8 * count, limit))
+        self.shared.metrics.loaded(count)
         for oid in split_oids((yield 8 * count)) if count else ():
             self.send(self._load_answer(oid))
             # The server goes on once the replies fit its output buffer.
@@ -340,12 +347,14 @@ class Session:
 
     def _commit(self):
         shared = self.shared
+        started = time.monotonic()  # for metrics: the commit's latency
         yield Wait.COMMIT_TURN
         try:
             shared.sync_storage()
             self._send_invalidations()
             size = str_to_int4((yield 4))
             if size == 0:
+                shared.metrics.conflict("client")
                 return  # The client found a conflict in the invalidations.
             if size > shared.max_commit_size:
                 yield from self._refuse_commit(size)
@@ -354,6 +363,7 @@ class Session:
                 # Others committed after this client got its invalidations (it
                 # lost the turn): it could not check those against its reads.
                 log(INFO, "Client %s: conflict, others committed during its commit", self.name)
+                shared.metrics.conflict("commit")
                 self.send(STATUS_INVALID)
                 return
             committed = self._apply_commit(records, size)
@@ -364,6 +374,7 @@ class Session:
                 # Answer once a flush covers it; others commit meanwhile.
                 self.commit_number = shared.group_commit.note_written()
                 yield Wait.DURABLE
+            shared.metrics.committed(size, time.monotonic() - started)
             self.send(STATUS_OKAY)
 
     def _refuse_commit(self, size: int):
@@ -409,6 +420,7 @@ class Session:
             committed = True
         except ConflictError:
             log(INFO, "Client %s: conflict reported by the storage", self.name)
+            self.shared.metrics.conflict("commit")
             self.send(STATUS_INVALID)
             return False
         except ValueError as exc:

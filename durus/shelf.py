@@ -25,6 +25,7 @@ import struct
 import zlib
 from array import array
 from logging import WARNING
+from typing import Iterator
 
 from durus.accelerator import accelerate
 from durus.error import CorruptFileError, ShortReadError, WrongFormatError
@@ -237,7 +238,7 @@ class Shelf:
         self.index = PositionIndex()
         self.end = self._scan_transactions(repair, writer_marked)
         self._chunk_start, self._chunk = 0, b""
-        self._free_oids = None
+        self._free_oids: Iterator[bytes] | None = None
         self._torn_end = False  # bytes of a failed append may follow self.end
 
     def _read_header(self) -> None:
@@ -263,7 +264,7 @@ class Shelf:
         # The map is read a page at a time, as lookups need it, so that a
         # packed file of any size opens at once.
         self._map_page_words = _MAP_PAGE_BYTES // self.word_size
-        self._map_pages = {}
+        self._map_pages: dict[int, bytes] = {}
 
     def _map_word(self, j: int) -> int:
         page_number, k = divmod(j, self._map_page_words)
@@ -424,7 +425,7 @@ class Shelf:
             self._chunk_start, offset = position, 0
         # A record lies within the pack's records or the transactions after the map.
         limit = (self.map_start if position < self.map_start else self.end) - self._chunk_start
-        oid, end = None, -1
+        oid, end = -1, -1
         if len(chunk) - offset >= _RECORD_HEAD.size and position >= len(PREFIX) + 8:
             oid, end = _read_record_head(chunk, offset, limit)
         if end == -1:
@@ -527,6 +528,7 @@ class Shelf:
             for oid in self._free_oids:
                 if str_to_int8(oid) not in self.index:
                     return oid
+            raise AssertionError("gen_free_oids() never ends")
         except BaseException:
             self._free_oids = None  # a generator that raised is finished for good
             raise

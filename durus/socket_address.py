@@ -127,7 +127,7 @@ class HostPortAddress(SocketAddress):
 class UnixAbstractAddress(SocketAddress):
     """A Linux abstract socket, written '@name': it has no file to clean up."""
 
-    family = getattr(socket, "AF_UNIX", None)
+    family = socket.AF_UNIX  # grp and pwd, imported above, are Unix-only too
 
     def __init__(self, filename: str):
         self.filename = "\0" + filename[1:] if filename.startswith("@") else filename
@@ -153,7 +153,7 @@ class UnixDomainSocketAddress(UnixAbstractAddress):
         self.owner = owner
         self.group = group
         self.umask = umask
-        self._bound_inode = None
+        self._bound_inode: int | None = None
 
     def __str__(self):
         try:

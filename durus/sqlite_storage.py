@@ -40,7 +40,7 @@ class SqliteStorage(RelationalStorage):
                  repair: bool = False, fsync: bool = True,
                  cache_bytes: int = DEFAULT_CACHE_BYTES):
         self.temporary = filename is None
-        if self.temporary:
+        if filename is None:
             if readonly:
                 raise ValueError("a temporary SqliteStorage cannot be read-only")
             descriptor, filename = tempfile.mkstemp(suffix=".sqlite")
@@ -49,7 +49,7 @@ class SqliteStorage(RelationalStorage):
             raise FileNotFoundError("no database file %r to open read-only" % filename)
         self.filename = os.path.abspath(filename)
         self.fsync = fsync
-        self._counter = None  # a second connection, for oids: the first keeps its snapshot
+        self._counter: sqlite3.Connection | None = None  # a second connection, for oids: the first keeps its snapshot
         # In WAL mode a read transaction is a snapshot that blocks no writer;
         # a file a reader may not switch to WAL (Durus 4.3's, read-only) is
         # read a statement at a time instead, or it would lock writers out.
@@ -115,9 +115,9 @@ class SqliteStorage(RelationalStorage):
     def _reserve_oids(self) -> range:
         """The next block from the shared counter, never below the highest id
         stored (a Durus 4.3 process may have added objects)."""
-        if self._counter is None:
-            self._counter = self._connect(synchronous="NORMAL")
         db = self._counter
+        if db is None:
+            db = self._counter = self._connect(synchronous="NORMAL")
 
         def draw() -> int:
             (first,) = db.execute(

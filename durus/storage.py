@@ -108,16 +108,16 @@ def gen_referring_oid_record(storage: Storage, referred_oid: bytes):
 def gen_oid_class(storage: Storage, *classes):
     """Yield (oid, class name: bytes) of every object, or of those whose class
     name is in classes (given as str or bytes)."""
-    classes = {as_bytes(name) for name in classes}
+    names = {as_bytes(name) for name in classes}
     for oid, record in storage.gen_oid_record():
         class_name = extract_class_name(record)
-        if not classes or class_name in classes:
+        if not names or class_name in names:
             yield oid, class_name
 
 
 def get_census(storage: Storage) -> dict:
     """Return {class name (bytes): number of instances}."""
-    census = {}
+    census: dict[bytes, int] = {}
     for _, class_name in gen_oid_class(storage):
         census[class_name] = census.get(class_name, 0) + 1
     return census
@@ -125,7 +125,7 @@ def get_census(storage: Storage) -> dict:
 
 def get_reference_index(storage: Storage) -> dict:
     """Return {oid: [oids of the objects that reference it]}."""
-    index = {}
+    index: dict[bytes, list[bytes]] = {}
     for oid, record in storage.gen_oid_record():
         for ref in split_oids(unpack_record(record)[2]):
             index.setdefault(ref, []).append(oid)

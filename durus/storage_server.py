@@ -28,6 +28,7 @@ from durus.error import DurusError
 from durus.exposure import describe_security, warn_if_exposed
 from durus.group_commit import GroupCommit
 from durus.logger import log
+from durus.metrics import NO_METRICS, NoMetrics
 from durus.packing import Packing
 from durus.protocol import (  # re-exported: Durus users import them from here
     PROTOCOL, STATUS_INVALID, STATUS_KEYERROR, STATUS_OKAY, STATUS_REFUSED)
@@ -39,6 +40,7 @@ from durus.socket_address import (  # re-exported: Durus users import them from 
 from durus.systemd_socket import get_systemd_socket
 from durus.tls import (WOULD_BLOCK, accept_tls, continue_handshake, describe_error,
                        describe_session, is_disconnect, read_pending, server_context)
+
 
 __all__ = [
     "StorageServer", "wait_for_server", "ClientError", "SocketAddress", "HostPortAddress",
@@ -284,6 +286,7 @@ class StorageServer:
     users: {name: durus.auth.User}; if given, clients must authenticate.
     snapshot_bytes, snapshot_age: bound the replaced records kept for
         clients reading snapshots (durus.snapshots).
+    metrics: a durus.metrics.ServerMetrics to report to, or None.
     """
 
     protocol = PROTOCOL
@@ -300,7 +303,7 @@ class StorageServer:
                  client_cafile: str | None = None, ssl_context=None,
                  users: dict | None = None,
                  snapshot_bytes: int = DEFAULT_SNAPSHOT_BYTES,
-                 snapshot_age: float = DEFAULT_SNAPSHOT_AGE):
+                 snapshot_age: float = DEFAULT_SNAPSHOT_AGE, metrics: NoMetrics | None = None):
         if isinstance(gcbytes, bool) or not isinstance(gcbytes, (int, float)) or gcbytes < 0:
             raise ValueError("gcbytes must be a number >= 0, not %r" % (gcbytes,))
         self.storage = storage
@@ -319,6 +322,7 @@ class StorageServer:
         self.users = users
         self.snapshot_bytes = snapshot_bytes
         self.snapshot_age = snapshot_age
+        self.metrics = metrics or NO_METRICS
         # {Session: _Client}, in the order they connected.
         self.clients = {}
         self.shared = None  # the SharedState, while serving
@@ -345,6 +349,7 @@ class StorageServer:
             self.storage, CommitTurn(self.commit_grace, self.timeout),
             Packing(self.storage, self.gcbytes), self.max_commit_size, self.max_frame_size,
             SnapshotHistory(self.snapshot_bytes, self.snapshot_age), sessions=self.clients, protocol=self.protocol, users=self.users)
+        self.shared.metrics = self.shared.packing.metrics = self.metrics
         self._selector = selectors.DefaultSelector()
         self._wakeup = socket.socketpair()
         for sock in self._wakeup:
@@ -437,6 +442,7 @@ class StorageServer:
             if client is None:
                 continue
             self.clients[client.session] = client
+            self.metrics.connected(len(self.clients))
             self._set_events(client, selectors.EVENT_READ)
             log(DEBUG, "Client %s connected", name)
 
@@ -526,6 +532,7 @@ class StorageServer:
         self._set_events(client, 0)
         client.close()
         del self.clients[client.session]
+        self.metrics.connected(len(self.clients))
         client.session.close()
 
     def _sweep(self, now: float) -> None:

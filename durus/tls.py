@@ -117,7 +117,7 @@ def describe_error(exc: BaseException, peer: str) -> str:
     if is_disconnect(exc):
         return "%s closed the connection (does it use TLS?)" % peer
     # e.g. "[SSL: UNKNOWN_CA] tlsv1 alert unknown ca (_ssl.c:1006)", less the C location
-    text = re.sub(r"\s*\(_ssl\.c:\d+\)$", "", exc.strerror or str(exc))
+    text = re.sub(r"\s*\(_ssl\.c:\d+\)$", "", getattr(exc, "strerror", None) or str(exc))
     if getattr(exc, "reason", None) in _NOT_TLS:
         return "%s (%s does not seem to use TLS)" % (text, peer)
     return text
@@ -129,6 +129,7 @@ def describe_session(sock: ssl.SSLSocket) -> str:
     text = "%s %s" % (sock.version(), cipher[0] if cipher else "")
     peer = sock.getpeercert()
     if peer:
-        subject = dict(item for rdn in peer.get("subject", ()) for item in rdn)
+        subject = dict(item for rdn in peer.get("subject", ()) for item in rdn
+                       if isinstance(item, tuple))
         text += ", certificate of %s" % subject.get("commonName", "?")
     return text

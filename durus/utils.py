@@ -248,7 +248,7 @@ class ByteArray:
         write(self.file, value)
 
     @staticmethod
-    def _slice_ends(s: slice) -> tuple:
+    def _slice_ends(s: slice) -> tuple[int | None, int | None]:
         if s.step not in (None, 1):
             raise IndexError("a ByteArray slice has no step: %r" % s)
         return s.start, s.stop
@@ -367,6 +367,13 @@ class BitArray:
         return "".join(str(bit) for bit in self)
 
 
+def _given(dimension: int | None, name: str) -> int:
+    """Return the dimension of a new array; raise TypeError if it is None."""
+    if dimension is None:
+        raise TypeError("a new array needs its %s" % name)
+    return dimension
+
+
 def _start_array(file, generate):
     """Return file (a new BytesIO if None), positioned where it was, after
     running generate(file) to write a new array there if the file ends there."""
@@ -393,7 +400,8 @@ class WordArray:
     def __init__(self, file=None, bytes_per_word: int | None = None,
                  number_of_words: int | None = None):
         self.file = _start_array(file, lambda f: self.generate(
-            f, bytes_per_word, number_of_words, b"\0"))
+            f, _given(bytes_per_word, "bytes_per_word"),
+            _given(number_of_words, "number_of_words"), b"\0"))
         start = self.file.tell()
         header = read(self.file, 24)
         total, bytes_per_word, number_of_words = struct.unpack(">QQQ", header)
@@ -446,7 +454,8 @@ class IntArray:
 
     def __init__(self, file=None, number_of_ints: int | None = None,
                  maximum_int: int | None = None):
-        self.file = _start_array(file, lambda f: self.generate(f, number_of_ints, maximum_int))
+        self.file = _start_array(file, lambda f: self.generate(
+            f, _given(number_of_ints, "number_of_ints"), maximum_int))
         self.word_array = WordArray(self.file)
         width = self.word_array.get_bytes_per_word()
         self.blank = b"\xff" * width

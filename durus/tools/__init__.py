@@ -2,4 +2,4 @@
 main(argv) and a docstring whose first line is its summary."""
 
 # The commands, in the order `durus -h` lists them.
-COMMANDS = ("info", "verify", "backup", "convert", "browse")
+COMMANDS: tuple[str, ...] = ("info", "verify", "backup", "convert", "browse")
