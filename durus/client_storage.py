@@ -29,8 +29,10 @@ _RECEIVE_SIZE = 1 << 16
 _COMMIT_PIECE = 4 << 20
 # The protocol frames a commit payload with an int4.
 _MAX_PAYLOAD = (1 << 32) - 1
-# Protocol 3: records read ahead in one bulk load, once one read ahead is used.
+# Protocol 3: records read ahead in one bulk load, once READ_AHEAD_USES of
+# those read ahead are used (one could be a lookup, two begin a walk).
 READ_AHEAD = 2048
+READ_AHEAD_USES = 2
 
 
 class _RecvOnlySocket:
@@ -93,7 +95,7 @@ class ClientStorage(Storage):
                  snapshots: bool = True):
         self.address = SocketAddress.new(address or (host, port))
         self.cache = RecordCache(cache_bytes)
-        self._read_ahead = ReadAhead(self.cache, READ_AHEAD)
+        self._read_ahead = ReadAhead(self.cache, READ_AHEAD, READ_AHEAD_USES)
         # Received into, so that a small reply costs no large allocation.
         self._chunk = bytearray(_RECEIVE_SIZE)
         self._chunk_view = memoryview(self._chunk)
@@ -277,7 +279,7 @@ class ClientStorage(Storage):
             self._replied()
             if isinstance(record, Exception):
                 raise record
-        elif oid in self._read_ahead.frontier:
+        elif oid in self._read_ahead.frontier and self._read_ahead.use(oid):
             self._read_ahead_next()
         return record
 

@@ -51,21 +51,32 @@ class RecordCache:
 class ReadAhead:
     """The records a storage read ahead of use, and what to read next.
 
-    A reader that uses a record read ahead has started on what was read with
-    it (the next level of a tree, a container's items): the time to read
-    ahead, in one request, what all of those refer to, up to limit records.
+    A reader that uses records read ahead (uses_before of them) has started
+    on what was read with them (the next level of a tree, a container's
+    items): the time to read ahead, in one request, what all of those refer
+    to, up to limit records.
     frontier: {oid}, records read ahead and not used yet.
     """
 
-    def __init__(self, cache: RecordCache, limit: int):
+    def __init__(self, cache: RecordCache, limit: int, uses_before: int = 1):
         self.cache = cache
         self.limit = limit
+        self.uses_before = uses_before
         self.frontier = set()
+        self._uses = 0
+
+    def use(self, oid: bytes) -> bool:
+        """Note that the record of oid, in the frontier, is used; tell
+        whether it is time to read ahead."""
+        self.frontier.discard(oid)
+        self._uses += 1
+        return self._uses >= self.uses_before
 
     def take_wanted(self, skip=()) -> list:
         """Return up to limit oids, not cached and not in skip, that the
         frontier's records refer to; the frontier is then empty."""
         frontier, self.frontier = self.frontier, set()
+        self._uses = 0
         cached, wanted = self.cache.records, {}
         for oid in frontier:
             record = cached.get(oid)

@@ -74,8 +74,9 @@ class SharedState:
     users: dict | None = None
     group_commit: object = None
     stop_requested: bool = False
-    # Oids a pack removed whose records the history keeps, until the storage reports them.
-    kept_from_pack: set = field(default_factory=set)
+    # {oid: tid} a pack removed (as of tid) and the history keeps, until the
+    # storage reports them.
+    kept_from_pack: dict = field(default_factory=dict)
     metrics: NoMetrics = NO_METRICS
 
     def __post_init__(self) -> None:
@@ -91,7 +92,8 @@ class SharedState:
     def sync_storage(self) -> None:
         """Pass invalidations the storage itself reports (after a pack) to everyone."""
         oids = self.storage.sync()
-        if self.kept_from_pack:  # told already
+        if self.kept_from_pack:  # gone, but kept: invalid, not lost
+            self.invalidate(self.kept_from_pack.keys() & set(oids))
             oids = [oid for oid in oids if oid not in self.kept_from_pack]
             self.kept_from_pack.clear()
         self.note_changed_elsewhere(oids)
@@ -110,10 +112,11 @@ class SharedState:
             if record is not LOST:
                 budget -= len(record)
             kept[oid] = record
-        history.note_commit(kept, "a pack removed a record it needs, beyond what the server "
-                                  "keeps for snapshots (snapshot_bytes)")
-        self.invalidate(removed)
-        self.kept_from_pack.update(removed)
+        tid = history.note_commit(kept, "a pack removed a record it needs, beyond what the "
+                                        "server keeps for snapshots (snapshot_bytes)")
+        # Sessions learn of them when the storage reports them (sync_storage):
+        # one in a commit would take them for others' changes.
+        self.kept_from_pack.update(dict.fromkeys(removed, tid))
 
     def note_changed_elsewhere(self, oids) -> None:
         """Tell everyone of oids a pack removed or others changed in the
@@ -263,8 +266,13 @@ class Session:
         """Return the record of oid this client reads: as of its snapshot,
         with protocol 3. Raises KeyError, ReadConflictError, SnapshotExpired."""
         if oid not in self.invalid:
-            return self.shared.storage.load(oid)
-        if not self.snapshots:
+            try:
+                return self.shared.storage.load(oid)
+            except KeyError:
+                # Removed by a pack that the storage has not reported yet.
+                if not self.snapshot < self.shared.kept_from_pack.get(oid, -1):
+                    raise
+        elif not self.snapshots:
             raise ReadConflictError([oid])
         record = self.shared.history.record_at(oid, self.snapshot)
         if record is None:
