@@ -15,15 +15,13 @@ import threading
 import time
 
 import bank
-import server_processes
 from durus.client_storage import ClientStorage
 from durus.storage import ROOT_OID
 from durus.utils import int4_to_str
 from protocol_fuzz import check_fds_back_to, open_fds, rss_kb
 from server_processes import connect, connect_raw
-from test_storage_server import new_oids, payload, record, start_commit
+from wire import new_oids, payload, record, start_commit
 
-servers = server_processes.servers  # the fixture, for the tests here
 
 CLIENTS = 3
 MEMORY_BOUND_KB = 32 << 10
