@@ -1,4 +1,5 @@
-"""Shared fixtures: the real Durus 4.3 peer, and running scripts under it."""
+"""Shared fixtures: the real Durus 4.3 peer, running scripts under it, and
+(through pytest_plugins) storage servers and TLS certificates."""
 
 import functools
 import os
@@ -10,6 +11,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
+
+# Helper modules whose fixtures every test module may use (pytest reads
+# this only here, in the root conftest).
+pytest_plugins = ["certificates", "server_processes"]
 
 
 def _peer_python() -> str:

@@ -16,10 +16,7 @@ from durus.connection import Connection
 from durus.file_storage import FileStorage
 from durus.persistent_dict import PersistentDict
 
-import server_processes
 from server_processes import connect, free_port, our_env
-
-servers = server_processes.servers  # the fixture, for the tests here
 
 
 def durus_command(*args: str) -> list:

@@ -24,9 +24,6 @@ from durus.shelf import Shelf
 from durus.storage import MemoryStorage
 from durus.utils import int8_to_str
 
-import server_processes
-
-servers = server_processes.servers  # the fixture, for the tests here
 
 ROOT_OID = int8_to_str(0)
 RECORD = pack_record(ROOT_OID, b"data", b"")

@@ -13,11 +13,8 @@ import time
 import pytest
 
 import bank
-import server_processes
 from storage_operations import OPERATIONS
 from syscall_trace import Trace, run_killed_at
-
-servers = server_processes.servers  # the fixture, for the tests here
 
 
 def check_after_kill(path, acked: list, before: list) -> tuple[list, bool]:

@@ -15,12 +15,9 @@ from pathlib import Path
 import pytest
 
 import bank
-import server_processes
 from server_processes import connect
 from durus.connection import Connection
 from durus.file_storage import FileStorage
-
-servers = server_processes.servers  # the fixture, for the tests here
 
 
 class Disk:

@@ -31,10 +31,8 @@ from durus.serialize import ObjectWriter
 from durus.shelf import PositionIndex, Shelf
 from durus.storage import MemoryStorage
 
-import server_processes
 from server_processes import connect
 
-servers = server_processes.servers  # the fixture, for the tests here
 
 # The functions a commit runs through, below the user's code.
 COMMIT_PATH = [Connection.commit, Connection._store_changes, Connection._mark_saved,

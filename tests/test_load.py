@@ -12,10 +12,7 @@ import sys
 import time
 
 import bank
-import server_processes
 from server_processes import our_env
-
-servers = server_processes.servers  # the fixture, for the tests here
 
 
 def durus_pack(server) -> None:

@@ -24,7 +24,6 @@ from durus.utils import int4_to_str
 from protocol_fuzz import (check_fds_back_to, is_safe, mutate, open_fds, record_sessions,
                            rss_kb, send_stream)
 
-servers = server_processes.servers  # the fixture, for the tests here
 
 # Growth of the server's resident memory that a fuzz run may cause (its
 # index grows a little with the records fuzz cases commit); a leak per

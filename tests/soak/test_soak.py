@@ -15,7 +15,6 @@ import random
 
 import pytest
 
-import server_processes
 import test_server_fuzz
 from lifecycle import Lifecycle
 from test_crash import run_file_writer_kills, run_server_kills
@@ -26,7 +25,6 @@ from test_server_fuzz import fuzz_streams, run_hypothesis, run_mutations
 pytestmark = pytest.mark.soak
 
 # The fixtures, for the tests here.
-servers = server_processes.servers
 target = test_server_fuzz.target
 SCALE = float(os.environ.get("DURUS_SOAK_SCALE", "1"))
 
