@@ -1,5 +1,5 @@
 """Shared fixtures: the real Durus 4.3 peer, running scripts under it, and
-(through pytest_plugins) storage servers and TLS certificates."""
+(through pytest_plugins) storage servers, TLS certificates and a fuzz target."""
 
 import functools
 import os
@@ -14,7 +14,7 @@ TESTS = Path(__file__).resolve().parent
 
 # Helper modules whose fixtures every test module may use (pytest reads
 # this only here, in the root conftest).
-pytest_plugins = ["certificates", "server_processes"]
+pytest_plugins = ["certificates", "server_processes", "soak_runners"]
 
 
 def _peer_python() -> str:
