@@ -1,6 +1,6 @@
 """Storage server processes for tests: ours (`python -m durus -s`, or a
 StorageServer with custom limits) and Durus 4.3's, each stopped at the end of
-the test that started it."""
+the test that started it; and running the durus command."""
 
 import json
 import os
@@ -59,6 +59,19 @@ def our_env() -> dict:
 def peer_env() -> dict:
     """The environment for a Durus 4.3 process: no PYTHONPATH to shadow its durus."""
     return {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+
+
+def durus_command(*args: str) -> list:
+    """The command line of `durus *args` with this project's durus."""
+    return [sys.executable, "-m", "durus", *args]
+
+
+def run_durus(*args: str, cwd, stdin: str = "", env: dict | None = None
+              ) -> subprocess.CompletedProcess:
+    """Run `durus *args` in cwd (env: our_env()) with stdin as its input; return
+    the finished process, its output captured as text."""
+    return subprocess.run(durus_command(*args), cwd=cwd, env=env or our_env(), input=stdin,
+                          capture_output=True, text=True, timeout=60)
 
 
 def _address_options(address) -> list:

@@ -20,10 +20,7 @@ from durus.error import ConflictError
 from durus.file_storage import FileStorage
 from durus.persistent import Persistent
 
-import test_disk_full
 from server_processes import connect
-
-disk = test_disk_full.disk
 
 
 class Node(Persistent):

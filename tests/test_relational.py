@@ -20,8 +20,7 @@ from durus.utils import int8_to_str
 
 from lifecycle import Item, Lifecycle
 from postgres_cluster import PASSWORD
-from server_processes import connect
-from test_cli import run_durus
+from server_processes import connect, run_durus
 
 
 @pytest.fixture
