@@ -6,7 +6,6 @@ Each returns what it counted, for the report."""
 
 import random
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -21,7 +20,7 @@ from durus.storage import ROOT_OID
 from durus.utils import int4_to_str
 from protocol_fuzz import (MEMORY_BOUND_KB, check_fds_back_to, is_safe, mutate, open_fds,
                            record_sessions, rss_kb, send_stream)
-from server_processes import ServerProcess, connect, our_env
+from server_processes import ServerProcess, connect, durus_command, our_env
 
 # Bank clients of the fault runs.
 CLIENTS = 3
@@ -120,8 +119,8 @@ def run_server_kills(servers, directory, kills: int, clients: int, seed: int) ->
 def durus_pack(server) -> None:
     """Run `durus -p` against the server, as an operator would."""
     host, port = server.address
-    subprocess.run([sys.executable, "-m", "durus", "-p", "--host", host, "--port", str(port)],
-                   env=our_env(), check=True, timeout=60, capture_output=True)
+    subprocess.run(durus_command("-p", "--host", host, "--port", str(port)), env=our_env(),
+                   check=True, timeout=60, capture_output=True)
 
 
 def run_load(servers, directory, clients: int, seconds: float, packs: int) -> dict:
