@@ -16,7 +16,8 @@ TESTS = Path(__file__).resolve().parent
 # Helper modules whose fixtures every test module may use (pytest reads
 # this only here, in the root conftest).
 pytest_plugins = [
-    "certificates", "closed_checks", "full_disk", "server_processes", "soak_runners"]
+    "certificates", "closed_checks", "full_disk", "server_processes", "soak_runners",
+    "tool_databases"]
 
 
 def _peer_python() -> str:

@@ -18,9 +18,8 @@ from durus.utils import int4_to_str, str_to_int4
 import bank
 import server_processes
 from durus.record_format import pack_record
-from test_session import Peer, commit, commit_request, new_oids, record, shared_state
+from session_peer import Peer, commit, commit_request, new_oids, record, shared_state
 
-servers = server_processes.servers  # the fixture, for the tests here
 
 
 # Sessions, in-process.
