@@ -35,15 +35,15 @@ def check_after_kill(path, acked: list, before: list) -> tuple[list, bool]:
     A kill can land inside the write of a large transaction, which the kernel
     then leaves half done. The writer's mark is left too, so a reader leaves
     that commit out and the next writer cuts it off, both without repair;
-    and it is the commit in flight, never one that was acknowledged.
+    and it is a commit in flight, never one that was acknowledged.
     """
     assert path.with_name(path.name + ".writer").exists()
     size = path.stat().st_size
     done = bank.check_file(path)
     assert bank.check_file(path, readonly=False) == done
     torn = path.stat().st_size < size
-    if torn:
-        assert done == list(map(max, acked, before)), "more than the commit in flight was torn"
+    # A client's commit in flight may be there unacknowledged even when the
+    # file was torn: with group commit another client's may be the torn one.
     bank.check_promises(done, acked, before)
     return done, torn
 
