@@ -28,6 +28,8 @@ ARGUMENTS = {
     "obtain_lock": (), "release_lock": (), "seek": (0,),
     "seek_end": (), "tell": (), "read": (), "write": (b"x",), "flush": (), "stat": (),
     "get_offset_map": (),
+    # Relational storages, for durus convert and info
+    "count_objects": (), "skip_stored_oids": (),
 }
 # Shelf.store is Durus's: it takes (oid, record) pairs.
 SHELF_ARGUMENTS = {**ARGUMENTS, "store": ([(ROOT_OID, RECORD)],)}
