@@ -11,7 +11,8 @@ the table gives medians over --rounds rounds (objects/second unless noted):
   open_ms, open_peak_mb    opening a file of --big objects (unpacked and packed) in a new process
   server_*                 the same through each one's server (ZEO for ZODB), small
                            commits from 1 and 4 concurrent clients, and a cold walk of
-                           the BTree (server_tree_walk, and the requests our client sent)
+                           the BTree (server_tree_walk, and the requests our client sent);
+                           server_load_each: records loaded one by one in random order
 
 Contenders: plain Python objects (the floor, where it applies); this durus with
 the C accelerator (fsync on, and off) and pure Python; durus 4.3 (never fsyncs);
@@ -183,9 +184,10 @@ def server_round(contender: Contender, n: int, tmp: str, clients: int = 4) -> di
         written = contender.run("write", "-", n, server=address)
         read = contender.run("read", "-", n, server=address)
         walked = contender.run("walk", "-", n, server=address)
+        walked.update(contender.run("load_each", "-", n, server=address))
         result = {"server_" + key: value for key, value in {**written, **read, **walked}.items()
                   if key in ("add", "cold_read", "warm_read", "small_commits", "tree_walk",
-                             "tree_walk_requests")}
+                             "tree_walk_requests", "load_each")}
         result["server_small_commits_4"] = concurrent_commits(contender, clients, tmp,
                                                               server=address)
         return result

@@ -278,7 +278,7 @@ class ClientStorage(Storage):
             record = self._receive_load_response(oid)
         else:
             # Read ahead in the same round trip: the answers stay snapshots.
-            wanted = self._read_ahead.wanted_after(oid)
+            wanted = self._read_ahead.wanted_after(oid) if self.cache.max_bytes else []
             self._request(LOAD + oid + (BULK_LOAD + int4_to_str(len(wanted)) + join_bytes(wanted)
                                         if wanted else b""))
             record = self._receive_load_response(oid)
