@@ -29,10 +29,11 @@ _RECEIVE_SIZE = 1 << 16
 _COMMIT_PIECE = 4 << 20
 # The protocol frames a commit payload with an int4.
 _MAX_PAYLOAD = (1 << 32) - 1
-# Protocol 3: records read ahead with a load that looks like part of a walk,
-# and the oids remembered to tell (see durus.record_cache.ReadAheadQueue).
+# Protocol 3: records read ahead with a load that looks like part of a walk
+# (see durus.record_cache.ReadAheadQueue), and cache bytes per oid queued to
+# tell (records are rarely smaller: the queue holds as many as the cache).
 READ_AHEAD = 2048
-READ_AHEAD_QUEUE = 1 << 16
+READ_AHEAD_QUEUE_BYTES = 128
 
 
 class _RecvOnlySocket:
@@ -95,7 +96,8 @@ class ClientStorage(Storage):
                  snapshots: bool = True):
         self.address = SocketAddress.new(address or (host, port))
         self.cache = RecordCache(cache_bytes)
-        self._read_ahead = ReadAheadQueue(self.cache, READ_AHEAD, READ_AHEAD_QUEUE)
+        self._read_ahead = ReadAheadQueue(self.cache, READ_AHEAD,
+                                          cache_bytes // READ_AHEAD_QUEUE_BYTES)
         # Received into, so that a small reply costs no large allocation.
         self._chunk = bytearray(_RECEIVE_SIZE)
         self._chunk_view = memoryview(self._chunk)

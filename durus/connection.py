@@ -63,6 +63,7 @@ class Connection(ConnectionBase):
         self._invalidations_pending = False
         # New objects of a failed commit, until their undoing is complete.
         self._forgetting = ()
+        self._in_transaction_block = False
         self.root = self.get(ROOT_OID)
         if self.root is None:
             self.root = self._create_root(root_class or PersistentDict)
@@ -341,13 +342,20 @@ class Connection(ConnectionBase):
     @contextmanager
     def transaction(self) -> Iterator["Connection"]:
         """`with connection.transaction(): ...` commits on a normal exit; on
-        an exception, the commit's own included, it aborts and re-raises."""
+        an exception, the commit's own included, it aborts and re-raises.
+        Blocks do not nest (an inner commit would commit the outer block's
+        changes too): a nested one raises RuntimeError."""
+        if self._in_transaction_block:
+            raise RuntimeError("connection.transaction() blocks (and run()) do not nest")
+        self._in_transaction_block = True
         try:
             yield self
             self.commit()
         except BaseException:
             self.abort()
             raise
+        finally:
+            self._in_transaction_block = False
 
     def run(self, func: Callable, *args, tries: int = 3, **kwargs):
         """Call func(*args, **kwargs) in a transaction and commit; on a

@@ -84,7 +84,8 @@ class ReadAheadQueue:
     ahead, in the same round trip, up to limit of those that came after it
     (its siblings, then their cousins); a miss on any other oid is a lookup.
 
-    queued: {oid: None}, in order, at most size of them (the oldest go first).
+    queued: {oid: None}, in order, at most size of them: when full, newer
+    ones are not queued (a walk asks for the older first).
     """
 
     def __init__(self, cache: RecordCache, limit: int, size: int):
@@ -98,11 +99,13 @@ class ReadAheadQueue:
         queued, cached = self.queued, self.cache.records
         oid, _, refs = unpack_record(record)
         queued.pop(oid, None)
+        room = self.size - len(queued)
         for ref in split_oids(refs):
-            if ref not in cached:
+            if room <= 0:
+                break
+            if ref not in cached and ref not in queued:
                 queued[ref] = None
-        while len(queued) > self.size:
-            del queued[next(iter(queued))]
+                room -= 1
 
     def wanted_after(self, oid: bytes) -> list:
         """Return up to limit uncached oids queued after oid, taken from the

@@ -241,8 +241,8 @@ class Session:
 
     def _version(self):
         version = yield 4
-        if version == SNAPSHOT_PROTOCOL:
-            self.snapshots = True
+        self.snapshots = version == SNAPSHOT_PROTOCOL
+        if self.snapshots:
             self._take_snapshot()
             self.send(version)
             return
@@ -270,7 +270,8 @@ class Session:
                 return self.shared.storage.load(oid)
             except KeyError:
                 # Removed by a pack that the storage has not reported yet.
-                if not self.snapshot < self.shared.kept_from_pack.get(oid, -1):
+                if not (self.snapshots
+                        and self.snapshot < self.shared.kept_from_pack.get(oid, -1)):
                     raise
         elif not self.snapshots:
             raise ReadConflictError([oid])

@@ -22,6 +22,9 @@ import time
 
 # What a snapshot may need but the server did not keep.
 LOST = object()
+# Bytes of memory an entry costs besides its record (the oid, the entry in
+# the version lists and the log): counted against max_bytes too.
+ENTRY_BYTES = 200
 
 
 class SnapshotExpired(Exception):
@@ -54,8 +57,8 @@ class SnapshotHistory:
         self.tid += 1
         if not old_records:
             return self.tid
-        size = sum(len(record) for record in old_records.values()
-                   if isinstance(record, bytes))
+        size = sum(ENTRY_BYTES + (len(record) if isinstance(record, bytes) else 0)
+                   for record in old_records.values())
         for oid, record in old_records.items():
             self._versions.setdefault(oid, []).append((self.tid, record))
         self._log.append((self.tid, list(old_records), size))
@@ -90,10 +93,12 @@ class SnapshotHistory:
         needs; expire the oldest while over max_bytes or past max_age.
         Return the sessions whose snapshots expired now."""
         expired = []
-        by_age = sorted(snapshots.items(), key=lambda item: item[1][0])
+        by_age = sorted(((session, taken) for session, taken in snapshots.items()
+                         if taken[0] >= self._expired_below),  # expired ones need nothing
+                        key=lambda item: item[1][0])
         now = time.monotonic()
         while by_age:
-            session, (tid, taken) = by_age[0]
+            tid, taken = by_age[0][1]
             if tid >= self.tid:
                 break  # up to date: needs nothing kept
             if self.bytes > self.max_bytes:
@@ -103,9 +108,9 @@ class SnapshotHistory:
                 why = "older than %s s (snapshot_age)" % self.max_age
             else:
                 break
-            expired.append(session)
-            by_age.pop(0)
             self._expire_below(tid + 1, why)
+            while by_age and by_age[0][1][0] <= tid:  # all as old expire together
+                expired.append(by_age.pop(0)[0])
             self._drop_through(by_age[0][1][0] if by_age else self.tid)
         self._drop_through(by_age[0][1][0] if by_age else self.tid)
         return expired

@@ -83,18 +83,18 @@ def test_each_snapshot_reads_its_own_version():
 
 def test_old_records_past_snapshot_bytes_expire_the_oldest_snapshot():
     shared = shared_state()
-    shared.history.max_bytes = 1000
+    shared.history.max_bytes = 2000
     alice, carol, bob = snapshot_peer(shared, "alice"), snapshot_peer(shared, "carol"), Peer(
         shared, "bob")
     oids = new_oids(bob, 3)
-    commit(bob, *((oid, b"x" * 400) for oid in oids))
+    commit(bob, *((oid, b"x" * 700) for oid in oids))
     alice.run(b"S")
     commit(bob, (oids[0], b"y"))
     carol.run(b"S")
-    commit(bob, (oids[1], b"y"), (oids[2], b"y"))  # over 1000 bytes kept for alice
+    commit(bob, (oids[1], b"y"), (oids[2], b"y"))  # over 2000 bytes kept for alice
     assert "snapshot_bytes" in expired_reason(alice.run(b"L" + oids[0]))
-    assert loaded(carol.run(b"L" + oids[1])) == record(oids[1], b"x" * 400)
-    assert shared.history.bytes <= 1000
+    assert loaded(carol.run(b"L" + oids[1])) == record(oids[1], b"x" * 700)
+    assert shared.history.bytes <= 2000
     alice.run(b"S")  # a new transaction reads again
     assert loaded(alice.run(b"L" + oids[0])) == record(oids[0], b"y")
 
