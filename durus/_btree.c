@@ -1,9 +1,14 @@
-/* durus._btree: the key search of durus.btree in C.
+/* durus._btree: the hot paths of durus.btree in C.
  *
- * _search(node, key) walks down from node as btree._search_py does: bisect
- * each node's items (sorted (key, value) pairs) with <, then compare with ==;
- * it reads node.items and node.nodes as attributes, so that ghosts load and
- * accesses are noted exactly as in Python.
+ * Each function does what its pure-Python twin in btree.py (<name>_py) does,
+ * step for step: it bisects each node's items (sorted (key, value) pairs)
+ * with <, then compares with ==, and reads node.items, node.nodes and
+ * tree.root as attributes, so that ghosts load and accesses are noted
+ * exactly as in Python; changes are noted by calling _p_note_change().
+ *
+ * The BTree methods (_tree_add, ...) are exported as instance methods, so
+ * that they bind to the tree as the Python functions do, without a Python
+ * frame in between.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -11,17 +16,41 @@
 
 static PyObject *str_items;
 static PyObject *str_nodes;
+static PyObject *str_root;
+static PyObject *str_minimum_degree;
+static PyObject *str_p_note_change;
+static PyObject *str_split_child;
+static PyObject *str_add;
+static PyObject *add_method;   /* the exported _tree_add, to spot an override */
+
+/* New reference to sequence[i], through the list and tuple fast paths. */
+static PyObject *
+item_at(PyObject *sequence, Py_ssize_t i)
+{
+    PyObject *item;
+    if (PyList_CheckExact(sequence) && i < PyList_GET_SIZE(sequence)) {
+        item = PyList_GET_ITEM(sequence, i);
+    }
+    else if (PyTuple_CheckExact(sequence) && i < PyTuple_GET_SIZE(sequence)) {
+        item = PyTuple_GET_ITEM(sequence, i);
+    }
+    else {
+        return PySequence_GetItem(sequence, i);
+    }
+    Py_INCREF(item);
+    return item;
+}
 
 /* New reference to items[i][0]. */
 static PyObject *
 key_at(PyObject *items, Py_ssize_t i)
 {
-    PyObject *item = PySequence_GetItem(items, i);
+    PyObject *item = item_at(items, i);
     PyObject *key;
     if (item == NULL) {
         return NULL;
     }
-    key = PySequence_GetItem(item, 0);
+    key = item_at(item, 0);
     Py_DECREF(item);
     return key;
 }
@@ -73,36 +102,49 @@ key_equals(PyObject *items, Py_ssize_t i, PyObject *key)
     return result;
 }
 
-static PyObject *
-search(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+/* Where key is in items: sets *position to bisect_left of key and returns 1
+ * if the item there has the key, 0 if not, -1 on error. */
+static int
+find(PyObject *items, PyObject *key, Py_ssize_t *position)
 {
-    PyObject *node, *key;
-
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_search(node, key) takes 2 arguments");
-        return NULL;
+    Py_ssize_t length = PyObject_Length(items);
+    Py_ssize_t i = length < 0 ? -1 : position_of(items, key, length);
+    if (i < 0) {
+        return -1;
     }
-    node = args[0];
-    key = args[1];
+    *position = i;
+    return i < length ? key_equals(items, i, key) : 0;
+}
+
+static int
+note_change(PyObject *node)
+{
+    PyObject *result = PyObject_CallMethodNoArgs(node, str_p_note_change);
+    if (result == NULL) {
+        return -1;
+    }
+    Py_DECREF(result);
+    return 0;
+}
+
+/* The (key, value) item with this key under node (new reference), Py_None
+ * (new reference) if there is none, or NULL on error. */
+static PyObject *
+search_under(PyObject *node, PyObject *key)
+{
     Py_INCREF(node);
     while (1) {
         PyObject *items, *nodes, *child;
-        Py_ssize_t length, i;
+        Py_ssize_t i;
         int found;
 
         items = PyObject_GetAttr(node, str_items);
         if (items == NULL) {
             break;
         }
-        length = PyObject_Length(items);
-        i = length < 0 ? -1 : position_of(items, key, length);
-        if (i < 0) {
-            Py_DECREF(items);
-            break;
-        }
-        found = i < length ? key_equals(items, i, key) : 0;
+        found = find(items, key, &i);
         if (found) {
-            PyObject *item = found > 0 ? PySequence_GetItem(items, i) : NULL;
+            PyObject *item = found > 0 ? item_at(items, i) : NULL;
             Py_DECREF(items);
             Py_DECREF(node);
             return item;
@@ -117,7 +159,7 @@ search(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(node);
             Py_RETURN_NONE;
         }
-        child = PySequence_GetItem(nodes, i);
+        child = item_at(nodes, i);
         Py_DECREF(nodes);
         if (child == NULL) {
             break;
@@ -128,28 +170,409 @@ search(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return NULL;
 }
 
+static int
+check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t least, Py_ssize_t most)
+{
+    if (nargs < least || nargs > most) {
+        PyErr_Format(PyExc_TypeError, "%s() takes from %zd to %zd arguments (%zd given)",
+                     name, least, most, nargs);
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *
+search(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!check_nargs("_search", nargs, 2, 2)) {
+        return NULL;
+    }
+    return search_under(args[0], args[1]);
+}
+
+/* items.insert(i, item), with the list fast path. */
+static int
+insert_at(PyObject *items, Py_ssize_t i, PyObject *item)
+{
+    PyObject *result;
+    if (PyList_CheckExact(items)) {
+        return PyList_Insert(items, i, item);
+    }
+    result = PyObject_CallMethod(items, "insert", "nO", i, item);
+    if (result == NULL) {
+        return -1;
+    }
+    Py_DECREF(result);
+    return 0;
+}
+
+/* node.split_child(i, child). */
+static int
+split_child(PyObject *node, Py_ssize_t i, PyObject *child)
+{
+    PyObject *position = PyLong_FromSsize_t(i);
+    PyObject *result;
+    if (position == NULL) {
+        return -1;
+    }
+    result = PyObject_CallMethodObjArgs(node, str_split_child, position, child, NULL);
+    Py_DECREF(position);
+    if (result == NULL) {
+        return -1;
+    }
+    Py_DECREF(result);
+    return 0;
+}
+
+/* btree._insert_py in C; steals nothing. 0 on success, -1 on error. */
+static int
+insert_under(PyObject *node, PyObject *items, PyObject *item, Py_ssize_t full)
+{
+    PyObject *key = item_at(item, 0);
+    int status = -1;
+    if (key == NULL) {
+        return -1;
+    }
+    Py_INCREF(node);
+    Py_INCREF(items);
+    while (1) {
+        PyObject *nodes, *child, *child_items;
+        Py_ssize_t i, child_length;
+        int found = find(items, key, &i);
+        if (found < 0) {
+            break;
+        }
+        if (found) {
+            if (PySequence_SetItem(items, i, item) == 0) {
+                status = note_change(node);
+            }
+            break;
+        }
+        nodes = PyObject_GetAttr(node, str_nodes);
+        if (nodes == NULL) {
+            break;
+        }
+        if (nodes == Py_None) {
+            Py_DECREF(nodes);
+            if (insert_at(items, i, item) == 0) {
+                status = note_change(node);
+            }
+            break;
+        }
+        child = item_at(nodes, i);
+        Py_DECREF(nodes);
+        if (child == NULL) {
+            break;
+        }
+        child_items = PyObject_GetAttr(child, str_items);
+        child_length = child_items == NULL ? -1 : PyObject_Length(child_items);
+        if (child_length < 0) {
+            Py_XDECREF(child_items);
+            Py_DECREF(child);
+            break;
+        }
+        if (child_length == full) {
+            /* Splitting full nodes on the way down leaves room for the item.
+             * The child's median moved up into items[i]: look at node again. */
+            int split = split_child(node, i, child);
+            Py_DECREF(child_items);
+            Py_DECREF(child);
+            if (split < 0) {
+                break;
+            }
+            continue;
+        }
+        Py_SETREF(node, child);
+        Py_SETREF(items, child_items);
+    }
+    Py_DECREF(items);
+    Py_DECREF(node);
+    Py_DECREF(key);
+    return status;
+}
+
+static PyObject *
+insert(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t full;
+    if (!check_nargs("_insert", nargs, 4, 4)) {
+        return NULL;
+    }
+    full = PyLong_AsSsize_t(args[3]);
+    if ((full == -1 && PyErr_Occurred()) || insert_under(args[0], args[1], args[2], full) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* 2 * node.minimum_degree - 1, or -1 on error. */
+static Py_ssize_t
+full_size(PyObject *node)
+{
+    PyObject *degree = PyObject_GetAttr(node, str_minimum_degree);
+    Py_ssize_t t;
+    if (degree == NULL) {
+        return -1;
+    }
+    t = PyLong_AsSsize_t(degree);
+    Py_DECREF(degree);
+    if (t == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    return 2 * t - 1;
+}
+
+/* A new root above the full root, split in two: btree._tree_add_py's growth
+ * step. Returns the new root's items (new reference) and sets *root to the
+ * new root, or NULL on error. */
+static PyObject *
+grow(PyObject *tree, PyObject **root)
+{
+    PyObject *new_root = PyObject_CallNoArgs((PyObject *)Py_TYPE(*root));
+    PyObject *nodes;
+    if (new_root == NULL) {
+        return NULL;
+    }
+    nodes = PyList_New(1);
+    if (nodes == NULL) {
+        Py_DECREF(new_root);
+        return NULL;
+    }
+    Py_INCREF(*root);
+    PyList_SET_ITEM(nodes, 0, *root);
+    if (PyObject_SetAttr(new_root, str_nodes, nodes) < 0
+            || split_child(new_root, 0, *root) < 0
+            || PyObject_SetAttr(tree, str_root, new_root) < 0) {
+        Py_DECREF(nodes);
+        Py_DECREF(new_root);
+        return NULL;
+    }
+    Py_DECREF(nodes);
+    Py_SETREF(*root, new_root);
+    return PyObject_GetAttr(new_root, str_items);
+}
+
+/* tree.add(key, value) in C: 0 on success, -1 on error. */
+static int
+add_item(PyObject *tree, PyObject *key, PyObject *value)
+{
+    PyObject *root, *items = NULL, *item = NULL;
+    Py_ssize_t full, length;
+    int status = -1;
+
+    root = PyObject_GetAttr(tree, str_root);
+    if (root == NULL) {
+        return -1;
+    }
+    items = PyObject_GetAttr(root, str_items);
+    if (items == NULL || (full = full_size(root)) < 0 || (length = PyObject_Length(items)) < 0) {
+        goto done;
+    }
+    if (length == full) {
+        Py_SETREF(items, grow(tree, &root));
+        if (items == NULL) {
+            goto done;
+        }
+    }
+    item = PyTuple_Pack(2, key, value);
+    if (item != NULL) {
+        status = insert_under(root, items, item, full);
+    }
+done:
+    Py_XDECREF(item);
+    Py_XDECREF(items);
+    Py_DECREF(root);
+    return status;
+}
+
+static PyObject *
+tree_add(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!check_nargs("add", nargs, 2, 3)
+            || add_item(args[0], args[1], nargs > 2 ? args[2] : Py_True) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+tree_setitem(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *result;
+    if (!check_nargs("__setitem__", nargs, 3, 3)) {
+        return NULL;
+    }
+    /* self.add(key, value): straight to C unless a subclass overrides add. */
+    if (_PyType_Lookup(Py_TYPE(args[0]), str_add) == add_method) {
+        if (add_item(args[0], args[1], args[2]) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    result = PyObject_CallMethodObjArgs(args[0], str_add, args[1], args[2], NULL);
+    if (result == NULL) {
+        return NULL;
+    }
+    Py_DECREF(result);
+    Py_RETURN_NONE;
+}
+
+/* The item with this key in tree (new reference), or Py_None, or NULL on error. */
+static PyObject *
+tree_search(PyObject *tree, PyObject *key)
+{
+    PyObject *root = PyObject_GetAttr(tree, str_root);
+    PyObject *item;
+    if (root == NULL) {
+        return NULL;
+    }
+    item = search_under(root, key);
+    Py_DECREF(root);
+    return item;
+}
+
+/* item[1] (new reference); steals item. */
+static PyObject *
+value_of(PyObject *item)
+{
+    PyObject *value = item_at(item, 1);
+    Py_DECREF(item);
+    return value;
+}
+
+static PyObject *
+tree_getitem(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *item;
+    if (!check_nargs("__getitem__", nargs, 2, 2)) {
+        return NULL;
+    }
+    item = tree_search(args[0], args[1]);
+    if (item == Py_None) {
+        /* KeyError(key), made so that a tuple key is not taken as the args. */
+        PyObject *error = PyObject_CallOneArg(PyExc_KeyError, args[1]);
+        Py_DECREF(item);
+        if (error != NULL) {
+            PyErr_SetObject(PyExc_KeyError, error);
+            Py_DECREF(error);
+        }
+        return NULL;
+    }
+    return item == NULL ? NULL : value_of(item);
+}
+
+static PyObject *
+tree_get(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *item;
+    if (!check_nargs("get", nargs, 2, 3)) {
+        return NULL;
+    }
+    item = tree_search(args[0], args[1]);
+    if (item == Py_None) {
+        PyObject *fallback = nargs > 2 ? args[2] : Py_None;
+        Py_DECREF(item);
+        Py_INCREF(fallback);
+        return fallback;
+    }
+    return item == NULL ? NULL : value_of(item);
+}
+
+static PyObject *
+tree_contains(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *item;
+    if (!check_nargs("__contains__", nargs, 2, 2)) {
+        return NULL;
+    }
+    item = tree_search(args[0], args[1]);
+    if (item == NULL) {
+        return NULL;
+    }
+    Py_DECREF(item);
+    return PyBool_FromLong(item != Py_None);
+}
+
 static PyMethodDef module_methods[] = {
     {"_search", (PyCFunction)(void (*)(void))search, METH_FASTCALL,
      "_search(node, key) -> the (key, value) item with this key under node, or None,\n"
      "as durus.btree._search_py."},
+    {"_insert", (PyCFunction)(void (*)(void))insert, METH_FASTCALL,
+     "_insert(node, items, item, full): add item under node, as durus.btree._insert_py."},
+    {NULL}
+};
+
+/* BTree methods, exported wrapped as instance methods. */
+static PyMethodDef tree_methods[] = {
+    {"_tree_add", (PyCFunction)(void (*)(void))tree_add, METH_FASTCALL,
+     "add(key, value=True): set self[key] = value, as durus.btree._tree_add_py."},
+    {"_tree_setitem", (PyCFunction)(void (*)(void))tree_setitem, METH_FASTCALL,
+     "__setitem__(key, value): self.add(key, value)."},
+    {"_tree_getitem", (PyCFunction)(void (*)(void))tree_getitem, METH_FASTCALL,
+     "__getitem__(key) -> the value of key; KeyError if absent."},
+    {"_tree_get", (PyCFunction)(void (*)(void))tree_get, METH_FASTCALL,
+     "get(key, default=None) -> the value of key, or default if absent."},
+    {"_tree_contains", (PyCFunction)(void (*)(void))tree_contains, METH_FASTCALL,
+     "__contains__(key) -> bool: whether the tree has key."},
     {NULL}
 };
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "durus._btree",
-    .m_doc = "C implementation of durus.btree's key search.",
+    .m_doc = "C implementation of durus.btree's hot paths.",
     .m_size = -1,
     .m_methods = module_methods,
 };
 
-PyMODINIT_FUNC
-PyInit__btree(void)
+static int
+intern_names(void)
 {
     str_items = PyUnicode_InternFromString("items");
     str_nodes = PyUnicode_InternFromString("nodes");
-    if (str_items == NULL || str_nodes == NULL) {
+    str_root = PyUnicode_InternFromString("root");
+    str_minimum_degree = PyUnicode_InternFromString("minimum_degree");
+    str_p_note_change = PyUnicode_InternFromString("_p_note_change");
+    str_split_child = PyUnicode_InternFromString("split_child");
+    str_add = PyUnicode_InternFromString("add");
+    return (str_items && str_nodes && str_root && str_minimum_degree && str_p_note_change
+            && str_split_child && str_add) ? 0 : -1;
+}
+
+/* Adds each of tree_methods to module as an instance method. */
+static int
+add_tree_methods(PyObject *module)
+{
+    PyMethodDef *def;
+    for (def = tree_methods; def->ml_name != NULL; def++) {
+        PyObject *function = PyCFunction_NewEx(def, NULL, NULL);
+        PyObject *method = function == NULL ? NULL : PyInstanceMethod_New(function);
+        Py_XDECREF(function);
+        if (method == NULL) {
+            return -1;
+        }
+        if (def == tree_methods) {
+            Py_INCREF(method);
+            add_method = method;
+        }
+        if (PyModule_AddObject(module, def->ml_name, method) < 0) {
+            Py_DECREF(method);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+PyMODINIT_FUNC
+PyInit__btree(void)
+{
+    PyObject *module;
+    if (intern_names() < 0) {
         return NULL;
     }
-    return PyModule_Create(&module_def);
+    module = PyModule_Create(&module_def);
+    if (module != NULL && add_tree_methods(module) < 0) {
+        Py_CLEAR(module);
+    }
+    return module;
 }

@@ -154,7 +154,50 @@ def _search(node: "BNode", key):
         node = nodes[i]
 
 
-accelerate(globals(), "durus._btree", ("_search",))
+def _tree_add(tree: "BTree", key, value=True):
+    """BTree.add: set tree[key] = value; with the default value, use the tree as a set."""
+    root = tree.root
+    items = root.items
+    full = 2 * root.minimum_degree - 1
+    if len(items) == full:
+        # The tree grows at the top: a new root above the old one split in two.
+        new_root = type(root)()
+        new_root.nodes = [root]
+        new_root.split_child(0, root)
+        tree.root = root = new_root
+        items = root.items
+    _insert(root, items, (key, value), full)
+
+
+def _tree_setitem(tree: "BTree", key, value):
+    """BTree.__setitem__."""
+    tree.add(key, value)
+
+
+def _tree_getitem(tree: "BTree", key):
+    """BTree.__getitem__."""
+    item = _search(tree.root, key)
+    if item is None:
+        raise KeyError(key)
+    return item[1]
+
+
+def _tree_get(tree: "BTree", key, default=None):
+    """BTree.get: tree[key], or default if the key is absent."""
+    item = _search(tree.root, key)
+    return default if item is None else item[1]
+
+
+def _tree_contains(tree: "BTree", key) -> bool:
+    """BTree.__contains__."""
+    return _search(tree.root, key) is not None
+
+
+# The _tree_* functions are BTree's methods: the C versions are instance
+# methods, which bind as these functions do.
+accelerate(globals(), "durus._btree", (
+    "_search", "_insert", "_tree_add", "_tree_setitem", "_tree_getitem", "_tree_get",
+    "_tree_contains"))
 
 
 def _delete(node: "BNode", key, t: int, present: bool = False):
@@ -437,20 +480,9 @@ class BTree(PersistentObject, MutableMapping):
     def __len__(self) -> int:
         return self.root.get_count()
 
-    def __contains__(self, key) -> bool:
-        return _search(self.root, key) is not None
-
-    has_key = __contains__
-
-    def __getitem__(self, key):
-        item = _search(self.root, key)
-        if item is None:
-            raise KeyError(key)
-        return item[1]
-
-    def get(self, key, default=None):
-        item = _search(self.root, key)
-        return default if item is None else item[1]
+    __contains__ = has_key = _tree_contains
+    __getitem__ = _tree_getitem
+    get = _tree_get
 
     def __iter__(self):
         for item in _ascending(self.root):
@@ -524,22 +556,8 @@ class BTree(PersistentObject, MutableMapping):
             raise AssertionError("empty BTree has no max item")
         return self.root.get_max_item()
 
-    def add(self, key, value=True):
-        """Set self[key] = value; with the default value, use the tree as a set."""
-        root = self.root
-        items = root.items
-        full = 2 * root.minimum_degree - 1
-        if len(items) == full:
-            # The tree grows at the top: a new root above the old one split in two.
-            new_root = type(root)()
-            new_root.nodes = [root]
-            new_root.split_child(0, root)
-            self.root = root = new_root
-            items = root.items
-        _insert(root, items, (key, value), full)
-
-    def __setitem__(self, key, value):
-        self.add(key, value)
+    add = _tree_add
+    __setitem__ = _tree_setitem
 
     def setdefault(self, key, default=None):
         """Return self[key], first setting it to default if key is absent."""
