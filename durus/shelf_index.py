@@ -125,6 +125,8 @@ def _read_valid(f, shelf, size: int) -> tuple | None:
         return None
     (dev, ino, mtime, ctime, end, map_start, word_size, map_count, tail_crc, count,
      dense_length, sparse_length) = _HEAD.unpack_from(head, len(MAGIC))
+    if os.fstat(f.fileno()).st_size != len(head) + 8 * (dense_length + 2 * sparse_length) + _CRC.size:
+        return None  # cut short, or a damaged length (which must not size the arrays)
     stat = shelf.file.stat()
     if ((dev, ino, map_start, word_size, map_count)
             != (stat.st_dev, stat.st_ino, shelf.map_start, shelf.word_size, shelf.map_count)
@@ -136,7 +138,7 @@ def _read_valid(f, shelf, size: int) -> tuple | None:
     dense, sparse = array("q", [0]) * dense_length, array("q", [0]) * (2 * sparse_length)
     if not (_read_into(f, dense) and _read_into(f, sparse)):
         return None
-    crc = f.read(_CRC.size + 1)  # and no byte more
+    crc = f.read(_CRC.size)
     if len(crc) != _CRC.size or _CRC.unpack(crc)[0] != zlib.crc32(
             sparse, zlib.crc32(dense, zlib.crc32(head))):
         return None
