@@ -86,7 +86,9 @@ class PositionIndex:
     Oids are allocated densely, so most live in an array of 8 bytes per oid;
     the rare oid far beyond the others goes to a dict instead of growing it.
     Each oid has one home: the dict holds only oids beyond the array's end,
-    and growing the array moves the ones it now reaches into it.
+    and growing the array moves the ones it now reaches into it. The array
+    may start as a read-only view (of a persisted index), copied at the
+    first change: a reader never pays for the copy.
     """
 
     # The dense array may reach this many slots beyond twice its entries.
@@ -98,8 +100,8 @@ class PositionIndex:
         self.count = 0
 
     @classmethod
-    def from_parts(cls, dense: array, sparse: dict, count: int) -> "PositionIndex":
-        """The index of a dense array ("q"), the sparse {oid number: position}
+    def from_parts(cls, dense, sparse: dict, count: int) -> "PositionIndex":
+        """The index of a dense array ("q", or a read-only memoryview of one), the sparse {oid number: position}
         beyond its end, and the count of their nonzero entries."""
         index = cls()
         index.dense, index.sparse, index.count = dense, sparse, count
@@ -116,10 +118,18 @@ class PositionIndex:
     def __len__(self) -> int:
         return self.count
 
+    def writable_dense(self) -> array:
+        """The dense array, copied out of a read-only view at the first change."""
+        view = self.dense
+        if not isinstance(view, array):
+            self.dense = array("q")
+            self.dense.frombytes(memoryview(view).cast("B"))
+        return self.dense
+
     def _grow_for(self, n: int, count: int) -> bool:
         """Make the dense array reach n if that keeps it dense enough for
         count entries; tell whether n is within it."""
-        dense = self.dense
+        dense = self.writable_dense()
         if n >= len(dense) and n < 2 * count + self.slack:
             dense.frombytes(bytes(8 * (n + 1 + len(dense) // 4 - len(dense))))
             self._move_into_dense()
@@ -135,8 +145,8 @@ class PositionIndex:
     def set(self, n: int, position: int) -> None:
         if position <= 0:
             raise ValueError("a record position is > 0, not %r" % (position,))
-        dense = self.dense
         if self._grow_for(n, self.count):
+            dense = self.dense
             if not dense[n]:
                 self.count += 1
             dense[n] = position
@@ -148,7 +158,7 @@ class PositionIndex:
     def discard(self, n: int) -> None:
         if n < len(self.dense):
             if self.dense[n]:
-                self.dense[n] = 0
+                self.writable_dense()[n] = 0
                 self.count -= 1
         elif self.sparse.pop(n, None) is not None:
             self.count -= 1

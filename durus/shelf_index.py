@@ -89,7 +89,7 @@ def _write(name: str, shelf) -> None:
     """Write the index to a new file, then put it at name in one step, so
     that a reader finds a whole index or none (a torn one fails its CRC)."""
     index = shelf.index
-    dense = _little_endian(index.dense)
+    dense = _little_endian(index.writable_dense())
     sparse = _little_endian(array("q", [v for pair in sorted(index.sparse.items())
                                           for v in pair]))
     file = shelf.file
@@ -111,7 +111,7 @@ def load(shelf, size: int) -> tuple | None:
     for it: (covered end, dense array of positions, {oid number: position}
     beyond it, count of oids); else None."""
     try:
-        with open(index_path(shelf.file.get_name()), "rb", buffering=0) as f:
+        with open(index_path(shelf.file.get_name()), "rb") as f:
             return _read_valid(f, shelf, size)
     except OSError:
         return None
@@ -134,24 +134,21 @@ def _read_valid(f, shelf, size: int) -> tuple | None:
             or end == size and (mtime, ctime) != (stat.st_mtime_ns, stat.st_ctime_ns)
             or _tail_crc(shelf.file, end, shelf.map_end) != tail_crc):
         return None  # (the same length but newer times: written in place, damaged perhaps)
-    # Read straight into the arrays: an index may hold millions of positions.
-    dense, sparse = array("q", [0]) * dense_length, array("q", [0]) * (2 * sparse_length)
-    if not (_read_into(f, dense) and _read_into(f, sparse)):
-        return None
-    crc = f.read(_CRC.size)
+    # The positions stay in the bytes read: a reader never copies them.
+    dense, sparse, crc = f.read(8 * dense_length), f.read(16 * sparse_length), f.read(_CRC.size)
     if len(crc) != _CRC.size or _CRC.unpack(crc)[0] != zlib.crc32(
             sparse, zlib.crc32(dense, zlib.crc32(head))):
-        return None
-    sparse = _little_endian(sparse)
-    return end, _little_endian(dense), dict(zip(sparse[::2], sparse[1::2])), count
+        return None  # (a short read leaves crc short)
+    pairs = _native(sparse)
+    return end, _native(dense), dict(zip(pairs[::2], pairs[1::2])), count
 
 
-def _read_into(f, values: array) -> bool:
-    """Fill values from f; tell whether it had enough bytes."""
-    view = memoryview(values).cast("B")
-    while view:
-        n = f.readinto(view)
-        if not n:
-            return False
-        view = view[n:]
-    return True
+def _native(little_endian: bytes):
+    """The int8 values in little_endian bytes: a read-only memoryview, or
+    on a big-endian machine, an array."""
+    if sys.byteorder == "big":
+        values = array("q")
+        values.frombytes(little_endian)
+        values.byteswap()
+        return values
+    return memoryview(little_endian).cast("q")
