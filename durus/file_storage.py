@@ -290,8 +290,10 @@ class FileStorage(Storage):
                 pass  # running in another thread: its next step fails, and cleans up
         with self._commit_lock, self._switch_lock:
             try:
-                if self._mark is not None and self.shelf.ends_cleanly():
-                    self._mark.remove()  # while still holding the lock
+                if not self.shelf.closed and self.shelf.ends_cleanly():
+                    self.shelf.save_index()
+                    if self._mark is not None:
+                        self._mark.remove()  # while still holding the lock
             finally:
                 self._mark = None
                 self.shelf.close()

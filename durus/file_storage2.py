@@ -268,6 +268,10 @@ class Dfs20File:
         self._check_open()
         return not self._torn_end
 
+    def save_index(self) -> None:
+        """Nothing to persist beside the file: its index record is in it (a pack writes it)."""
+        self._check_open()
+
     def __contains__(self, oid: bytes) -> bool:
         self._check_open()
         return _INT8.unpack(oid)[0] in self.index

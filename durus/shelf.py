@@ -27,6 +27,7 @@ from array import array
 from logging import WARNING
 from typing import Iterator
 
+from durus import shelf_index
 from durus.accelerator import accelerate
 from durus.error import CorruptFileError, ShortReadError, WrongFormatError
 from durus.file import File, StreamFile, fsync_directory
@@ -85,7 +86,9 @@ class PositionIndex:
     Oids are allocated densely, so most live in an array of 8 bytes per oid;
     the rare oid far beyond the others goes to a dict instead of growing it.
     Each oid has one home: the dict holds only oids beyond the array's end,
-    and growing the array moves the ones it now reaches into it.
+    and growing the array moves the ones it now reaches into it. The array
+    may start as a read-only view (of a persisted index), copied at the
+    first change: a reader never pays for the copy.
     """
 
     # The dense array may reach this many slots beyond twice its entries.
@@ -95,6 +98,14 @@ class PositionIndex:
         self.dense = array("q")
         self.sparse = {}
         self.count = 0
+
+    @classmethod
+    def from_parts(cls, dense, sparse: dict, count: int) -> "PositionIndex":
+        """The index of a dense array ("q", or a read-only memoryview of one), the sparse {oid number: position}
+        beyond its end, and the count of their nonzero entries."""
+        index = cls()
+        index.dense, index.sparse, index.count = dense, sparse, count
+        return index
 
     def get(self, n: int) -> int | None:
         if n < len(self.dense):
@@ -107,10 +118,18 @@ class PositionIndex:
     def __len__(self) -> int:
         return self.count
 
+    def writable_dense(self) -> array:
+        """The dense array, copied out of a read-only view at the first change."""
+        view = self.dense
+        if not isinstance(view, array):
+            self.dense = array("q")
+            self.dense.frombytes(memoryview(view).cast("B"))
+        return self.dense
+
     def _grow_for(self, n: int, count: int) -> bool:
         """Make the dense array reach n if that keeps it dense enough for
         count entries; tell whether n is within it."""
-        dense = self.dense
+        dense = self.writable_dense()
         if n >= len(dense) and n < 2 * count + self.slack:
             dense.frombytes(bytes(8 * (n + 1 + len(dense) // 4 - len(dense))))
             self._move_into_dense()
@@ -126,8 +145,8 @@ class PositionIndex:
     def set(self, n: int, position: int) -> None:
         if position <= 0:
             raise ValueError("a record position is > 0, not %r" % (position,))
-        dense = self.dense
         if self._grow_for(n, self.count):
+            dense = self.dense
             if not dense[n]:
                 self.count += 1
             dense[n] = position
@@ -139,7 +158,7 @@ class PositionIndex:
     def discard(self, n: int) -> None:
         if n < len(self.dense):
             if self.dense[n]:
-                self.dense[n] = 0
+                self.writable_dense()[n] = 0
                 self.count -= 1
         elif self.sparse.pop(n, None) is not None:
             self.count -= 1
@@ -236,6 +255,9 @@ class Shelf:
             raise ValueError("items are for a new shelf, but %r is not empty" % file.get_name())
         self._read_header()
         self.index = PositionIndex()
+        # Where the persisted index this shelf was opened with ends (the
+        # scan went on from there), or None if the whole file was scanned.
+        self.index_end: int | None = None
         self.end = self._scan_transactions(repair, writer_marked)
         self._chunk_start, self._chunk = 0, b""
         self._free_oids: Iterator[bytes] | None = None
@@ -283,9 +305,10 @@ class Shelf:
         return page
 
     def _scan_transactions(self, repair: bool, writer_marked: bool) -> int:
-        """Index every transaction after the offset map; return the end of the last good one."""
+        """Index every transaction after the offset map (those the persisted
+        index covers, from it); return the end of the last good one."""
         size = self.file.size()
-        position = self.map_end
+        position = self._load_index(size)
         # Where the run of empty transactions just before position starts, or
         # -1: Durus writes a zero length first and the real one last, so a
         # crash can leave an empty transaction followed by the records it counts.
@@ -308,6 +331,26 @@ class Shelf:
             if error:
                 return self._handle_torn(empty_run_start, position, size, error, repair)
         return position
+
+    def _load_index(self, size: int) -> int:
+        """Fill self.index from the persisted index if there is a valid one;
+        return where the scan starts: after what it covers, or after the map."""
+        if not isinstance(self.file, File) or self.file.is_temporary():
+            return self.map_end
+        saved = shelf_index.load(self, size)
+        if saved is None:
+            return self.map_end
+        self.index_end, dense, sparse, count = saved
+        self.index = PositionIndex.from_parts(dense, sparse, count)
+        return self.index_end
+
+    def save_index(self) -> None:
+        """Persist the index beside the file (a File this shelf writes, which
+        ends cleanly), so that the next open need not scan what it covers."""
+        self._check_open()
+        if isinstance(self.file, File) and not (self.file.is_temporary()
+                                                or self.file.is_readonly()):
+            shelf_index.save(self)
 
     def _handle_torn(self, empty_run_start: int, position: int, size: int, reason: str,
                      repair: bool) -> int:

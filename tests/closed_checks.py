@@ -21,6 +21,7 @@ ARGUMENTS = {
     # Shelf and File
     "get_position": (ROOT_OID,), "get_value": (ROOT_OID,), "read_record": (16,),
     "gen_oids": (), "gen_free_oids": (), "next_free_oid": (), "append": ([(ROOT_OID, RECORD)],),
+    "save_index": (),
     "ends_cleanly": (), "size": (), "pread": (8, 0), "pwrite": (b"x", 0), "truncate": (0,),
     "fsync": (), "rename": ("elsewhere",), "link": ("elsewhere",), "is_at": ("elsewhere",),
     # Durus's Shelf and File API

@@ -1,0 +1,224 @@
+"""The persisted index beside a SHELF-1 file (durus.shelf_index): used when
+valid, so that an open scans only what it does not cover; never trusted when
+stale or damaged (the whole file is scanned then); a hypothesis model of
+commits, packs, kills and reopens against a dict."""
+
+import os
+import shutil
+import sys
+import tempfile
+from unittest import mock
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from durus import shelf_index
+from durus.connection import Connection
+from durus.error import CorruptFileError
+from durus.file_storage import FileStorage
+from durus.persistent_dict import PersistentDict
+
+
+@pytest.fixture(autouse=True)
+def index_small_files():
+    """An index for files of any size, so that small test files get one."""
+    with mock.patch.object(shelf_index, "MIN_SCANNED_BYTES", 0):
+        yield
+
+
+def commit_values(name: str, values: dict, close: bool = True) -> FileStorage:
+    """Set root[key] = PersistentDict(v=value) for each item, in one commit."""
+    storage = FileStorage(name)
+    connection = Connection(storage)
+    root = connection.get_root()
+    for key, value in values.items():
+        root[key] = PersistentDict(v=value)
+    connection.commit()
+    if close:
+        storage.close()
+    return storage
+
+
+def read_values(name: str) -> tuple:
+    """({key: value} in the file, where its persisted index ended or None)."""
+    storage = FileStorage(name, readonly=True)
+    try:
+        root = Connection(storage).get_root()
+        return {key: item["v"] for key, item in root.items()}, storage.shelf.index_end
+    finally:
+        storage.close()
+
+
+def test_a_valid_index_spares_the_scan_and_gives_the_same_positions(tmp_path):
+    name = str(tmp_path / "db")
+    for i in range(5):
+        commit_values(name, {i: i * 10})
+    assert os.path.exists(name + ".index")
+    values, index_end = read_values(name)
+    assert values == {i: i * 10 for i in range(5)}
+    assert index_end == os.path.getsize(name)
+    with_index = FileStorage(name, readonly=True)
+    os.unlink(name + ".index")
+    scanned = FileStorage(name, readonly=True)
+    assert scanned.shelf.index_end is None
+    assert dict(with_index.shelf.iterindex()) == dict(scanned.shelf.iterindex())
+    if sys.byteorder == "little":  # a reader reads the positions in place, never copied
+        assert isinstance(with_index.shelf.index.dense, memoryview)
+    with_index.close()
+    scanned.close()
+
+
+def test_a_writer_that_changes_nothing_keeps_the_index(tmp_path):
+    name = str(tmp_path / "db")
+    commit_values(name, {1: 1})
+    before = os.stat(name + ".index")
+    FileStorage(name).close()
+    assert os.stat(name + ".index").st_mtime_ns == before.st_mtime_ns
+    assert read_values(name)[1] == os.path.getsize(name)
+
+
+def test_small_files_get_no_index_and_lose_a_stale_one(tmp_path):
+    name = str(tmp_path / "db")
+    commit_values(name, {1: 1})
+    with mock.patch.object(shelf_index, "MIN_SCANNED_BYTES", 1 << 30):
+        commit_values(name, {2: 2})
+    assert not os.path.exists(name + ".index")
+    assert read_values(name) == ({1: 1, 2: 2}, None)
+
+
+def test_commits_of_a_killed_writer_are_scanned_after_the_index(tmp_path, run_ours):
+    name = str(tmp_path / "db")
+    commit_values(name, {1: 1})
+    covered = os.path.getsize(name)
+    run_ours("import os, sys, test_shelf_index as t\n"
+             "t.commit_values(sys.argv[1], {2: 2}, close=False)\n"
+             "os._exit(0)\n", name)
+    assert os.path.exists(name + ".writer")
+    assert read_values(name) == ({1: 1, 2: 2}, covered)
+
+
+def test_commits_of_durus_4_3_are_scanned_after_the_index(tmp_path, run_peer):
+    name = str(tmp_path / "db")
+    commit_values(name, {1: 1})
+    covered = os.path.getsize(name)
+    run_peer("import sys\n"
+             "from durus.connection import Connection\n"
+             "from durus.file_storage import FileStorage\n"
+             "from durus.persistent_dict import PersistentDict\n"
+             "connection = Connection(FileStorage(sys.argv[1]))\n"
+             "connection.get_root()[2] = PersistentDict(v=2)\n"
+             "connection.commit()\n", name)
+    assert read_values(name) == ({1: 1, 2: 2}, covered)
+
+
+def test_a_pack_by_durus_4_3_makes_the_index_stale(tmp_path, run_peer):
+    name = str(tmp_path / "db")
+    commit_values(name, {1: 1})
+    commit_values(name, {2: 2})
+    run_peer("import sys\n"
+             "from durus.connection import Connection\n"
+             "from durus.file_storage import FileStorage\n"
+             "Connection(FileStorage(sys.argv[1])).pack()\n", name)
+    assert read_values(name) == ({1: 1, 2: 2}, None)
+
+
+def damage_index(name: str, offset: int) -> None:
+    with open(name + ".index", "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0x20]))
+
+
+def test_a_damaged_or_truncated_index_is_not_trusted(tmp_path):
+    name = str(tmp_path / "db")
+    for i in range(3):
+        commit_values(name, {i: i})
+    good = open(name + ".index", "rb").read()
+    for offset in range(0, len(good), 7):
+        damage_index(name, offset)
+        assert read_values(name) == ({0: 0, 1: 1, 2: 2}, None), offset
+        open(name + ".index", "wb").write(good)
+    for length in (0, 10, len(good) // 2, len(good) - 1):
+        open(name + ".index", "wb").write(good[:length])
+        assert read_values(name) == ({0: 0, 1: 1, 2: 2}, None), length
+    open(name + ".index", "wb").write(good + b"\0")
+    assert read_values(name)[1] is None
+
+
+def test_the_index_of_another_file_is_not_trusted(tmp_path):
+    name, other = str(tmp_path / "db"), str(tmp_path / "other")
+    commit_values(name, {1: 1})
+    commit_values(other, {1: 5})
+    shutil.copy(other + ".index", name + ".index")
+    assert read_values(name) == ({1: 1}, None)
+    # Not even for a copy of the file: its index is rebuilt when a writer closes it.
+    shutil.copy(other, name)
+    assert read_values(name) == ({1: 5}, None)
+
+
+def test_a_file_damaged_in_place_is_refused_despite_its_index(tmp_path):
+    name = str(tmp_path / "db")
+    commit_values(name, {1: 1})
+    commit_values(name, {2: 2})
+    size = os.path.getsize(name)
+    times = os.stat(name)
+    with open(name, "r+b") as f:
+        f.seek(size - 200)
+        byte = f.read(1)
+        f.seek(size - 200)
+        f.write(bytes([byte[0] ^ 1]))
+    os.utime(name, ns=(times.st_atime_ns, times.st_mtime_ns))  # its ctime still tells
+    with pytest.raises(CorruptFileError):
+        FileStorage(name, readonly=True)
+
+
+def test_a_file_cut_short_is_scanned(tmp_path):
+    name = str(tmp_path / "db")
+    commit_values(name, {1: 1})
+    size = os.path.getsize(name)
+    commit_values(name, {2: 2})
+    os.truncate(name, size)
+    assert read_values(name) == ({1: 1}, None)
+
+
+# The model: each step is a commit of {key: value}, a pack, a writer killed
+# (its storage abandoned, its last commit perhaps cut short) or a clean reopen.
+steps = st.lists(st.one_of(
+    st.dictionaries(st.integers(0, 20), st.integers(0, 1000), min_size=1, max_size=5),
+    st.sampled_from(["pack", "kill", "kill mid-commit", "reopen"])), max_size=25)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps)
+def test_commits_packs_kills_and_reopens_match_a_model(steps):
+    with tempfile.TemporaryDirectory() as directory, \
+            mock.patch.object(shelf_index, "MIN_SCANNED_BYTES", 0):
+        name = os.path.join(directory, "db")
+        model = {}
+        storage = FileStorage(name)
+        connection = Connection(storage)
+        for step in steps:
+            if isinstance(step, dict):
+                root = connection.get_root()
+                for key, value in step.items():
+                    root[key] = PersistentDict(v=value)
+                connection.commit()
+                model.update(step)
+            elif step == "pack":
+                connection.pack()
+            else:
+                if step == "kill mid-commit":
+                    # What a writer killed in its append leaves: the length of a
+                    # transaction and the start of its first record.
+                    storage.shelf.file.pwrite(b"\0\0\0\0\0\0\1\0" + bytes(10), storage.shelf.end)
+                if step == "reopen":
+                    storage.close()
+                else:
+                    storage.shelf.file.close()  # no index written, the mark stays
+                assert read_values(name)[0] == model
+                storage = FileStorage(name)
+                connection = Connection(storage)
+            assert {key: item["v"] for key, item in connection.get_root().items()} == model
+        storage.close()
+        assert read_values(name)[0] == model
