@@ -148,18 +148,17 @@ def size_point(system: System, n: int, databases: Databases) -> dict:
 def client_point(system: System, clients: int, databases: Databases, commits: int) -> float:
     """Transactions/s of `clients` processes committing at once, commits in all."""
     where = databases.fresh(system, "clients_%s_%d" % (system.label, clients))
-    count = max(20, commits // clients)
-    tmp = str(databases.tmp)
-    if system.kind == "file":
-        server = Server(system.contender, where)
-        try:
-            return concurrent_commits(system.contender, clients, tmp, count,
-                                      server=server.address())
-        finally:
+    server = Server(system.contender, where) if system.kind == "file" else None
+    options = {"server": server.address()} if server else {system.kind: where}
+    try:
+        # The root (and the tables) made before the clients start, not in a
+        # race between them: Durus 4.3's clients would both make a root.
+        system.contender.run("small_commits", "-", 1, **options)
+        return concurrent_commits(system.contender, clients, str(databases.tmp),
+                                  max(20, commits // clients), **options)
+    finally:
+        if server:
             server.stop()
-    # Its tables are made before the clients start, not in a race between them.
-    system.run("small_commits", where, 1)
-    return concurrent_commits(system.contender, clients, tmp, count, **{system.kind: where})
 
 
 def measure(system: System, sizes: list, clients: list, databases: Databases,

@@ -209,9 +209,12 @@ def concurrent_commits(contender: Contender, clients: int, tmp: str, count: int 
                  for _ in range(clients)]
     _wait_ready(go, processes)
     Path(go).touch()
-    results = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in processes]
+    outputs = [p.communicate()[0] for p in processes]
     for path in [go, *glob.glob(go + ".ready.*")]:
         os.unlink(path)
+    if any(p.returncode for p in processes):
+        raise RuntimeError("a client of %s failed" % contender.name)
+    results = [json.loads(output.strip().splitlines()[-1]) for output in outputs]
     span = max(r["end"] for r in results) - min(r["start"] for r in results)
     return sum(r["count"] for r in results) / span
 
