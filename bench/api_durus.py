@@ -38,6 +38,7 @@ class Session:
             if options.get("nofsync"):
                 storage_options["fsync"] = False
             storage = FileStorage(db, **storage_options)
+        self.storage = storage
         self.connection = Connection(storage)
         self.root = self.connection.get_root()
         self.commit = self.connection.commit

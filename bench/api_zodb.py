@@ -44,6 +44,7 @@ class Session:
             storage = ClientStorage((host, int(port)), wait_timeout=30)
         else:
             storage = FileStorage(db, read_only=bool(options.get("readonly")))
+        self.storage = storage
         self.database = DB(storage, cache_size=CACHE_SIZE)
         self.root = self.database.open().root()
         self.commit = transaction.commit

@@ -23,6 +23,7 @@ Usage: python bench/shootout.py [--objects N] [--rounds R] [--big N] [--json FIL
 """
 
 import argparse
+import glob
 import json
 import os
 import re
@@ -121,8 +122,10 @@ def contenders(peer_python: str, zodb_python: str) -> list:
                   dict(ours, DURUS_PURE_PYTHON="1")),
         Contender("durus 4.3", peer_python, "durus", server=(durus_server(peer_python), {})),
         Contender("ZODB 6", zodb_python, "zodb",
-                  server=(lambda port, f: [str(zodb_bin / "runzeo"), "-a", "127.0.0.1:%d" % port,
-                                           "-f", f], {})),
+                  # runzeo through the venv's python: its #! line may name
+                  # where the venv was made, not where it is now
+                  server=(lambda port, f: [zodb_python, str(zodb_bin / "runzeo"),
+                                           "-a", "127.0.0.1:%d" % port, "-f", f], {})),
     ]
 
 
@@ -204,12 +207,41 @@ def concurrent_commits(contender: Contender, clients: int, tmp: str, count: int 
     env = child_env(contender.env)
     processes = [subprocess.Popen(argv, env=env, cwd=tmp, stdout=subprocess.PIPE, text=True)
                  for _ in range(clients)]
-    time.sleep(2)  # let them connect and create their counters
+    _wait_ready(go, processes)
     Path(go).touch()
-    results = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in processes]
-    os.unlink(go)
+    outputs = [p.communicate()[0] for p in processes]
+    for path in [go, *glob.glob(go + ".ready.*")]:
+        os.unlink(path)
+    if any(p.returncode for p in processes):
+        raise RuntimeError("a client of %s failed" % contender.name)
+    results = [json.loads(output.strip().splitlines()[-1]) for output in outputs]
     span = max(r["end"] for r in results) - min(r["start"] for r in results)
     return sum(r["count"] for r in results) / span
+
+
+def _wait_ready(go: str, processes: list) -> None:
+    """Wait (up to 120 s) until every client process has connected and made
+    its counter (its file go.ready.PID), or one of them has ended."""
+    deadline = time.monotonic() + 120
+    while (len(glob.glob(go + ".ready.*")) < len(processes) and time.monotonic() < deadline
+           and all(p.poll() is None for p in processes)):
+        time.sleep(0.01)
+
+
+def big_file(contender: Contender, big: int, packed: bool, cache: Path = CACHE,
+             option: str = "") -> str:
+    """The path of a file of `big` objects written by the contender itself
+    (make_big; option, if given, names the storage option that takes the
+    path: sqlite), kept in the cache folder for next time."""
+    kind = "packed" if packed else "unpacked"
+    folder = cache / ("%s-%d-%s" % (re.sub(r"\W+", "-", contender.name), big, kind))
+    db = str(folder / "big.db")
+    if not (folder / "complete").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        contender.run("make_big", db, big, pack=packed, **({option: db} if option else {}))
+        (folder / "complete").touch()
+    return db
 
 
 def open_round(contender: Contender, big: int) -> dict:
@@ -218,14 +250,7 @@ def open_round(contender: Contender, big: int) -> dict:
     result = {}
     for packed in (False, True):
         kind = "packed" if packed else "unpacked"
-        folder = CACHE / ("%s-%d-%s" % (re.sub(r"\W+", "-", contender.name), big, kind))
-        db = str(folder / "big.db")
-        if not (folder / "complete").exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir(parents=True)
-            contender.run("make_big", db, big, pack=packed)
-            (folder / "complete").touch()
-        opened = contender.run("open_big", db, big)
+        opened = contender.run("open_big", big_file(contender, big, packed), big)
         result["open_ms_" + kind] = opened["open_ms"]
         result["open_peak_mb_" + kind] = opened["open_peak_mb"]
     return result

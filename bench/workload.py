@@ -8,7 +8,6 @@ described in shootout.py.
 import importlib
 import json
 import os
-import resource
 import sys
 import time
 
@@ -99,7 +98,7 @@ def walk(api, db: str, n: int, options: dict) -> dict:
     """In a new process, walk the BTree of n items (its nodes and every
     item): objects/second, and the requests a server client sent for it."""
     session = api.Session(db, dict(options, readonly=True))
-    storage = session.connection.get_storage()
+    storage = session.storage
     before = getattr(storage, "requests", None)
     started = time.perf_counter()
     for item in session.root["tree"].values():
@@ -117,7 +116,7 @@ def load_each(api, db: str, n: int, options: dict) -> dict:
     oids = [item._p_oid for item in api.Session(db, dict(options, readonly=True)).root[
         "items"].values()]
     random.Random(1).shuffle(oids)
-    storage = api.Session(db, dict(options, readonly=True)).connection.get_storage()
+    storage = api.Session(db, dict(options, readonly=True)).storage
     started = time.perf_counter()
     for oid in oids:
         storage.load(oid)
@@ -137,20 +136,70 @@ def make_big(api, db: str, n: int, options: dict) -> dict:
     if options.get("pack"):
         session.pack()
     session.close()
-    return {"seconds": seconds, "file_bytes": os.path.getsize(db)}
+    return {"seconds": seconds, "file_bytes": os.path.getsize(db) if os.path.exists(db) else None}
+
+
+def _memory_bytes(field: str) -> int:
+    """This process's VmRSS (resident now) or VmHWM (its peak), Linux only.
+    Not getrusage's ru_maxrss: that keeps the peak of the parent process
+    that exec'd this one."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise LookupError(field)
 
 
 def open_big(api, db: str, n: int, options: dict) -> dict:
     started = time.perf_counter()
     api.Session(db, {"readonly": True})
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"open_ms": seconds * 1000, "open_peak_mb": peak}
+    return {"open_ms": seconds * 1000, "open_peak_mb": _memory_bytes("VmHWM") / 2**20}
+
+
+def grown_read(api, db: str, n: int, options: dict) -> dict:
+    """In a new process, open make_big's database (open_ms) and, unless
+    options say open_only, read each of its n items (cold_read, objects/s):
+    the peak RSS (peak_mb) and the bytes each loaded object added to it."""
+    started = time.perf_counter()
+    session = api.Session(db, dict(options, readonly=True))
+    result = {"open_ms": (time.perf_counter() - started) * 1000}
+    if options.get("open_only"):
+        return result
+    before = _memory_bytes("VmRSS")
+    started = time.perf_counter()
+    count = 0
+    for c in range(100):
+        for item in session.root[c]:
+            item.n
+            count += 1
+    result["cold_read"] = rate(count, started)
+    result["bytes_per_object"] = (_memory_bytes("VmRSS") - before) / count
+    result["peak_mb"] = _memory_bytes("VmHWM") / 2**20
+    return result
+
+
+def grown_write(api, db: str, n: int, options: dict) -> dict:
+    """On (a copy of) make_big's database: small commits per second, then
+    the seconds a pack takes."""
+    session = api.Session(db, options)
+    result = {"commits": _small_commits(api, session, options.get("commits", 200))}
+    started = time.perf_counter()
+    session.pack()
+    result["pack_s"] = time.perf_counter() - started
+    session.close()
+    return result
 
 
 def client_commits(api, db: str, n: int, options: dict) -> dict:
-    """n small commits through a server, started when the file options['go'] appears."""
-    session = api.Session(db, options)
+    """n small commits through a server, started when the file options['go']
+    appears; a file options['go'] + '.ready.PID' says this client is ready."""
+    while True:  # Durus 4.3's client may find the root changed as it loads it
+        try:
+            session = api.Session(db, options)
+            break
+        except api.ConflictError:
+            pass
     while True:  # the clients all add their counter to the root at once
         try:
             session.root["counter%d" % os.getpid()] = counter = api.Item(0)
@@ -158,6 +207,7 @@ def client_commits(api, db: str, n: int, options: dict) -> dict:
             break
         except api.ConflictError:
             session.abort()
+    open("%s.ready.%d" % (options["go"], os.getpid()), "w").close()
     deadline = time.monotonic() + 120
     while not os.path.exists(options["go"]):
         if time.monotonic() > deadline:
@@ -171,7 +221,8 @@ def client_commits(api, db: str, n: int, options: dict) -> dict:
 
 
 PHASES = {"write": write, "read": read, "walk": walk, "load_each": load_each, "small_commits": small_commits, "make_big": make_big,
-          "open_big": open_big, "client_commits": client_commits}
+          "open_big": open_big, "client_commits": client_commits,
+          "grown_read": grown_read, "grown_write": grown_write}
 
 
 def main():
