@@ -105,7 +105,7 @@ class ClientStorage(Storage):
             server_hostname = self.address.host
         self.read_only = False
         self.oid_pool_size = 32
-        self.held_invalidations = []
+        self.held_invalidations: list[bytes] = []
         self.begin()
         self.snapshots = snapshots
         self._connect(timeout, ssl_context, server_hostname, user, secret)
@@ -155,7 +155,7 @@ class ClientStorage(Storage):
         self._socket = sock
         self._stream = sock if hasattr(sock, "recv_into") else _RecvOnlySocket(sock)
         self._input = bytearray()
-        self.broken = None
+        self.broken: str | None = None
         # Whether a request was sent whose whole reply has not been read:
         # anything that stops a call there (Ctrl-C) leaves the stream out of
         # step, and the next request breaks the connection instead.
@@ -164,7 +164,7 @@ class ClientStorage(Storage):
         # and oids are reserved while the session that got them lasts: a
         # stream to another session can vouch for neither.
         self.cache.clear()
-        self.oid_pool = []
+        self.oid_pool: list[bytes] = []
 
     def _start_session(self, user: str | None, secret: bytes | str | None) -> None:
         """Agree on the protocol, authenticating if there is a secret; ask
@@ -220,7 +220,7 @@ class ClientStorage(Storage):
     def _replied(self) -> None:
         self._awaiting_reply = False
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes | memoryview) -> None:
         if self.broken:
             raise ConnectionError(self.broken)
         try:
@@ -270,6 +270,7 @@ class ClientStorage(Storage):
     def load(self, oid: bytes) -> bytes:
         self._check_open()
         _check_oid(oid)
+        record: bytes | Exception | None  # an Exception is raised once the reply is read
         record = self.cache.get(oid)
         if record is None:
             self._request(LOAD + oid)
@@ -332,9 +333,9 @@ class ClientStorage(Storage):
     def _bulk_load(self, oids: list):
         for oid in oids:
             _check_oid(oid)
-        records = {oid: self.cache.get(oid) for oid in oids}
+        records: dict[bytes, bytes | Exception | None] = {oid: self.cache.get(oid) for oid in oids}
         missing = [oid for oid, record in records.items() if record is None]
-        errors = []
+        errors: list[Exception] = []
         if missing:
             self._request(BULK_LOAD + int4_to_str(len(missing)) + join_bytes(missing))
             # Every reply is read before raising, to stay in step with the server.
@@ -349,8 +350,8 @@ class ClientStorage(Storage):
 
     def begin(self) -> None:
         self._check_open()
-        self.records = {}
-        self.transaction_new_oids = []
+        self.records: dict[bytes, bytes] = {}
+        self.transaction_new_oids: list[bytes] = []
 
     def store(self, oid: bytes, record: bytes) -> None:
         self._check_open()

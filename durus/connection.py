@@ -7,13 +7,13 @@ import time
 from collections import deque
 from contextlib import contextmanager
 from functools import partial
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 from weakref import KeyedRef
 from weakref import ref as weak_ref
 
 from durus.error import (ConflictError, DurusKeyError, ReadConflictError, SnapshotExpiredError,
                          WriteConflictError)
-from durus.persistent import GHOST, SAVED, ConnectionBase, cached_or_ghost
+from durus.persistent import GHOST, SAVED, ConnectionBase, PersistentObject, cached_or_ghost
 from durus.persistent_dict import PersistentDict
 from durus.serialize import ObjectReader, ObjectWriter, pack_record, unpack_record
 from durus.storage import ROOT_OID, Storage
@@ -55,14 +55,14 @@ class Connection(ConnectionBase):
         self.new_oid = storage.new_oid  # used by ObjectWriter
         self.cache = Cache(cache_size, self)
         self.reader = ObjectReader(self)
-        self.changed = {}
-        self.invalid_oids = set()
+        self.changed: dict[bytes, PersistentObject] = {}
+        self.invalid_oids: set[bytes] = set()
         # Set while oids a sync returned are being dealt with: if something
         # stops that half way (Ctrl-C), some may be lost, so the next sync
         # treats every cached object as invalid.
         self._invalidations_pending = False
         # New objects of a failed commit, until their undoing is complete.
-        self._forgetting = ()
+        self._forgetting: Sequence[PersistentObject] = ()
         self.root = self.get(ROOT_OID)
         if self.root is None:
             self.root = self._create_root(root_class or PersistentDict)
@@ -104,7 +104,7 @@ class Connection(ConnectionBase):
         """Return the number of objects (ghosts included) in the cache."""
         return self.cache.get_count()
 
-    def get_cache_size(self) -> int:
+    def get_cache_size(self) -> float:
         """Return the target number of objects in the cache."""
         return self.cache.get_size()
 
@@ -372,6 +372,7 @@ class _OidRef(weak_ref):
     cost about 0.3 us for every object loaded)."""
 
     __slots__ = ("key",)
+    key: bytes
 
 
 class Cache:
@@ -386,12 +387,12 @@ class Cache:
     def __init__(self, size: int, connection: ConnectionBase | None = None):
         """connection: the connection whose held objects recent_objects shows
         (Durus's name for them); without one it is a ReferenceContainer."""
-        self.objects = {}
+        self.objects: dict[bytes, _OidRef] = {}
         self.recent_objects = (ReferenceContainer() if connection is None
                                else HeldObjects(connection))
         self.set_size(size)
 
-    def get_size(self) -> int:
+    def get_size(self) -> float:
         return self.size
 
     def set_size(self, size: float) -> None:
@@ -400,12 +401,12 @@ class Cache:
             raise TypeError("the cache size must be a number, not %r" % (size,))
         if not size > 0:
             raise ValueError("the cache size must be > 0, not %r" % (size,))
-        self.size = size
+        self.size: float = size
 
     def get_count(self) -> int:
         return len(self.objects)
 
-    def _remove_dead(self, ref) -> None:
+    def _remove_dead(self, ref: _OidRef) -> None:
         if self.objects.get(ref.key) is ref:
             del self.objects[ref.key]
 
@@ -586,7 +587,7 @@ def _note_dead(dictionary_ref, value_ref) -> None:
 def touch_every_reference(connection: Connection, *words) -> None:
     """Mark changed every object whose record mentions one of words (str or
     bytes): after renaming a class, commit to rewrite every reference."""
-    words = [as_bytes(word) for word in words]
+    words = tuple(as_bytes(word) for word in words)
     for oid, record in connection.get_storage().gen_oid_record():
         data = unpack_record(record)[1]
         state = connection.reader.get_state_pickle(data)

@@ -62,7 +62,7 @@ class ReadAhead:
         self.cache = cache
         self.limit = limit
         self.uses_before = uses_before
-        self.frontier = set()
+        self.frontier: set[bytes] = set()
         self._uses = 0
 
     def use(self, oid: bytes) -> bool:
@@ -77,7 +77,8 @@ class ReadAhead:
         frontier's records refer to; the frontier is then empty."""
         frontier, self.frontier = self.frontier, set()
         self._uses = 0
-        cached, wanted = self.cache.records, {}
+        cached = self.cache.records
+        wanted: dict[bytes, None] = {}  # ordered, without repeats
         for oid in frontier:
             record = cached.get(oid)
             if record is not None:
