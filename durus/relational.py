@@ -401,6 +401,16 @@ class RelationalStorage(Storage):
         self._check_open()
         return self._query_one(self._db, "SELECT count(*) FROM objects")[0]
 
+    def query(self, sql: str, params=()) -> list:
+        """Return the rows of sql (with '?' parameters) run in this storage's
+        snapshot: for the tools that look inside databases."""
+        return self._execute(self._db, sql, params).fetchall()
+
+    def has_commit_log(self) -> bool:
+        """Tell whether the database has the commit log, durus_log (one only
+        Durus 4.3 wrote has not)."""
+        return self._has_log
+
     def skip_stored_oids(self) -> None:
         """Make new_oid() hand out only oids above the stored ones, after
         records came in with oids of their own (as `durus convert` stores
