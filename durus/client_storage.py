@@ -2,7 +2,7 @@
 
 import select
 import socket
-from typing import NoReturn
+from typing import Iterable, Iterator, NoReturn
 
 from durus.auth import AUTH_PROTOCOL, DEFAULT_USER, AuthenticationError, client_handshake
 from durus.error import (CommitTooLargeError, DurusKeyError, ProtocolError, ReadConflictError,
@@ -13,7 +13,7 @@ from durus.protocol import (BULK_LOAD, COMMIT, GOODBYE, LOAD, NEW_OIDS, PACK, PR
 from durus.record_cache import ReadAhead, RecordCache
 from durus.record_format import split_oids
 from durus.socket_address import DEFAULT_HOST, DEFAULT_PORT, HostPortAddress, SocketAddress
-from durus.storage import Storage
+from durus.storage import InvalidationHandler, Storage
 from durus.tls import client_context, start_tls
 from durus.utils import int4_to_str, join_bytes, str_to_int4
 
@@ -324,7 +324,7 @@ class ClientStorage(Storage):
             return DurusKeyError(oid)
         self._fail("unexpected load status %r for oid %r" % (status, oid), error=ProtocolError)
 
-    def bulk_load(self, oids):
+    def bulk_load(self, oids: Iterable[bytes]) -> Iterator[bytes]:
         """Yield the records of oids, those not cached loaded in one request
         when iteration starts."""
         self._check_open()
@@ -358,7 +358,7 @@ class ClientStorage(Storage):
         _check_oid(oid)
         self.records[oid] = record
 
-    def end(self, handle_invalidations=None) -> None:
+    def end(self, handle_invalidations: InvalidationHandler | None = None) -> None:
         """Commit the stored records. Raises the ConflictError that
         handle_invalidations raises on what others committed, or
         WriteConflictError if the server refuses the commit."""
