@@ -9,8 +9,10 @@ the table gives medians over --rounds rounds (objects/second unless noted):
   hot_read                 reading them in memory, each first touched in a new transaction
   btree_lookup             looking up N keys of the BTree
   open_ms, open_peak_mb    opening a file of --big objects (unpacked and packed) in a new process
-  server_*                 the same through each one's server (ZEO for ZODB), and small
-                           commits from 1 and 4 concurrent clients
+  server_*                 the same through each one's server (ZEO for ZODB), small
+                           commits from 1 and 4 concurrent clients, and a cold walk of
+                           the BTree (server_tree_walk, and the requests our client sent);
+                           server_load_each: records loaded one by one in random order
 
 Contenders: plain Python objects (the floor, where it applies); this durus with
 the C accelerator (fsync on, and off) and pure Python; durus 4.3 (never fsyncs);
@@ -181,8 +183,11 @@ def server_round(contender: Contender, n: int, tmp: str, clients: int = 4) -> di
         address = server.address()
         written = contender.run("write", "-", n, server=address)
         read = contender.run("read", "-", n, server=address)
-        result = {"server_" + key: value for key, value in {**written, **read}.items()
-                  if key in ("add", "cold_read", "warm_read", "small_commits")}
+        walked = contender.run("walk", "-", n, server=address)
+        walked.update(contender.run("load_each", "-", n, server=address))
+        result = {"server_" + key: value for key, value in {**written, **read, **walked}.items()
+                  if key in ("add", "cold_read", "warm_read", "small_commits", "tree_walk",
+                             "tree_walk_requests", "load_each")}
         result["server_small_commits_4"] = concurrent_commits(contender, clients, tmp,
                                                               server=address)
         return result
@@ -231,7 +236,7 @@ def median_rounds(rounds: list) -> dict:
     return {key: statistics.median(r[key] for r in rounds) for key in keys}
 
 
-LOWER_IS_BETTER = ("open_ms", "open_peak_mb")
+LOWER_IS_BETTER = ("open_ms", "open_peak_mb", "server_tree_walk_requests")
 
 
 def _ratio(ours, theirs, metric: str):

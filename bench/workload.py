@@ -95,6 +95,35 @@ def read(api, db: str, n: int, options: dict) -> dict:
     return result
 
 
+def walk(api, db: str, n: int, options: dict) -> dict:
+    """In a new process, walk the BTree of n items (its nodes and every
+    item): objects/second, and the requests a server client sent for it."""
+    session = api.Session(db, dict(options, readonly=True))
+    storage = session.connection.get_storage()
+    before = getattr(storage, "requests", None)
+    started = time.perf_counter()
+    for item in session.root["tree"].values():
+        item.n
+    result = {"tree_walk": rate(n, started)}
+    if before is not None:
+        result["tree_walk_requests"] = storage.requests - before
+    return result
+
+
+def load_each(api, db: str, n: int, options: dict) -> dict:
+    """Load the records of the n items one by one, in random order, through a
+    storage of its own that has loaded nothing else: records/second."""
+    import random
+    oids = [item._p_oid for item in api.Session(db, dict(options, readonly=True)).root[
+        "items"].values()]
+    random.Random(1).shuffle(oids)
+    storage = api.Session(db, dict(options, readonly=True)).connection.get_storage()
+    started = time.perf_counter()
+    for oid in oids:
+        storage.load(oid)
+    return {"load_each": rate(n, started)}
+
+
 def make_big(api, db: str, n: int, options: dict) -> dict:
     """A file of n small objects in 100 commits, packed if options say so;
     returns the seconds the commits took and the file's size."""
@@ -141,7 +170,7 @@ def client_commits(api, db: str, n: int, options: dict) -> dict:
     return {"start": started, "end": time.time(), "count": n}
 
 
-PHASES = {"write": write, "read": read, "small_commits": small_commits, "make_big": make_big,
+PHASES = {"write": write, "read": read, "walk": walk, "load_each": load_each, "small_commits": small_commits, "make_big": make_big,
           "open_big": open_big, "client_commits": client_commits}
 
 

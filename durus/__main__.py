@@ -9,6 +9,7 @@ import atexit
 import code
 import functools
 import importlib
+import importlib.util
 import os
 import signal
 import sys
@@ -27,8 +28,9 @@ from durus.tls import client_context
 from durus.tools import COMMANDS
 from durus.storage_server import (DEFAULT_GCBYTES, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HOST,
                                   DEFAULT_MAX_COMMIT_SIZE, DEFAULT_MAX_CONNECTIONS,
-                                  DEFAULT_MAX_FRAME_SIZE, DEFAULT_PORT, TIMEOUT, SocketAddress,
-                                  StorageServer, wait_for_server)
+                                  DEFAULT_MAX_FRAME_SIZE, DEFAULT_PORT, DEFAULT_SNAPSHOT_AGE,
+                                  DEFAULT_SNAPSHOT_BYTES, TIMEOUT, SocketAddress, StorageServer,
+                                  wait_for_server)
 from durus.utils import int8_to_str, str_to_int8
 
 DEFAULT_LOGGING_LEVEL = INFO
@@ -247,6 +249,10 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
          "Seconds a client has to finish TLS and authentication."),
         ("--idle-timeout", float, None,
          "Seconds a client may stay idle between requests. (default: no limit)"),
+        ("--snapshot-bytes", int, DEFAULT_SNAPSHOT_BYTES,
+         "Bytes of replaced records kept for clients reading snapshots."),
+        ("--snapshot-age", float, DEFAULT_SNAPSHOT_AGE,
+         "Seconds a client's snapshot may keep replaced records."),
     ]
     for flag, kind, default, text in limits:
         parser.add_argument(flag, type=kind, default=default,
@@ -259,11 +265,10 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
 
 def _metrics_address(text: str) -> tuple[str, int]:
     """Parse --metrics: (host, port)."""
-    try:
-        from durus.metrics import parse_metrics_address
-    except ImportError as exc:
+    if importlib.util.find_spec("prometheus_client") is None:
         raise argparse.ArgumentTypeError("needs the prometheus-client package "
-                                         "(pip install 'durus[metrics]'): %s" % exc) from None
+                                         "(pip install 'durus[metrics]')")
+    from durus.metrics import parse_metrics_address
     try:
         return parse_metrics_address(text)
     except ValueError as exc:
@@ -283,6 +288,7 @@ def _server_options(options: argparse.Namespace) -> dict:
                 max_connections=options.max_connections, max_commit_size=options.max_commit_size,
                 max_frame_size=options.max_frame_size, timeout=options.timeout,
                 handshake_timeout=options.handshake_timeout, idle_timeout=options.idle_timeout,
+                snapshot_bytes=options.snapshot_bytes, snapshot_age=options.snapshot_age,
                 metrics_address=options.metrics)
 
 

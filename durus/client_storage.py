@@ -10,7 +10,7 @@ from durus.error import (CommitTooLargeError, DurusKeyError, ProtocolError, Read
 from durus.protocol import (BULK_LOAD, COMMIT, GOODBYE, LOAD, NEW_OIDS, PACK, PROTOCOL, QUIT,
                             SNAPSHOT_PROTOCOL, STATUS_EXPIRED, STATUS_INVALID, STATUS_KEYERROR,
                             STATUS_OKAY, STATUS_REFUSED, SYNC, VERSION, commit_payload)
-from durus.record_cache import ReadAhead, RecordCache
+from durus.record_cache import ReadAheadQueue, RecordCache
 from durus.record_format import split_oids
 from durus.socket_address import DEFAULT_HOST, DEFAULT_PORT, HostPortAddress, SocketAddress
 from durus.storage import InvalidationHandler, Storage
@@ -29,10 +29,10 @@ _RECEIVE_SIZE = 1 << 16
 _COMMIT_PIECE = 4 << 20
 # The protocol frames a commit payload with an int4.
 _MAX_PAYLOAD = (1 << 32) - 1
-# Protocol 3: records read ahead in one bulk load, once READ_AHEAD_USES of
-# those read ahead are used (one could be a lookup, two begin a walk).
+# Protocol 3: records read ahead with a load that looks like part of a walk,
+# and the oids remembered to tell (see durus.record_cache.ReadAheadQueue).
 READ_AHEAD = 2048
-READ_AHEAD_USES = 2
+READ_AHEAD_QUEUE = 1 << 16
 
 
 class _RecvOnlySocket:
@@ -95,7 +95,7 @@ class ClientStorage(Storage):
                  snapshots: bool = True):
         self.address = SocketAddress.new(address or (host, port))
         self.cache = RecordCache(cache_bytes)
-        self._read_ahead = ReadAhead(self.cache, READ_AHEAD, READ_AHEAD_USES)
+        self._read_ahead = ReadAheadQueue(self.cache, READ_AHEAD, READ_AHEAD_QUEUE)
         # Received into, so that a small reply costs no large allocation.
         self._chunk = bytearray(_RECEIVE_SIZE)
         self._chunk_view = memoryview(self._chunk)
@@ -272,17 +272,29 @@ class ClientStorage(Storage):
         _check_oid(oid)
         record: bytes | Exception | None  # an Exception is raised once the reply is read
         record = self.cache.get(oid)
-        if record is None:
+        if record is not None:
+            return record
+        if not self.snapshots:
             self._request(LOAD + oid)
             record = self._receive_load_response(oid)
-            if self.snapshots:
-                self._receive_read_ahead()
-            self._replied()
-            if isinstance(record, Exception):
-                raise record
-        elif oid in self._read_ahead.frontier and self._read_ahead.use(oid):
-            self._read_ahead_next()
+        else:
+            # Read ahead in the same round trip: the answers stay snapshots.
+            wanted = self._read_ahead.wanted_after(oid) if self.cache.max_bytes else []
+            self._request(LOAD + oid + (BULK_LOAD + int4_to_str(len(wanted)) + join_bytes(wanted)
+                                        if wanted else b""))
+            record = self._receive_load_response(oid)
+            self._note_read_ahead(record)
+            self._receive_read_ahead()
+            for wanted_oid in wanted:
+                self._note_read_ahead(self._receive_load_response(wanted_oid))
+        self._replied()
+        if isinstance(record, Exception):
+            raise record
         return record
+
+    def _note_read_ahead(self, record: bytes | Exception) -> None:
+        if not isinstance(record, Exception):
+            self._read_ahead.note(record)
 
     def _receive_read_ahead(self) -> None:
         """Cache the records that follow a protocol 3 load's answer."""
@@ -292,20 +304,8 @@ class ClientStorage(Storage):
             end = position + 4 + str_to_int4(block[position:position + 4])
             record = block[position + 4:end]
             self.cache.put(record[:8], record)
-            self._read_ahead.frontier.add(record[:8])
+            self._read_ahead.note(record)
             position = end
-
-    def _read_ahead_next(self) -> None:
-        """A record read ahead is used: in one bulk load, read ahead what all
-        those read with it refer to (a tree's next level, a container's items)."""
-        wanted = self._read_ahead.take_wanted()
-        if not wanted:
-            return
-        self._request(BULK_LOAD + int4_to_str(len(wanted)) + join_bytes(wanted))
-        for oid in wanted:
-            if not isinstance(self._receive_load_response(oid), Exception):
-                self._read_ahead.frontier.add(oid)
-        self._replied()
 
     def _receive_load_response(self, oid: bytes) -> bytes | Exception:
         """Return the record in a load reply (and cache it), or the error it

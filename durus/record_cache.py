@@ -51,32 +51,21 @@ class RecordCache:
 class ReadAhead:
     """The records a storage read ahead of use, and what to read next.
 
-    A reader that uses records read ahead (uses_before of them) has started
-    on what was read with them (the next level of a tree, a container's
-    items): the time to read ahead, in one request, what all of those refer
-    to, up to limit records.
+    A reader that uses a record read ahead has started on what was read with
+    it (the next level of a tree, a container's items): the time to read
+    ahead, in one request, what all of those refer to, up to limit records.
     frontier: {oid}, records read ahead and not used yet.
     """
 
-    def __init__(self, cache: RecordCache, limit: int, uses_before: int = 1):
+    def __init__(self, cache: RecordCache, limit: int):
         self.cache = cache
         self.limit = limit
-        self.uses_before = uses_before
         self.frontier: set[bytes] = set()
-        self._uses = 0
-
-    def use(self, oid: bytes) -> bool:
-        """Note that the record of oid, in the frontier, is used; tell
-        whether it is time to read ahead."""
-        self.frontier.discard(oid)
-        self._uses += 1
-        return self._uses >= self.uses_before
 
     def take_wanted(self, skip=()) -> list:
         """Return up to limit oids, not cached and not in skip, that the
         frontier's records refer to; the frontier is then empty."""
         frontier, self.frontier = self.frontier, set()
-        self._uses = 0
         cached = self.cache.records
         wanted: dict[bytes, None] = {}  # ordered, without repeats
         for oid in frontier:
@@ -87,3 +76,49 @@ class ReadAhead:
             if len(wanted) >= self.limit:
                 break
         return list(wanted)[:self.limit]
+
+
+class ReadAheadQueue:
+    """The oids that records a storage received refer to and that it has not
+    got, in the order they came: what a reader walking the data asks for
+    next. A miss on one of them is the sign of a walk, and the time to read
+    ahead, in the same round trip, up to limit of those that came after it
+    (its siblings, then their cousins); a miss on any other oid is a lookup.
+
+    queued: {oid: None}, in order, at most size of them (the oldest go first).
+    """
+
+    def __init__(self, cache: RecordCache, limit: int, size: int):
+        self.cache = cache
+        self.limit = limit
+        self.size = size
+        self.queued: dict[bytes, None] = {}
+
+    def note(self, record: bytes) -> None:
+        """Note a record the storage received (and cached)."""
+        queued, cached = self.queued, self.cache.records
+        oid, _, refs = unpack_record(record)
+        queued.pop(oid, None)
+        for ref in split_oids(refs):
+            if ref not in cached:
+                queued[ref] = None
+        while len(queued) > self.size:
+            del queued[next(iter(queued))]
+
+    def wanted_after(self, oid: bytes) -> list:
+        """Return up to limit uncached oids queued after oid, taken from the
+        queue, if oid is queued; else []."""
+        queued = self.queued
+        if oid not in queued:
+            return []
+        cached, wanted, after = self.cache.records, [], False
+        for ref in list(queued):
+            if after and ref not in cached:
+                wanted.append(ref)
+                if len(wanted) == self.limit:
+                    break
+            after = after or ref == oid
+        for ref in wanted:
+            del queued[ref]
+        del queued[oid]
+        return wanted

@@ -263,7 +263,7 @@ class RelationalStorage(Storage):
     def load(self, oid: bytes) -> bytes:
         record = self.cache.get(oid)
         if record is not None:
-            if oid in self._read_ahead.frontier and self._read_ahead.use(oid):
+            if oid in self._read_ahead.frontier:
                 self._read_ahead_next()
             return record
         self._check_open()

@@ -306,8 +306,10 @@ class StorageServer:
                  users: dict | None = None,
                  snapshot_bytes: int = DEFAULT_SNAPSHOT_BYTES,
                  snapshot_age: float = DEFAULT_SNAPSHOT_AGE, metrics: NoMetrics | None = None):
-        if isinstance(gcbytes, bool) or not isinstance(gcbytes, (int, float)) or gcbytes < 0:
-            raise ValueError("gcbytes must be a number >= 0, not %r" % (gcbytes,))
+        for name, value in (("gcbytes", gcbytes), ("snapshot_bytes", snapshot_bytes),
+                            ("snapshot_age", snapshot_age)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError("%s must be a number >= 0, not %r" % (name, value))
         self.storage = storage
         self.address = SocketAddress.new(address or (host, port))
         self.gcbytes = gcbytes

@@ -24,7 +24,8 @@ if [ $# -eq 0 ]; then
     set -- tests/test_accelerator.py tests/test_persistent.py tests/test_connection.py \
         tests/test_persistent_dict.py tests/test_persistent_list.py tests/test_persistent_set.py \
         tests/test_btree.py tests/test_position_index.py tests/test_file_storage.py \
-        tests/test_failed_commit.py tests/test_interrupted_commit.py tests/test_closed.py \
+        tests/test_shelf.py tests/test_failed_commit.py tests/test_interrupted_commit.py \
+        tests/test_closed.py \
         --deselect tests/test_accelerator.py::test_load_and_ghost_loop_does_not_leak
 fi
 export LD_PRELOAD="$(gcc -print-file-name=libasan.so)"

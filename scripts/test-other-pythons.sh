@@ -8,9 +8,9 @@ cd "$root"
 versions=("$@")
 [ ${#versions[@]} -gt 0 ] || versions=(3.12 3.13)
 slice=(tests/test_persistent.py tests/test_connection.py tests/test_file_storage.py
-       tests/test_btree.py tests/test_storage_server.py tests/test_client_storage.py
-       tests/test_interop.py tests/test_file_storage2.py tests/test_storage_contract.py
-       tests/test_relational.py)
+       tests/test_shelf.py tests/test_btree.py tests/test_storage_server.py
+       tests/test_client_storage.py tests/test_interop.py tests/test_file_storage2.py
+       tests/test_storage_contract.py tests/test_relational.py)
 
 find_python() {  # under pyenv, else on PATH (a pyenv shim on PATH may not run it)
     local pyenv_root=${PYENV_ROOT:-$HOME/.pyenv} found

@@ -1,4 +1,6 @@
-"""Shared fixtures: the real Durus 4.3 peer, and running scripts under it."""
+"""Shared fixtures: the real Durus 4.3 peer, running scripts under it, and
+(through pytest_plugins) storage servers, TLS certificates, a fuzz target,
+a full disk and descriptor calls."""
 
 import functools
 import os
@@ -10,6 +12,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
+
+# Helper modules whose fixtures every test module may use (pytest reads
+# this only here, in the root conftest).
+pytest_plugins = [
+    "certificates", "closed_checks", "full_disk", "server_processes", "soak_runners",
+    "tool_databases"]
 
 
 def _peer_python() -> str:
@@ -52,6 +60,12 @@ def run_ours(tmp_path):
     """run_ours(code, *args) runs code under this project's durus in a new process."""
     return lambda code, *args: run_python(sys.executable, code, *args, cwd=tmp_path,
                                           path=(ROOT, TESTS))
+
+
+@pytest.fixture
+def sides(run_peer, run_ours) -> dict:
+    """{'ours': run_ours, 'peer': run_peer}: a script run by either side."""
+    return {"ours": run_ours, "peer": run_peer}
 
 
 # Numbers the reliability tests report (kills survived, fuzz cases tried,

@@ -1,5 +1,7 @@
 """Checks shared by the tests of the persistent containers."""
 
+from collections.abc import Callable
+
 from durus.connection import Connection
 from durus.storage import MemoryStorage
 
@@ -30,3 +32,15 @@ def assert_left_saved(obj, act) -> None:
     stored(obj)
     act(obj)
     assert obj._p_is_saved()
+
+
+def outcome(action: Callable[[], object],
+            normal: Callable[[object], object] = lambda result: result) -> tuple:
+    """Return ('ok', normal(result)) or ('raised', exception class): what
+    action did, to compare a container with the builtin it models; normal
+    makes a result and its builtin counterpart compare equal."""
+    try:
+        result = action()
+    except Exception as error:
+        return ("raised", type(error))
+    return ("ok", normal(result))

@@ -22,6 +22,11 @@ from durus.utils import int4_to_str, str_to_int4
 
 from server_processes import connect_raw
 
+# Growth of the server's resident memory that a fuzz or fault run may cause
+# (its index grows a little with the records that cases commit); a leak per
+# connection or per request would exceed it.
+MEMORY_BOUND_KB = 32 << 10
+
 # Bytes of arguments after each command byte; 'B' and 'C' say their own size.
 _ARGUMENTS = {b"V": 4, b"N": 0, b"M": 1, b"L": 8, b"S": 0, b"P": 0, b".": 0, b"Q": 0}
 

@@ -1,6 +1,6 @@
 """Storage server processes for tests: ours (`python -m durus -s`, or a
 StorageServer with custom limits) and Durus 4.3's, each stopped at the end of
-the test that started it."""
+the test that started it; and running the durus command."""
 
 import json
 import os
@@ -18,42 +18,6 @@ from durus.connection import Connection
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
-
-# Runs a StorageServer with keyword arguments the command line has no options
-# for; with "trace", it records its file-system calls and socket sends there.
-_CUSTOM_SERVER = """
-import contextlib, json, sys
-from durus.file_storage import FileStorage
-from durus.logger import direct_output, logger
-from durus.storage_server import StorageServer
-options = json.loads(sys.argv[1])
-direct_output(open(options.pop("logfile"), "a"))
-logger.setLevel(options.pop("logginglevel"))
-address = options.pop("address")
-if "users_file" in options:
-    from durus.auth import read_users
-    options["users"] = read_users(options.pop("users_file"))
-storage = FileStorage(options.pop("file"))
-flush_delay = options.pop("flush_delay", 0)
-if flush_delay:  # a slow disk
-    import time
-    make_durable = storage.make_durable
-    storage.make_durable = lambda: (time.sleep(flush_delay), make_durable())
-if options.pop("flush_fails", False):  # a disk that cannot flush
-    def failing_flush():
-        raise OSError(5, "Input/output error")
-    storage.make_durable = failing_flush
-trace_path = options.pop("trace", None)
-tracing = contextlib.nullcontext()
-if trace_path:
-    sys.path.insert(0, options.pop("tests"))
-    import syscall_trace
-    tracing = syscall_trace.Trace(sockets=True)
-with tracing:
-    StorageServer(storage, address=address, **options).serve()
-if trace_path:
-    syscall_trace.save_all(tracing.calls, trace_path)
-"""
 
 
 def free_port() -> int:
@@ -95,6 +59,19 @@ def our_env() -> dict:
 def peer_env() -> dict:
     """The environment for a Durus 4.3 process: no PYTHONPATH to shadow its durus."""
     return {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+
+
+def durus_command(*args: str) -> list:
+    """The command line of `durus *args` with this project's durus."""
+    return [sys.executable, "-m", "durus", *args]
+
+
+def run_durus(*args: str, cwd, stdin: str = "", env: dict | None = None
+              ) -> subprocess.CompletedProcess:
+    """Run `durus *args` in cwd (env: our_env()) with stdin as its input; return
+    the finished process, its output captured as text."""
+    return subprocess.run(durus_command(*args), cwd=cwd, env=env or our_env(), input=stdin,
+                          capture_output=True, text=True, timeout=60)
 
 
 def _address_options(address) -> list:
@@ -201,8 +178,8 @@ class Servers:
         options = dict(options, file=str(file), logfile=str(log_path),
                        address=["127.0.0.1", 0], logginglevel=options.get("logginglevel", 20))
         if trace is not None:
-            options.update(trace=str(trace), tests=str(TESTS))
-        command = [sys.executable, "-c", _CUSTOM_SERVER, json.dumps(options)]
+            options["trace"] = str(trace)
+        command = [sys.executable, str(TESTS / "custom_server.py"), json.dumps(options)]
         secured = "certfile" in options or "users_file" in options
         return self._start(ServerProcess(command, None, log_path, self.tmp_path, our_env(),
                                          secured))

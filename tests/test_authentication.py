@@ -16,11 +16,8 @@ from durus.client_storage import ClientStorage
 from durus.connection import Connection
 from durus.error import ReadOnlyError
 
-import server_processes
 from server_processes import connect_raw
-from test_storage_server import ROOT_OID, is_closed_by_server, load, recv_exact
-
-servers = server_processes.servers  # the fixture, for the tests here
+from wire import ROOT_OID, is_closed_by_server, load, recv_exact
 
 
 class Users:

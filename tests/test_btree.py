@@ -13,6 +13,8 @@ from durus.file_storage import FileStorage
 from durus.persistent import Persistent, PersistentObject
 from durus.storage import MemoryStorage
 
+from container_checks import outcome
+
 NODE_CLASSES = [BNode, BNode4, BNode8, BNode16, BNode32, BNode64, BNode128, BNode256, BNode512]
 
 
@@ -78,13 +80,6 @@ operations = st.one_of(
     st.tuples(st.just("setdefault"), keys, st.integers()),
     st.tuples(st.just("get"), keys),
 )
-
-
-def outcome(action):
-    try:
-        return ("ok", action())
-    except Exception as error:
-        return ("raised", type(error))
 
 
 def apply(mapping, operation):

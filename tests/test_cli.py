@@ -6,7 +6,6 @@ import re
 import select
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -16,20 +15,7 @@ from durus.connection import Connection
 from durus.file_storage import FileStorage
 from durus.persistent_dict import PersistentDict
 
-import server_processes
-from server_processes import connect, free_port, our_env
-
-servers = server_processes.servers  # the fixture, for the tests here
-
-
-def durus_command(*args: str) -> list:
-    return [sys.executable, "-m", "durus", *args]
-
-
-def run_durus(*args: str, cwd, stdin: str = "", env: dict | None = None
-              ) -> subprocess.CompletedProcess:
-    return subprocess.run(durus_command(*args), cwd=cwd, env=env or our_env(), input=stdin,
-                          capture_output=True, text=True, timeout=60)
+from server_processes import connect, durus_command, free_port, our_env, run_durus
 
 
 class Terminal:

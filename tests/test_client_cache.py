@@ -12,10 +12,7 @@ from durus.connection import Connection
 from durus.error import ConflictError
 from durus.persistent import Persistent
 
-import server_processes
 from server_processes import connect
-
-servers = server_processes.servers  # the fixture, for the tests here
 
 
 class Counter(Persistent):

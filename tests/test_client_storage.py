@@ -23,11 +23,9 @@ from durus.serialize import pack_record
 from durus.utils import int4_to_str, int8_to_str
 
 import counter_worker
-import server_processes
 from server_processes import TESTS, connect, free_port, our_env, peer_env
-from test_storage_server import recv_exact
+from wire import recv_exact
 
-servers = server_processes.servers  # the fixture, for the tests here
 
 PACK_DONE = r"Pack finished|gc at"  # ours | Durus 4.3's log line
 

@@ -6,104 +6,13 @@ of a commit loop (with packs in it); and operations are killed between every
 two file-system calls they make, which covers each point a crash can hit.
 """
 
-import random
 import shutil
-import time
 
 import pytest
 
-import bank
-import server_processes
+from soak_runners import run_file_writer_kills, run_server_kills
 from storage_operations import OPERATIONS
 from syscall_trace import Trace, run_killed_at
-
-servers = server_processes.servers  # the fixture, for the tests here
-
-
-def check_after_kill(path, acked: list, before: list) -> tuple[list, bool]:
-    """Check the file killed writers left, which started from the done counts
-    `before`; return (done counts, whether it was torn).
-
-    A kill can land inside the write of a large transaction, which the kernel
-    then leaves half done. The writer's mark is left too, so a reader leaves
-    that commit out and the next writer cuts it off, both without repair;
-    and it is the commit in flight, never one that was acknowledged.
-    """
-    assert path.with_name(path.name + ".writer").exists()
-    size = path.stat().st_size
-    done = bank.check_file(path)
-    assert bank.check_file(path, readonly=False) == done
-    torn = path.stat().st_size < size
-    if torn:
-        assert done == list(map(max, acked, before)), "more than the commit in flight was torn"
-    bank.check_promises(done, acked, before)
-    return done, torn
-
-
-class PackWatch:
-    """Tells whether a kill interrupted a pack: <name>.pack then holds one unfinished."""
-
-    def __init__(self, path):
-        self.pack_path = path.with_name(path.name + ".pack")
-        self.seen = None
-        self.count = 0
-
-    def check(self) -> None:
-        try:
-            stamp = self.pack_path.stat().st_mtime_ns
-        except FileNotFoundError:
-            return
-        if stamp != self.seen:
-            self.seen = stamp
-            self.count += 1
-
-
-def run_file_writer_kills(directory, kills: int, seed: int) -> dict:
-    """Kill a FileStorage writer (which packs every 25 commits) `kills` times."""
-    path, ack = directory / "bank.durus", directory / "acks"
-    bank.create_file(path)
-    rng = random.Random(seed)
-    torn = 0
-    packs = PackWatch(path)
-    done = [0]
-    for _ in range(kills):
-        acked = bank.read_acks(ack)
-        writer = bank.start(bank.file_writer, str(path), 0, str(ack), 25)
-        try:
-            bank.wait_for(lambda: bank.read_acks(ack) > acked, [writer])
-            time.sleep(rng.random() * 0.03)
-        finally:
-            bank.stop(writer)
-        packs.check()
-        done, was_torn = check_after_kill(path, [bank.read_acks(ack)], done)
-        torn += was_torn
-    return {"kills": kills, "torn": torn, "in_pack": packs.count, "transfers": done[0]}
-
-
-def run_server_kills(servers, directory, kills: int, clients: int, seed: int) -> dict:
-    """Kill a server (packing every 40 kB committed) while clients transfer
-    and audit, `kills` times; each time restart it on the same file."""
-    path = directory / "bank.durus"
-    bank.create_file(path, clients)
-    rng = random.Random(seed)
-    torn = commits = 0
-    packs = PackWatch(path)
-    done = [0] * clients
-    for _ in range(kills):
-        server = servers.ours("--file", str(path), "--gcbytes", "40000")
-        with bank.Clients(server, directory, 3600, clients) as workers:
-            before = sum(workers.acked())
-            bank.wait_for(lambda: sum(workers.acked()) > before + clients,
-                          workers.processes.values())
-            time.sleep(rng.random() * 0.1)
-            server.kill()
-            packs.check()
-            results = workers.finish(server_lost=True)
-        commits += sum(result["commits"] for result in results)
-        done, was_torn = check_after_kill(path, workers.acked(), done)
-        torn += was_torn
-    return {"kills": kills, "torn": torn, "in_pack": packs.count, "commits": commits,
-            "transfers": sum(done)}
 
 
 def test_file_storage_writer_killed_at_random_moments(tmp_path, report):

@@ -22,9 +22,6 @@ from durus.storage_server import (STATUS_INVALID, HostPortAddress, InheritedSock
                                   UnixAbstractAddress, UnixDomainSocketAddress, wait_for_server)
 from durus.utils import int4_to_str, int8_to_str
 
-import server_processes
-
-servers = server_processes.servers  # the fixture, for the tests here
 
 def test_durus_constants_have_durus_values():
     from durus import client_storage, connection, storage_server

@@ -1,19 +1,16 @@
-"""Durus's API of durus.file.File and durus.shelf.Shelf (stream-style
-methods, generic values, OffsetMap, read_transaction_offsets), and errors
-that are instances of the classes Durus raised, through real files."""
+"""Durus's API of durus.file.File (stream-style methods), and errors that
+are instances of the classes Durus raised, through real files (durus.shelf's
+API: test_shelf.py)."""
 
-import io
 import os
 
 import pytest
 
 from durus.connection import Connection
-from durus.error import (CorruptFileError, FileLockedError, ReadOnlyError, ShortReadError,
-                         WrongFormatError)
+from durus.error import FileLockedError, ReadOnlyError
 from durus.file import File
 from durus.file_storage import FileStorage
 from durus.persistent import Persistent
-from durus.shelf import CHECKSUM_OID, OffsetMap, Shelf, read_transaction_offsets
 from durus.utils import ShortRead, int8_to_str
 
 
@@ -91,81 +88,6 @@ def test_file_refusals_are_the_exceptions_durus_raised(tmp_path):
         File(name, prefix="only-for-temporary-files")
 
 
-def test_shelf_stores_values_of_any_form_and_reads_them_after_reopening(tmp_path):
-    name = str(tmp_path / "shelf")
-    shelf = Shelf(name)
-    first, second = shelf.next_name(), shelf.next_name()
-    assert first != second
-    result = shelf.store([(first, b"one"), (second, "two")])
-    assert [(n, old) for n, old, _ in result] == [(first, None), (second, None)]
-    assert [new for _, _, new in result] == [shelf.get_position(first),
-                                             shelf.get_position(second)]
-    assert shelf.get_value(first) == b"one" and shelf.get_value(second) == b"two"
-    again = shelf.store([(first, b"uno")])
-    assert again == [(first, result[0][2], shelf.get_position(first))]
-    with pytest.raises(CorruptFileError):
-        shelf.get_record(first)  # not an object record
-    with pytest.raises(ValueError):
-        shelf.get_value(b"okok")
-    assert shelf.get_value(int8_to_str(99)) is None
-    shelf.close()
-    reopened = Shelf(name, readonly=True)
-    assert sorted(reopened) == [first, second]
-    assert sorted(reopened.items()) == [(first, b"uno"), (second, b"two")]
-    assert sorted(reopened.iterindex()) == sorted(
-        (n, reopened.get_position(n)) for n in (first, second))
-    reopened.close()
-
-
-def test_shelf_on_a_shared_file_and_with_initial_items():
-    f = File()
-    shelf = Shelf(f, items=[(int8_to_str(0), "zero"), (int8_to_str(2), b"two")])
-    shelf.store([(int8_to_str(1), b"one")])
-    other = Shelf(f)
-    assert dict(other.items()) == {int8_to_str(0): b"zero", int8_to_str(1): b"one",
-                                   int8_to_str(2): b"two"}
-    with pytest.raises(ValueError):
-        Shelf(f, items=[(int8_to_str(3), b"three")])  # only for a new shelf
-    f.close()
-
-
-def test_shelf_in_a_stream():
-    stream = io.BytesIO()
-    shelf = Shelf(stream)
-    shelf.store([(int8_to_str(5), b"five")])
-    copy = Shelf(io.BytesIO(stream.getvalue()), readonly=True)
-    assert copy.get_value(int8_to_str(5)) == b"five"
-    with pytest.raises(ReadOnlyError):
-        copy.store([(int8_to_str(6), b"six")])
-    with pytest.raises(WrongFormatError) as raised:
-        Shelf(io.BytesIO(b"nope"), readonly=True)
-    assert isinstance(raised.value, AssertionError)
-    with pytest.raises(ShortRead) as raised:
-        Shelf(io.BytesIO(b"SHELF-1\nbogus"), readonly=True)
-    assert isinstance(raised.value, CorruptFileError)
-
-
-def _transaction(records: list) -> bytes:
-    body = b"".join(int8_to_str(8 + len(v)) + n + v for n, v in records)
-    return int8_to_str(len(body)) + body
-
-
-def test_a_value_not_an_object_record_needs_the_checksum_that_vouches_for_it():
-    stream = io.BytesIO()
-    Shelf(stream).store([(int8_to_str(1), b"any value")])
-    good = stream.getvalue()
-    damaged = bytearray(good)
-    damaged[-3] ^= 1  # in the CRC
-    with pytest.raises(ShortReadError, match="checksum"):
-        Shelf(io.BytesIO(bytes(damaged)), readonly=True)
-    # As Durus's Shelf would write it: no checksum, so it is not taken on trust.
-    empty = io.BytesIO()
-    Shelf(empty)
-    with pytest.raises(ShortReadError, match="malformed record"):
-        Shelf(io.BytesIO(empty.getvalue() + _transaction([(int8_to_str(1), b"a value of 20 bytes or more")])),
-              readonly=True)
-
-
 def test_file_storage_errors_are_instances_of_what_durus_raised(tmp_path):
     name = str(tmp_path / "db")
     for content in (b"b", b"bogusbogus"):
@@ -212,64 +134,6 @@ def test_pack_of_a_closed_storage_touches_nothing(tmp_path):
         storage.pack()
     assert sorted(os.listdir(tmp_path)) == before
     assert len(list(FileStorage(name, readonly=True).gen_oid_record())) == 1
-
-
-def test_offset_map_and_transaction_offsets_read_a_packed_file(tmp_path):
-    name = str(tmp_path / "db")
-    connection = Connection(FileStorage(name))
-    root = connection.get_root()
-    for j in range(5):
-        root[j] = Persistent()
-    connection.commit()
-    del root[1], root[3]
-    connection.commit()
-    connection.pack()
-    shelf = connection.get_storage().shelf
-    offset_map = shelf.get_offset_map()
-    assert offset_map.get_start() == shelf.map_start
-    assert dict(offset_map.items()) == {
-        j: shelf.get_position(int8_to_str(j)) for j in offset_map}
-    holes = list(offset_map.gen_holes())
-    free = shelf.gen_free_oids()
-    assert [int8_to_str(j) for j in holes] == [next(free) for _ in holes]
-    root[9] = Persistent()
-    connection.commit()
-    connection.get_storage().close()
-    f = File(name, readonly=True)
-    f.seek(OffsetMap(_at(f, shelf.map_start)).get_start())
-    f.seek(shelf.map_end)
-    offsets = read_transaction_offsets(f)
-    assert CHECKSUM_OID in offsets and len(offsets) == 3  # root, the new object, the CRC
-    assert read_transaction_offsets(f) is None
-    f.close()
-    with open(name, "ab") as raw:
-        raw.write(b"\0" * 5)
-    f = File(name)
-    f.seek(shelf.map_end)
-    read_transaction_offsets(f)
-    with pytest.raises(ShortRead):
-        read_transaction_offsets(f)
-    size = len(f)
-    assert read_transaction_offsets(f, repair=True) is None and len(f) == size - 5
-    f.close()
-
-
-def _at(f: File, position: int) -> File:
-    f.seek(position)
-    return f
-
-
-def test_the_checksum_name_is_refused_and_nothing_is_written(tmp_path):
-    """A value stored under the name our checksum records use would make the
-    file unreadable; Durus 4.3 readers would also take our checksums for it."""
-    path = str(tmp_path / "shelf")
-    shelf = Shelf(path)
-    size = os.path.getsize(path)
-    with pytest.raises(ValueError, match="reserved"):
-        shelf.store([(int8_to_str(1), b"fine"), (CHECKSUM_OID, b"value")])
-    assert os.path.getsize(path) == size and shelf.get_value(int8_to_str(1)) is None
-    shelf.close()
-    Shelf(path, readonly=True).close()
 
 
 @pytest.mark.parametrize("storage_class", ["FileStorage", "FileStorage2"])

@@ -20,12 +20,7 @@ from durus.error import ConflictError
 from durus.file_storage import FileStorage
 from durus.persistent import Persistent
 
-import server_processes
-import test_disk_full
 from server_processes import connect
-
-servers = server_processes.servers  # the fixtures, for the tests here
-disk = test_disk_full.disk
 
 
 class Node(Persistent):

@@ -1,12 +1,11 @@
-"""FileStorage on real files: format, durability, torn tails, repair, locking, pack."""
+"""FileStorage on real files: durability, torn tails, repair, locking, pack
+(the shelf format itself: test_shelf.py)."""
 
 import errno
 import gc
-import logging
 import os
 import random
 import stat
-import struct
 
 import pytest
 
@@ -14,59 +13,11 @@ from durus.connection import Connection
 from durus.error import CorruptFileError, DurusKeyError, FileLockedError, ReadOnlyError
 from durus.file import WriterMark
 from durus.file_storage import FileStorage, TempFileStorage
-from durus.persistent import Persistent
 from durus.serialize import pack_record
-from durus.shelf import PREFIX
 from durus.storage import get_census, get_reference_index, gen_oid_class, gen_referring_oid_record
 from durus.utils import int8_to_str
 
-
-class Counter(Persistent):
-    def __init__(self, n=0):
-        self.n = n
-
-
-def make_file(path, commits=5):
-    """Write a file of `commits` transactions after the root; return the file
-    size after each commit (the transaction boundaries)."""
-    storage = FileStorage(str(path))
-    connection = Connection(storage)
-    root = connection.get_root()
-    boundaries = [os.path.getsize(path)]
-    for i in range(commits):
-        root["c%d" % i] = Counter(i)
-        connection.commit()
-        boundaries.append(os.path.getsize(path))
-    storage.close()
-    return boundaries
-
-
-def open_with_counters(path, count: int) -> tuple:
-    """Open a FileStorage at path and commit root[i] = Counter(i) for i < count;
-    return (storage, connection, root)."""
-    storage = FileStorage(str(path))
-    connection = Connection(storage)
-    root = connection.get_root()
-    for i in range(count):
-        root[i] = Counter(i)
-    connection.commit()
-    return storage, connection, root
-
-
-def committed_keys(path, **options):
-    storage = FileStorage(str(path), **options)
-    try:
-        return sorted(Connection(storage).get_root().keys())
-    finally:
-        storage.close()
-
-
-def test_new_file_has_shelf_header_and_empty_map(tmp_path):
-    path = tmp_path / "new.durus"
-    FileStorage(str(path)).close()
-    data = path.read_bytes()
-    # prefix, empty first transaction, offset map of 0 words of 1 byte
-    assert data == PREFIX + int8_to_str(0) + struct.pack(">QQQ", 16, 1, 0)
+from storage_files import Counter, committed_keys, make_file, open_with_counters
 
 
 def test_records_round_trip_and_missing_oid(tmp_path):
@@ -199,171 +150,6 @@ def test_not_a_durus_file(tmp_path):
     with pytest.raises(CorruptFileError, match="not a durus file"):
         FileStorage(str(path), readonly=True)
     assert path.read_bytes().startswith(b"hello")  # untouched
-
-
-def test_truncated_header_and_map(tmp_path):
-    """A file cut inside the header or map of a new shelf holds no transactions:
-    refused, and made afresh only by repair. A packed file's cannot be."""
-    path = tmp_path / "short.durus"
-    make_file(path, commits=1)
-    data = path.read_bytes()
-    for cut in (10, 20, 30):
-        path.write_bytes(data[:cut])
-        with pytest.raises(CorruptFileError, match="cut short while being created"):
-            FileStorage(str(path))
-        assert committed_keys(path, repair=True) == []
-    make_file(path, commits=1)
-    FileStorage(str(path)).pack()
-    data = path.read_bytes()
-    for cut in (20, 30):
-        path.write_bytes(data[:cut])
-        with pytest.raises(CorruptFileError):
-            FileStorage(str(path), repair=True)
-
-
-@pytest.mark.parametrize("field", [2 ** 63, 2 ** 64 - 1, 10 ** 6])
-def test_a_header_that_puts_the_offset_map_beyond_the_file_is_refused(tmp_path, field):
-    path = tmp_path / "bad.durus"
-    make_file(path, commits=3)
-    FileStorage(str(path)).pack()
-    data = bytearray(path.read_bytes())
-    data[8:16] = struct.pack(">Q", field)
-    path.write_bytes(data)
-    for options in ({}, {"readonly": True}, {"repair": True}):
-        with pytest.raises(CorruptFileError, match="header at byte 8 puts it at byte %d"
-                           % (16 + field)):
-            FileStorage(str(path), **options)
-
-
-def packed_with_counters(path, count: int) -> list:
-    """A packed file whose root holds Counters 0..count-1; return their oids."""
-    storage, connection, root = open_with_counters(path, count)
-    oids = [root[i]._p_oid for i in range(count)]
-    connection.pack()
-    storage.close()
-    return oids
-
-
-def test_a_damaged_record_length_in_the_packed_records_is_reported(tmp_path):
-    path = tmp_path / "bad.durus"
-    oids = packed_with_counters(path, 10)
-    storage = FileStorage(str(path))
-    positions = [storage.shelf.get_position(oid) for oid in oids]
-    storage.close()
-    data = bytearray(path.read_bytes())
-    for n, length in ((3, 2 ** 62), (5, 2 ** 64 - 1), (7, 3)):
-        data[positions[n]:positions[n] + 8] = struct.pack(">Q", length)
-    path.write_bytes(data)
-    storage = FileStorage(str(path))  # the packed records are read as they are needed
-    root = Connection(storage).get_root()
-    assert root[2].n == 2
-    for n in (3, 5, 7):
-        with pytest.raises(CorruptFileError, match="no well-formed record at byte %d"
-                           % positions[n]):
-            root[n].n
-    assert root[9].n == 9
-    storage.close()
-
-
-def test_an_offset_map_word_pointing_at_another_record_is_reported(tmp_path):
-    path = tmp_path / "bad.durus"
-    oids = packed_with_counters(path, 4)
-    storage = FileStorage(str(path))
-    shelf = storage.shelf
-    first, second = (shelf.get_position(oid) for oid in oids[:2])
-    word = shelf.map_start + 24 + shelf.word_size * int.from_bytes(oids[0], "big")
-    storage.close()
-    data = bytearray(path.read_bytes())
-    data[word:word + shelf.word_size] = second.to_bytes(shelf.word_size, "big")
-    path.write_bytes(data)
-    storage = FileStorage(str(path), readonly=True)
-    with pytest.raises(CorruptFileError, match="the record for oid %d should be at byte %d, "
-                       "which holds one for oid %d" % (int.from_bytes(oids[0], "big"), second,
-                                                       int.from_bytes(oids[1], "big"))):
-        storage.load(oids[0])
-    assert first != second
-    storage.close()
-
-
-def damage_map_word(path, j: int, value) -> None:
-    """Set the offset map's word for oid number j (-1: the last) to
-    value(old word, the map's start)."""
-    storage = FileStorage(str(path), readonly=True)
-    shelf = storage.shelf
-    j = j % shelf.map_count
-    position = shelf.map_start + 24 + shelf.word_size * j
-    new_word = value(shelf._map_word(j), shelf.map_start).to_bytes(shelf.word_size, "big")
-    storage.close()
-    with open(path, "r+b") as f:
-        f.seek(position)
-        f.write(new_word)
-
-
-def packed_with_a_hole(path) -> list:
-    """A packed file of Counters 0..9 but 5, which left a hole in the map;
-    return the oids the ten had."""
-    oids = packed_with_counters(path, 10)
-    storage = FileStorage(str(path))
-    connection = Connection(storage)
-    del connection.get_root()[5]
-    connection.commit()
-    connection.pack()
-    storage.close()
-    return oids
-
-
-def test_a_free_list_leading_to_a_used_oid_hands_out_no_used_oid(tmp_path, caplog):
-    """The holes of the map form a list of free oids; damaged so that it names
-    an oid in use, a new object took that oid and replaced the old one."""
-    path = tmp_path / "holes.durus"
-    oids = packed_with_a_hole(path)
-    used = int.from_bytes(oids[7], "big")
-    hole = int.from_bytes(oids[5], "big")
-    damage_map_word(path, -1, lambda word, map_start: map_start + used)  # the list's head
-    storage = FileStorage(str(path))
-    connection = Connection(storage)
-    root = connection.get_root()
-    root[100] = Counter(100)
-    with caplog.at_level(logging.WARNING, logger="durus"):
-        connection.commit()
-    assert "free list leads to oid %d, which has a record or a damaged word" % used in caplog.text
-    assert root[100]._p_oid not in oids and int.from_bytes(root[100]._p_oid, "big") != hole
-    storage.close()
-    root = Connection(FileStorage(str(path), readonly=True)).get_root()
-    assert [root[i].n for i in (0, 1, 2, 3, 4, 6, 7, 8, 9, 100)] == [0, 1, 2, 3, 4, 6, 7, 8, 9, 100]
-
-
-def test_a_free_list_leading_to_a_damaged_word_hands_out_no_used_oid(tmp_path, caplog):
-    """The list names oid u, whose own word is damaged: u may be in use."""
-    path = tmp_path / "holes.durus"
-    oids = packed_with_a_hole(path)
-    used = int.from_bytes(oids[7], "big")
-    damage_map_word(path, -1, lambda word, map_start: map_start + used)
-    damage_map_word(path, used, lambda word, map_start: word | 1 << 15)
-    storage = FileStorage(str(path))
-    with caplog.at_level(logging.WARNING, logger="durus"):
-        fresh = storage.new_oid()
-    assert "leads to oid %d, which has a record or a damaged word" % used in caplog.text
-    assert fresh not in oids
-    with pytest.raises(CorruptFileError):
-        storage.load(oids[7])
-    storage.close()
-
-
-def test_an_offset_map_word_beyond_the_map_is_reported(tmp_path):
-    path = tmp_path / "word.durus"
-    oids = packed_with_counters(path, 10)
-    damage_map_word(path, int.from_bytes(oids[5], "big"), lambda word, map_start: word | 1 << 15)
-    storage = FileStorage(str(path))
-    with pytest.raises(CorruptFileError, match="the offset map's word for oid %d "
-                       r"\(at byte \d+\) is damaged" % int.from_bytes(oids[5], "big")):
-        storage.load(oids[5])
-    with pytest.raises(CorruptFileError):
-        list(storage.gen_oid_record())  # a pack cannot pass over it either
-    with pytest.raises(CorruptFileError):
-        storage.pack()
-    assert storage.load(oids[6])
-    storage.close()
 
 
 def test_writer_mark_is_kept_while_a_writer_has_the_file_open(tmp_path):

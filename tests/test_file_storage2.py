@@ -18,7 +18,7 @@ from durus.file_storage2 import MAGIC, FileStorage2
 from durus.persistent_dict import PersistentDict
 from durus.utils import int8_to_str
 
-from test_closed import check_every_method_refused, descriptor_calls  # noqa: F401
+from closed_checks import check_every_method_refused
 
 
 def commit_items(path, items: dict, **options) -> None:
@@ -272,7 +272,7 @@ def test_a_damaged_length_before_the_commit_in_flight_is_refused_with_the_mark(t
 
 @pytest.mark.parametrize("readonly", [False, True])
 def test_every_operation_on_a_closed_storage_raises_value_error(tmp_path, readonly,
-                                                                descriptor_calls):  # noqa: F811
+                                                                descriptor_calls):
     path = tmp_path / "db.durus"
     commit_items(path, {"a": 1})
     storage = FileStorage2(str(path), readonly=readonly)

@@ -12,10 +12,8 @@ from durus.error import ConflictError
 from durus.file_storage import FileStorage
 from durus.persistent import Persistent
 
-import server_processes
 from server_processes import connect
 
-servers = server_processes.servers  # the fixture, for the tests here
 
 CLIENTS = 6
 COMMITS = 15

@@ -2,42 +2,7 @@
 
 import pytest
 
-
-# What every script below starts with: it runs under either side's durus.
-OPEN_MODEL = """
-import sys
-from durus.connection import Connection
-from durus.file_storage import FileStorage
-import interop_model
-"""
-
-WRITE = OPEN_MODEL + """
-storage = FileStorage(sys.argv[1])
-connection = Connection(storage)
-interop_model.populate(connection.get_root(), sys.argv[2])
-connection.commit()
-storage.close()
-"""
-
-MUTATE = OPEN_MODEL + """
-storage = FileStorage(sys.argv[1])
-connection = Connection(storage)
-interop_model.mutate(connection.get_root(), sys.argv[2])
-connection.commit()
-if sys.argv[3:] == ["pack"]:
-    connection.pack()
-storage.close()
-"""
-
-READ = OPEN_MODEL + """
-storage = FileStorage(sys.argv[1], readonly=True)
-print(interop_model.summarize(Connection(storage).get_root()))
-"""
-
-
-@pytest.fixture
-def sides(run_peer, run_ours):
-    return {"ours": run_ours, "peer": run_peer}
+from interop_scripts import MUTATE, READ, WRITE
 
 
 @pytest.mark.parametrize("writer, reader", [("ours", "peer"), ("peer", "ours")])

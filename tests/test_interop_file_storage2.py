@@ -3,14 +3,13 @@ here, and ours there, checked object by object (tests/interop_model.py)."""
 
 import pytest
 
-import test_interop
-from test_interop import sides  # noqa: F401 (the fixture)
+import interop_scripts
 
-# test_interop's scripts, on FileStorage2.
+# The interop scripts, on FileStorage2.
 WRITE, MUTATE, READ = (
     script.replace("from durus.file_storage import FileStorage",
                    "from durus.file_storage2 import FileStorage2 as FileStorage")
-    for script in (test_interop.WRITE, test_interop.MUTATE, test_interop.READ))
+    for script in (interop_scripts.WRITE, interop_scripts.MUTATE, interop_scripts.READ))
 
 MAGIC = """
 import sys
@@ -19,7 +18,7 @@ print(open(sys.argv[1], "rb").read(6) == b"DFS20\\0")
 
 
 @pytest.mark.parametrize("writer, reader", [("ours", "peer"), ("peer", "ours")])
-def test_written_by_one_read_by_the_other(sides, tmp_path, writer, reader):  # noqa: F811
+def test_written_by_one_read_by_the_other(sides, tmp_path, writer, reader):
     path = str(tmp_path / "db.durus")
     sides[writer](WRITE, path, writer)
     assert sides[writer](MAGIC, path) == "True\n"
@@ -29,7 +28,7 @@ def test_written_by_one_read_by_the_other(sides, tmp_path, writer, reader):  # n
 
 
 @pytest.mark.parametrize("first, second", [("ours", "peer"), ("peer", "ours")])
-def test_changes_and_pack_by_the_other_side(sides, tmp_path, first, second):  # noqa: F811
+def test_changes_and_pack_by_the_other_side(sides, tmp_path, first, second):
     path = str(tmp_path / "db.durus")
     sides[first](WRITE, path, first)
     sides[second](MUTATE, path, second, "pack")

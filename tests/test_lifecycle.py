@@ -17,11 +17,9 @@ from durus.connection import Connection
 from durus.file_storage import FileStorage
 from durus.persistent_list import PersistentList
 
-import server_processes
 from lifecycle import Item, Lifecycle
 from server_processes import connect
 
-servers = server_processes.servers  # the fixture, for the tests here
 
 CLIENTS = 4
 ITEMS = 20_000

@@ -23,9 +23,8 @@ from durus.utils import int4_to_str
 import server_processes
 from readme import shell_commands
 from server_processes import connect, connect_raw, free_port, our_env
-from test_storage_server import load, new_oids, payload, recv_exact, record, start_commit
+from wire import load, new_oids, payload, recv_exact, record, start_commit
 
-servers = server_processes.servers  # the fixture, for the tests here
 
 
 def scrape(server: server_processes.ServerProcess) -> dict[str, float]:

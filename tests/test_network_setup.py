@@ -13,10 +13,8 @@ import sys
 import pytest
 
 from conftest import ROOT
-import server_processes
 from server_processes import our_env
 
-servers = server_processes.servers  # the fixture, for the tests here
 
 SECTION = "## Running a server on a network"
 CONSOLE_INPUT = 'root["who"] = "alice"\nconnection.commit()\nprint(sorted(root))\n'

@@ -10,15 +10,7 @@ from durus.file_storage import FileStorage
 from durus.persistent import Persistent
 from durus.persistent_dict import PersistentDict
 
-from container_checks import assert_change_committed, assert_left_saved, stored
-
-
-def outcome(action):
-    """Return ('ok', result) or ('raised', exception class)."""
-    try:
-        return ("ok", action())
-    except Exception as error:
-        return ("raised", type(error))
+from container_checks import assert_change_committed, assert_left_saved, outcome, stored
 
 
 keys = st.integers(-5, 5)

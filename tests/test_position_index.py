@@ -15,8 +15,8 @@ from array import array
 
 import pytest
 from hypothesis import HealthCheck, settings, strategies as st
-from hypothesis.stateful import (Bundle, RuleBasedStateMachine, initialize, invariant,
-                                 precondition, rule, run_state_machine_as_test)
+from hypothesis.stateful import (Bundle, RuleBasedStateMachine, invariant, precondition,
+                                 rule, run_state_machine_as_test)
 
 import durus.shelf
 from durus.file import File

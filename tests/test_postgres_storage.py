@@ -4,7 +4,6 @@ real PostgreSQL cluster the tests start: clear errors that name the server
 but never the password, passwords from PGPASSWORD and ~/.pgpass, and a
 server restart under load that loses nothing."""
 
-import os
 import time
 
 import pytest

@@ -14,7 +14,6 @@ import random
 import pytest
 
 import bank
-import server_processes
 from server_processes import connect
 from durus.connection import Connection
 from durus.error import CorruptFileError
@@ -23,7 +22,6 @@ from durus.file_storage import FileStorage
 from storage_operations import OPERATIONS
 from syscall_trace import Call, Trace, check_durable_order, check_marked_writes
 
-servers = server_processes.servers  # the fixture, for the tests here
 
 LAST = 3  # transactions damaged at every offset
 

@@ -90,3 +90,9 @@ def test_shared_postgres_worker_in_four_processes(tmp_path, postgres_dsn):
     last = _run_workers(opening + "from durus.error import ConflictError\n" + loop,
                         tmp_path, 4, {"DURUS_DSN": postgres_dsn})
     assert "count is now 400" in last
+
+
+def test_our_readme_transactions_example(run_ours):
+    blocks = readme_code_blocks("Transactions and conflicts")
+    assert len(blocks) == 1, "README.md lost its transactions example"
+    assert run_ours(blocks[0]).strip() == "30"

@@ -18,11 +18,9 @@ from durus.error import ConflictError, LockTimeoutError, ReadConflictError, Writ
 from durus.persistent_dict import PersistentDict
 from durus.utils import int8_to_str
 
-import server_processes
 from lifecycle import Item, Lifecycle
 from postgres_cluster import PASSWORD
-from server_processes import connect
-from test_cli import run_durus
+from server_processes import connect, run_durus
 
 
 @pytest.fixture
@@ -209,11 +207,7 @@ def test_writers_killed_mid_commit_lose_nothing_promised(tmp_path, shared_databa
         before = done
 
 
-
-
 # The durus command.
-
-servers = server_processes.servers  # the fixture, for the test below
 
 PEER_CLIENT = """
 import sys

@@ -2,7 +2,7 @@
 update and leaves no stale record: on SQLite and PostgreSQL, a
 KeyboardInterrupt at every point where CPython runs a signal handler within
 the storage's commit, log reading and snapshot code (see
-test_interrupted_commit.InterruptAt), while another process commits
+interrupts.InterruptAt), while another process commits
 meanwhile; the transaction is then retried until it commits, and every view
 of the database must be exactly what was committed.
 
@@ -19,7 +19,7 @@ from durus.relational import RelationalStorage
 from durus.sqlite_storage import SqliteStorage
 
 from lifecycle import Item
-from test_interrupted_commit import sweep
+from interrupts import sweep
 
 STORAGE_PATH = [RelationalStorage.end, RelationalStorage._commit, RelationalStorage._write,
                 RelationalStorage._collect_log, RelationalStorage._new_snapshot,

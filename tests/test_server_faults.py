@@ -12,43 +12,15 @@ import resource
 import socket
 import struct
 import threading
-import time
 
 import bank
-import server_processes
 from durus.client_storage import ClientStorage
 from durus.storage import ROOT_OID
 from durus.utils import int4_to_str
-from protocol_fuzz import check_fds_back_to, open_fds, rss_kb
-from server_processes import connect, connect_raw
-from test_storage_server import new_oids, payload, record, start_commit
-
-servers = server_processes.servers  # the fixture, for the tests here
-
-CLIENTS = 3
-MEMORY_BOUND_KB = 32 << 10
-
-
-def start_bank(servers, tmp_path, **options):
-    """A server (custom, with options) holding a bank for CLIENTS clients."""
-    server = servers.custom(tmp_path / "bank.durus", **options)
-    connection = connect(server)
-    bank.create(connection, CLIENTS)
-    connection.get_storage().close()
-    return server
-
-
-def check_bank(server, directory, before: list | None = None) -> list:
-    """Check that the bank holds every promised transfer (see check_promises;
-    before defaults to the acks), and that a normal client still transfers
-    (as client 0, acknowledged); return the transfer counts."""
-    acks = [directory / ("ack%d" % client) for client in range(CLIENTS)]
-    acked = [bank.read_acks(ack) for ack in acks]
-    done = bank.check_server(server.address)
-    bank.check_promises(done, acked, before or acked)
-    done[0] += 1
-    bank.acknowledge(acks[0], done[0])
-    return done
+from protocol_fuzz import MEMORY_BOUND_KB, check_fds_back_to, open_fds, rss_kb
+from server_processes import connect_raw
+from soak_runners import CLIENTS, check_bank, run_client_kills, start_bank
+from wire import new_oids, payload, record, start_commit
 
 
 def hold_commit_turn(address, holding: threading.Event, stop: threading.Event,
@@ -133,23 +105,6 @@ def test_clients_vanishing_mid_commit(servers, tmp_path, report):
     check_fds_back_to(server.process.pid, baseline)
     report("%d raw clients vanished mid-commit, %d bank clients were killed; "
            "every promised transfer is there" % (vanished, rounds * CLIENTS))
-
-
-def run_client_kills(server, directory, rounds: int, rng: random.Random) -> list:
-    """Kill the bank clients (SIGKILL) at a random moment, `rounds` times over;
-    return the transfer counts they reached."""
-    done = check_bank(server, directory)
-    for _ in range(rounds):
-        with bank.Clients(server, directory, 3600, CLIENTS) as clients:
-            acked = clients.acked()
-            bank.wait_for(lambda: sum(clients.acked()) > sum(acked) + CLIENTS,
-                          clients.processes.values())
-            time.sleep(rng.random() * 0.05)
-        connection = connect(server)
-        before, done = done, bank.check_snapshot(connection.get_root())
-        connection.get_storage().close()
-        bank.check_promises(done, clients.acked(), before)
-    return done
 
 
 def test_thousands_of_connections_opened_and_dropped(servers, tmp_path, report):

@@ -1,7 +1,7 @@
 """What one client can cost the server: connections beyond max_connections,
 handshakes that never finish, idle clients, and requests over
 max_frame_size are cut off, and the other clients go on being served.
-(max_commit_size: test_storage_server.test_oversized_requests_are_refused_before_buffering.)"""
+(max_commit_size: test_storage_server.py::test_oversized_requests_are_refused_before_buffering.)"""
 
 import re
 import ssl
@@ -17,13 +17,8 @@ from durus.storage_server import (DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECT
 from durus.storage import MemoryStorage
 from durus.utils import int8_to_str
 
-import certificates as certificates_module
-import server_processes
 from server_processes import connect, connect_raw
-from test_storage_server import PROTOCOL, is_closed_by_server, recv_exact
-
-servers = server_processes.servers  # the fixtures, for the tests here
-certificates = certificates_module.certificates
+from wire import PROTOCOL, is_closed_by_server, recv_exact
 
 
 def test_defaults_are_bounded():

@@ -8,12 +8,10 @@ import pickle
 import stat
 
 from durus.exposure import exposure_warning
+from durus.storage_server import STATUS_OKAY
 
-import server_processes
 from server_processes import connect_raw
-from test_storage_server import (ROOT_OID, STATUS_OKAY, commit, load, new_oids, record)
-
-servers = server_processes.servers  # the fixture, for the tests here
+from wire import ROOT_OID, commit, load, new_oids, record
 
 
 def test_unix_sockets_are_for_their_owner_by_default(servers, tmp_path, run_peer):

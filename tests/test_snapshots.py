@@ -2,6 +2,7 @@
 with no ReadConflictError, and commits stay serializable. Over our server
 (protocol 3) and the relational storages; Durus 4.3 clients keep Durus's rules."""
 
+import subprocess
 import time
 
 import pytest
@@ -17,10 +18,10 @@ from durus.utils import int4_to_str, str_to_int4
 
 import bank
 import server_processes
+from server_processes import durus_command, our_env
 from durus.record_format import pack_record
-from test_session import Peer, commit, commit_request, new_oids, record, shared_state
+from session_peer import Peer, commit, commit_request, new_oids, record, shared_state
 
-servers = server_processes.servers  # the fixture, for the tests here
 
 
 # Sessions, in-process.
@@ -384,3 +385,15 @@ def _run_model(connections: list, steps: list) -> None:
         connection.abort()
     final = [setup.get_root()["bank"][i].balance for i in range(ACCOUNTS)]
     assert final == state and sum(final) == START * ACCOUNTS
+
+
+def test_snapshot_limits_are_checked(tmp_path):
+    from durus.storage import MemoryStorage
+    from durus.storage_server import StorageServer
+    for bad in ({"snapshot_bytes": -1}, {"snapshot_age": "600"}, {"snapshot_bytes": True}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            StorageServer(MemoryStorage(), port=0, **bad)
+    done = subprocess.run(durus_command("-s", "--file", str(tmp_path / "db.durus"),
+                                        "--snapshot-age", "-3", "--port", "0"),
+                          env=our_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "snapshot_age must be a number >= 0" in done.stderr

@@ -96,11 +96,6 @@ print(interop_model.summarize(Connection(SqliteStorage(sys.argv[1])).get_root())
 """
 
 
-@pytest.fixture
-def sides(run_peer, run_ours):
-    return {"ours": run_ours, "peer": run_peer}
-
-
 @pytest.mark.parametrize("first, second", [("ours", "peer"), ("peer", "ours")])
 def test_files_pass_between_durus_43_and_us(sides, path, first, second):
     sides[first](WRITE, path, first)

@@ -17,7 +17,6 @@ from durus.connection import Connection
 from durus.file_storage import FileStorage
 from durus.persistent_dict import PersistentDict
 from durus import serialize
-from durus.serialize import pack_record, split_oids
 from durus.storage import MemoryStorage
 from durus.storage_server import (DEFAULT_HOST, DEFAULT_PORT, STATUS_INVALID,
                                   STATUS_KEYERROR, STATUS_OKAY, HostPortAddress,
@@ -25,77 +24,9 @@ from durus.storage_server import (DEFAULT_HOST, DEFAULT_PORT, STATUS_INVALID,
                                   UnixDomainSocketAddress, wait_for_server)
 from durus.utils import int4_to_str, int8_to_str, str_to_int4
 
-import server_processes
 from server_processes import connect, connect_raw, free_port, our_env
-
-servers = server_processes.servers  # the fixture, for the tests here
-
-ROOT_OID = int8_to_str(0)
-PROTOCOL = int4_to_str(1)
-
-
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise EOFError("closed after %d of %d bytes" % (len(data), n))
-        data += chunk
-    return data
-
-
-def is_closed_by_server(sock: socket.socket, timeout: float = 5) -> bool:
-    """Tell whether the server closes sock (within timeout), ignoring data it sends first."""
-    sock.settimeout(timeout)
-    try:
-        while sock.recv(65536):
-            pass
-    except ConnectionResetError:
-        pass
-    except socket.timeout:
-        return False
-    return True
-
-
-def record(oid: bytes, data: bytes = b"x", refs: bytes = b"") -> bytes:
-    return pack_record(oid, data, refs)
-
-
-def frame(rec: bytes, oid: bytes | None = None) -> bytes:
-    """Return a record as a commit payload carries it."""
-    return int4_to_str(8 + len(rec)) + (oid or rec[:8]) + rec
-
-
-def payload(*records: bytes) -> bytes:
-    body = b"".join(frame(r) for r in records)
-    return int4_to_str(len(body)) + body
-
-
-def start_commit(sock: socket.socket) -> list:
-    """Send 'C' and return the invalidated oids the server answers with."""
-    sock.sendall(b"C")
-    count = str_to_int4(recv_exact(sock, 4))
-    return split_oids(recv_exact(sock, 8 * count))
-
-
-def commit(sock: socket.socket, *records: bytes) -> bytes:
-    start_commit(sock)
-    sock.sendall(payload(*records))
-    return recv_exact(sock, 1)
-
-
-def load(sock: socket.socket, oid: bytes) -> bytes:
-    """Return the raw load response for oid."""
-    sock.sendall(b"L" + oid)
-    status = recv_exact(sock, 1)
-    if status != STATUS_OKAY:
-        return status
-    return status + recv_exact(sock, str_to_int4(recv_exact(sock, 4)))
-
-
-def new_oids(sock: socket.socket, count: int) -> list:
-    sock.sendall(b"M" + bytes([count]))
-    return split_oids(recv_exact(sock, 8 * count))
+from wire import (PROTOCOL, ROOT_OID, commit, frame, is_closed_by_server, load, new_oids,
+                  payload, record, recv_exact, start_commit)
 
 
 def serve_kept_root(servers, path) -> tuple:

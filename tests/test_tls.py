@@ -12,12 +12,7 @@ from durus.connection import Connection
 from durus.persistent_dict import PersistentDict
 from durus.tls import client_context
 
-import certificates as certificates_module
-import server_processes
 from server_processes import connect
-
-servers = server_processes.servers  # the fixtures, for the tests here
-certificates = certificates_module.certificates
 
 
 def tls_server(servers, identity, *args):

@@ -15,12 +15,10 @@ from durus.file_storage import FileStorage
 from durus.file_storage2 import FileStorage2
 from durus.persistent_dict import PersistentDict
 
-import server_processes
 from readme import shell_commands
 from server_processes import our_env
-from test_cli import run_durus
+from server_processes import run_durus
 
-servers = server_processes.servers  # the fixture, for the tests here
 
 # Commits in a loop through a server; after each returns, prints its number.
 LOAD_CLIENT = """

@@ -25,11 +25,9 @@ from durus.persistent import Persistent
 from durus.persistent_dict import PersistentDict
 from durus.persistent_list import PersistentList
 
-import server_processes
 from readme import shell_commands
 from server_processes import ROOT, TESTS, free_port, our_env
 
-servers = server_processes.servers  # the fixture, for the tests here
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

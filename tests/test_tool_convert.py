@@ -15,11 +15,9 @@ from durus.storage import ROOT_OID
 from durus.tools.target import open_target
 from durus.utils import str_to_int8
 
-import server_processes
 from readme import shell_commands
-from test_cli import run_durus
+from server_processes import run_durus
 
-servers = server_processes.servers  # the fixture, for the tests here
 
 TREE_KEYS = 12000
 DICTS = 8000

@@ -15,10 +15,9 @@ from durus.persistent_dict import PersistentDict
 from durus.record_format import unpack_record
 
 import server_processes
-from tool_databases import (BAD_TARGETS, KINDS, check_bad_target, database, fill,  # noqa: F401
+from tool_databases import (BAD_TARGETS, KINDS, check_bad_target, fill,
                             run_readme_example, run_tool)
 
-servers = server_processes.servers  # the fixture, for the tests here
 
 FORMATS = {"shelf": "SHELF-1", "dfs20": "DFS20", "sqlite": "SQLite", "postgres": "PostgreSQL"}
 

@@ -19,9 +19,8 @@ from durus.record_format import pack_record
 from durus.utils import str_to_int8
 
 import server_processes
-from tool_databases import KINDS, database, fill, run_tool  # noqa: F401
+from tool_databases import KINDS, fill, run_tool
 
-servers = server_processes.servers  # the fixture, for the tests here
 
 
 def verify(target: str, *options: str):

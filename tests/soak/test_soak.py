@@ -15,19 +15,13 @@ import random
 
 import pytest
 
-import server_processes
-import test_server_fuzz
 from lifecycle import Lifecycle
-from test_crash import run_file_writer_kills, run_server_kills
-from test_load import describe, run_load
-from test_server_faults import CLIENTS, check_bank, run_client_kills, start_bank
-from test_server_fuzz import fuzz_streams, run_hypothesis, run_mutations
+from soak_runners import (CLIENTS, check_bank, describe, fuzz_streams, run_client_kills,
+                          run_file_writer_kills, run_hypothesis, run_load, run_mutations,
+                          run_server_kills, start_bank)
 
 pytestmark = pytest.mark.soak
 
-# The fixtures, for the tests here.
-servers = server_processes.servers
-target = test_server_fuzz.target
 SCALE = float(os.environ.get("DURUS_SOAK_SCALE", "1"))
 
 
