@@ -406,11 +406,13 @@ class RelationalStorage(Storage):
     def query(self, sql: str, params: tuple | list = ()) -> list:
         """Return the rows of sql (with '?' parameters) run in this storage's
         snapshot: for the tools that look inside databases."""
+        self._check_open()
         return self._execute(self._db, sql, params).fetchall()
 
     def has_commit_log(self) -> bool:
         """Tell whether the database has the commit log, durus_log (one only
         Durus 4.3 wrote has not)."""
+        self._check_open()
         return self._has_log
 
     def skip_stored_oids(self) -> None:
