@@ -13,9 +13,9 @@ once per node, into locals.
 """
 
 from bisect import bisect_left, bisect_right
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from operator import itemgetter
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from durus.accelerator import accelerate
 from durus.persistent import PersistentObject
@@ -280,7 +280,7 @@ class BNode(PersistentObject):
     def is_full(self) -> bool:
         return len(self.items) == 2 * self.minimum_degree - 1
 
-    def get_position(self, key) -> int:
+    def get_position(self, key: Any) -> int:
         """Return the index of the first item whose key is >= key (len(items) if none)."""
         return bisect_left(self.items, key, key=_key_of)
 
@@ -290,15 +290,15 @@ class BNode(PersistentObject):
     def __reversed__(self):
         return _descending(self)
 
-    def iter_from(self, key):
+    def iter_from(self, key: Any) -> Iterator[tuple]:
         """Generate the items here and below with keys >= key, ascending."""
         return _ascending(self, _position_of(key, after=False))
 
-    def iter_backward_from(self, key):
+    def iter_backward_from(self, key: Any) -> Iterator[tuple]:
         """Generate the items here and below with keys < key, descending."""
         return _descending(self, _position_of(key, after=False))
 
-    def search(self, key):
+    def search(self, key: Any) -> tuple | None:
         """(key) -> (key, value) | None: the item with this key here or below."""
         return _search(self, key)
 
@@ -316,7 +316,7 @@ class BNode(PersistentObject):
             node = node.nodes[-1]
         return node.items[-1]
 
-    def split_child(self, position: int, child: "BNode"):
+    def split_child(self, position: int, child: "BNode") -> None:
         """Split the full child, self.nodes[position], in two halves around
         its median item, which moves up into self (which must not be full)."""
         t = child.minimum_degree
@@ -332,12 +332,12 @@ class BNode(PersistentObject):
         self.nodes.insert(position + 1, upper)
         self._p_note_change()
 
-    def insert_item(self, item: tuple):
+    def insert_item(self, item: tuple) -> None:
         """Add the (key, value) item here or below, replacing the item with an
         equal key, if any. This node must not be full."""
         _insert(self, self.items, item, 2 * self.minimum_degree - 1)
 
-    def delete(self, key):
+    def delete(self, key: Any) -> None:
         """Remove the item with this key from here or below; KeyError if absent.
 
         This node may be left with no items and one child: BTree.__delitem__
@@ -492,14 +492,14 @@ class BTree(PersistentObject, MutableMapping):
         for item in _descending(self.root):
             yield item[0]
 
-    def iteritems(self):
+    def iteritems(self) -> Iterator[tuple]:
         """Generate all (key, value) items in ascending key order."""
         return _ascending(self.root)
 
-    def iterkeys(self):
+    def iterkeys(self) -> Iterator:
         return iter(self)
 
-    def itervalues(self):
+    def itervalues(self) -> Iterator:
         for item in _ascending(self.root):
             yield item[1]
 
@@ -513,19 +513,20 @@ class BTree(PersistentObject, MutableMapping):
     def values(self) -> list:  # type: ignore[override]
         return list(self.itervalues())
 
-    def items_backward(self):
+    def items_backward(self) -> Iterator[tuple]:
         """Generate all (key, value) items in descending key order."""
         return _descending(self.root)
 
-    def items_from(self, key, closed: bool = True):
+    def items_from(self, key: Any, closed: bool = True) -> Iterator[tuple]:
         """Generate, ascending, the items with keys >= key (> key if not closed)."""
         return _ascending(self.root, _position_of(key, after=not closed))
 
-    def items_backward_from(self, key, closed: bool = False):
+    def items_backward_from(self, key: Any, closed: bool = False) -> Iterator[tuple]:
         """Generate, descending, the items with keys < key (<= key if closed)."""
         return _descending(self.root, _position_of(key, after=closed))
 
-    def items_range(self, start, end, closed_start: bool = True, closed_end: bool = False):
+    def items_range(self, start: Any, end: Any, closed_start: bool = True,
+                    closed_end: bool = False) -> Iterator[tuple]:
         """Generate the items with keys from start to end, ascending if
         start <= end, else descending. closed_start and closed_end tell
         whether the items with the key start and the key end are included.
@@ -559,7 +560,7 @@ class BTree(PersistentObject, MutableMapping):
     add = _tree_add
     __setitem__ = _tree_setitem
 
-    def setdefault(self, key, default=None):
+    def setdefault(self, key: Any, default: Any = None) -> Any:
         """Return self[key], first setting it to default if key is absent."""
         item = _search(self.root, key)
         if item is None:
@@ -567,7 +568,7 @@ class BTree(PersistentObject, MutableMapping):
             return default
         return item[1]
 
-    def update(self, *args, **kwargs):
+    def update(self, *args: Any, **kwargs: Any) -> None:
         """Add the items of a mapping (anything with items()) or an iterable
         of (key, value) pairs, then the keyword arguments."""
         if len(args) > 1:
@@ -591,10 +592,10 @@ class BTree(PersistentObject, MutableMapping):
             root.items = child.items
             root.nodes = child.nodes
 
-    def clear(self):
+    def clear(self) -> None:
         self.root = type(self.root)()
 
-    def note_change_of_bnode_containing_key(self, key):
+    def note_change_of_bnode_containing_key(self, key: Any) -> None:
         """Mark changed the node holding key, so that the next commit stores
         the (non-persistent, changed in place) value of self[key]."""
         self.add(key, self[key])

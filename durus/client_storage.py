@@ -2,7 +2,7 @@
 
 import select
 import socket
-from typing import NoReturn
+from typing import Iterable, Iterator, NoReturn
 
 from durus.auth import AUTH_PROTOCOL, DEFAULT_USER, AuthenticationError, client_handshake
 from durus.error import (CommitTooLargeError, DurusKeyError, ProtocolError, ReadConflictError,
@@ -13,7 +13,7 @@ from durus.protocol import (BULK_LOAD, COMMIT, GOODBYE, LOAD, NEW_OIDS, PACK, PR
 from durus.record_cache import ReadAheadQueue, RecordCache
 from durus.record_format import split_oids
 from durus.socket_address import DEFAULT_HOST, DEFAULT_PORT, HostPortAddress, SocketAddress
-from durus.storage import Storage
+from durus.storage import InvalidationHandler, Storage
 from durus.tls import client_context, start_tls
 from durus.utils import int4_to_str, join_bytes, str_to_int4
 
@@ -107,7 +107,7 @@ class ClientStorage(Storage):
             server_hostname = self.address.host
         self.read_only = False
         self.oid_pool_size = 32
-        self.held_invalidations = []
+        self.held_invalidations: list[bytes] = []
         self.begin()
         self.snapshots = snapshots
         self._connect(timeout, ssl_context, server_hostname, user, secret)
@@ -157,7 +157,7 @@ class ClientStorage(Storage):
         self._socket = sock
         self._stream = sock if hasattr(sock, "recv_into") else _RecvOnlySocket(sock)
         self._input = bytearray()
-        self.broken = None
+        self.broken: str | None = None
         # Whether a request was sent whose whole reply has not been read:
         # anything that stops a call there (Ctrl-C) leaves the stream out of
         # step, and the next request breaks the connection instead.
@@ -166,7 +166,7 @@ class ClientStorage(Storage):
         # and oids are reserved while the session that got them lasts: a
         # stream to another session can vouch for neither.
         self.cache.clear()
-        self.oid_pool = []
+        self.oid_pool: list[bytes] = []
 
     def _start_session(self, user: str | None, secret: bytes | str | None) -> None:
         """Agree on the protocol, authenticating if there is a secret; ask
@@ -222,7 +222,7 @@ class ClientStorage(Storage):
     def _replied(self) -> None:
         self._awaiting_reply = False
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes | memoryview) -> None:
         if self.broken:
             raise ConnectionError(self.broken)
         try:
@@ -272,6 +272,7 @@ class ClientStorage(Storage):
     def load(self, oid: bytes) -> bytes:
         self._check_open()
         _check_oid(oid)
+        record: bytes | Exception | None  # an Exception is raised once the reply is read
         record = self.cache.get(oid)
         if record is not None:
             return record
@@ -325,7 +326,7 @@ class ClientStorage(Storage):
             return DurusKeyError(oid)
         self._fail("unexpected load status %r for oid %r" % (status, oid), error=ProtocolError)
 
-    def bulk_load(self, oids):
+    def bulk_load(self, oids: Iterable[bytes]) -> Iterator[bytes]:
         """Yield the records of oids, those not cached loaded in one request
         when iteration starts."""
         self._check_open()
@@ -334,9 +335,9 @@ class ClientStorage(Storage):
     def _bulk_load(self, oids: list):
         for oid in oids:
             _check_oid(oid)
-        records = {oid: self.cache.get(oid) for oid in oids}
+        records: dict[bytes, bytes | Exception | None] = {oid: self.cache.get(oid) for oid in oids}
         missing = [oid for oid, record in records.items() if record is None]
-        errors = []
+        errors: list[Exception] = []
         if missing:
             self._request(BULK_LOAD + int4_to_str(len(missing)) + join_bytes(missing))
             # Every reply is read before raising, to stay in step with the server.
@@ -351,15 +352,15 @@ class ClientStorage(Storage):
 
     def begin(self) -> None:
         self._check_open()
-        self.records = {}
-        self.transaction_new_oids = []
+        self.records: dict[bytes, bytes] = {}
+        self.transaction_new_oids: list[bytes] = []
 
     def store(self, oid: bytes, record: bytes) -> None:
         self._check_open()
         _check_oid(oid)
         self.records[oid] = record
 
-    def end(self, handle_invalidations=None) -> None:
+    def end(self, handle_invalidations: InvalidationHandler | None = None) -> None:
         """Commit the stored records. Raises the ConflictError that
         handle_invalidations raises on what others committed, or
         WriteConflictError if the server refuses the commit."""

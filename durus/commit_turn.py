@@ -30,7 +30,7 @@ class CommitTurn:
         self.timeout = timeout
         self.holder = None
         self.granted_at = 0.0  # monotonic time the holder got the turn
-        self._waiting = collections.deque()
+        self._waiting: collections.deque = collections.deque()  # sessions, first come first
 
     def request(self, session) -> bool:
         """Queue session for the turn unless it is queued; tell whether it

@@ -7,13 +7,13 @@ import time
 from collections import deque
 from contextlib import contextmanager
 from functools import partial
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 from weakref import KeyedRef
 from weakref import ref as weak_ref
 
 from durus.error import (ConflictError, DurusKeyError, ReadConflictError, SnapshotExpiredError,
                          WriteConflictError)
-from durus.persistent import GHOST, SAVED, ConnectionBase, cached_or_ghost
+from durus.persistent import GHOST, SAVED, ConnectionBase, PersistentObject, cached_or_ghost
 from durus.persistent_dict import PersistentDict
 from durus.serialize import ObjectReader, ObjectWriter, pack_record, unpack_record
 from durus.storage import ROOT_OID, Storage
@@ -55,14 +55,14 @@ class Connection(ConnectionBase):
         self.new_oid = storage.new_oid  # used by ObjectWriter
         self.cache = Cache(cache_size, self)
         self.reader = ObjectReader(self)
-        self.changed = {}
-        self.invalid_oids = set()
+        self.changed: dict[bytes, PersistentObject] = {}
+        self.invalid_oids: set[bytes] = set()
         # Set while oids a sync returned are being dealt with: if something
         # stops that half way (Ctrl-C), some may be lost, so the next sync
         # treats every cached object as invalid.
         self._invalidations_pending = False
         # New objects of a failed commit, until their undoing is complete.
-        self._forgetting = ()
+        self._forgetting: Sequence[PersistentObject] = ()
         self._in_transaction_block = False
         self.root = self.get(ROOT_OID)
         if self.root is None:
@@ -105,7 +105,7 @@ class Connection(ConnectionBase):
         """Return the number of objects (ghosts included) in the cache."""
         return self.cache.get_count()
 
-    def get_cache_size(self) -> int:
+    def get_cache_size(self) -> float:
         """Return the target number of objects in the cache."""
         return self.cache.get_size()
 
@@ -116,7 +116,7 @@ class Connection(ConnectionBase):
         """Return 1 + the number of commit() and abort() calls so far."""
         return self.transaction_serial
 
-    def get_root(self):
+    def get_root(self) -> Any:
         return self.root
 
     def get_load_count(self) -> int:
@@ -152,7 +152,7 @@ class Connection(ConnectionBase):
             raise ValueError("storage returned the record of %r for %r" % (record_oid, oid))
         return data
 
-    def get(self, oid):
+    def get(self, oid: bytes | int) -> PersistentObject | None:
         """Return the object with this oid (bytes or int), or None if there is none."""
         if isinstance(oid, int):
             oid = int8_to_str(oid)
@@ -177,7 +177,8 @@ class Connection(ConnectionBase):
         self.hold_loaded(obj)
         return obj
 
-    def get_crawler(self, start_oid: bytes = ROOT_OID, batch_size: int = 100):
+    def get_crawler(self, start_oid: bytes = ROOT_OID, batch_size: int = 100
+                    ) -> Iterator[PersistentObject]:
         """Yield the objects reachable from start_oid, breadth first, with their
         states loaded batch_size records at a time: a fast way to fill the cache."""
         for oid, record in self.storage.gen_oid_record(start_oid=start_oid,
@@ -190,7 +191,7 @@ class Connection(ConnectionBase):
                 self._fill(obj, data)
             yield obj
 
-    def load_state(self, obj) -> None:
+    def load_state(self, obj: PersistentObject) -> None:
         """Load the state of the ghost obj from the storage."""
         try:
             data = self.get_stored_pickle(obj._p_oid)
@@ -199,7 +200,7 @@ class Connection(ConnectionBase):
             raise ReadConflictError([obj._p_oid]) from None
         obj.__setstate__(self.reader.get_state(data))
 
-    def note_change(self, obj) -> None:
+    def note_change(self, obj: PersistentObject) -> None:
         """Record that obj must be stored by the next commit()."""
         self.changed[obj._p_oid] = obj
 
@@ -357,7 +358,7 @@ class Connection(ConnectionBase):
         finally:
             self._in_transaction_block = False
 
-    def run(self, func: Callable, *args, tries: int = 3, **kwargs):
+    def run(self, func: Callable, *args: Any, tries: int = 3, **kwargs: Any) -> Any:
         """Call func(*args, **kwargs) in a transaction and commit; on a
         ConflictError, abort and try again, up to tries times in all, after
         a short random pause. Return func's result; raise the last error."""
@@ -380,6 +381,7 @@ class _OidRef(weak_ref):
     cost about 0.3 us for every object loaded)."""
 
     __slots__ = ("key",)
+    key: bytes
 
 
 class Cache:
@@ -394,12 +396,12 @@ class Cache:
     def __init__(self, size: int, connection: ConnectionBase | None = None):
         """connection: the connection whose held objects recent_objects shows
         (Durus's name for them); without one it is a ReferenceContainer."""
-        self.objects = {}
+        self.objects: dict[bytes, _OidRef] = {}
         self.recent_objects = (ReferenceContainer() if connection is None
                                else HeldObjects(connection))
         self.set_size(size)
 
-    def get_size(self) -> int:
+    def get_size(self) -> float:
         return self.size
 
     def set_size(self, size: float) -> None:
@@ -408,16 +410,16 @@ class Cache:
             raise TypeError("the cache size must be a number, not %r" % (size,))
         if not size > 0:
             raise ValueError("the cache size must be > 0, not %r" % (size,))
-        self.size = size
+        self.size: float = size
 
     def get_count(self) -> int:
         return len(self.objects)
 
-    def _remove_dead(self, ref) -> None:
+    def _remove_dead(self, ref: _OidRef) -> None:
         if self.objects.get(ref.key) is ref:
             del self.objects[ref.key]
 
-    def get(self, oid: bytes):
+    def get(self, oid: bytes) -> PersistentObject | None:
         ref = self.objects.get(oid)
         return None if ref is None else ref()
 
@@ -434,16 +436,16 @@ class Cache:
             self.recent_objects.discard(obj)
             self.forget(obj)
 
-    def forget(self, obj) -> None:
+    def forget(self, obj: PersistentObject) -> None:
         """Drop obj from the cache, if it is there."""
         if self.get(obj._p_oid) is obj:
             del self.objects[obj._p_oid]
 
-    def get_instance(self, oid: bytes, cls, connection):
+    def get_instance(self, oid: bytes, cls: type, connection: "Connection") -> PersistentObject:
         """Return the cached object of oid if it is a cls, else a new ghost of cls."""
         return cached_or_ghost(self.objects, _OidRef, self._remove_dead, connection, (oid, cls))
 
-    def loader(self, connection):
+    def loader(self, connection: "Connection") -> Callable[[tuple], PersistentObject]:
         """The persistent_load hook of connection's unpicklers: (oid, cls) ->
         get_instance(oid, cls, connection)."""
         return partial(cached_or_ghost, self.objects, _OidRef, self._remove_dead, connection)
@@ -454,7 +456,7 @@ class Cache:
             if obj is not None:
                 yield obj
 
-    def shrink(self, connection) -> None:
+    def shrink(self, connection: "Connection") -> None:
         """Ghost and let go of held objects, least recently used first, while
         the cache is beyond its size; objects used in the current transaction
         are kept."""
@@ -486,11 +488,11 @@ class HeldObjects:
     def __len__(self):
         return self.connection.held_count()
 
-    def add(self, obj) -> None:
+    def add(self, obj: PersistentObject) -> None:
         """Hold obj (as the least recently used, if it was not held)."""
         self.connection.hold_loaded(obj)
 
-    def discard(self, obj) -> None:
+    def discard(self, obj: PersistentObject) -> None:
         self.connection.release(obj)
 
 
@@ -510,10 +512,10 @@ class ReferenceContainer:
     def __contains__(self, obj) -> bool:
         return id(obj) in self.map
 
-    def add(self, obj) -> None:
+    def add(self, obj: PersistentObject) -> None:
         self.map[id(obj)] = obj
 
-    def discard(self, obj) -> None:
+    def discard(self, obj: PersistentObject) -> None:
         self.map.pop(id(obj), None)
 
 
@@ -540,7 +542,7 @@ class ObjectDictionary:
         self.dead = set()
         self.callback = partial(_note_dead, weak_ref(self))
 
-    def get(self, key, default=None):
+    def get(self, key: Any, default: Any = None) -> Any:
         ref = self.mapping.get(key)
         if ref is not None and key not in self.dead:
             value = ref()
@@ -591,19 +593,24 @@ def _note_dead(dictionary_ref, value_ref) -> None:
         dictionary.dead.add(key)
 
 
-def touch_every_reference(connection: Connection, *words) -> None:
+def touch_every_reference(connection: Connection, *words: str | bytes) -> None:
     """Mark changed every object whose record mentions one of words (str or
     bytes): after renaming a class, commit to rewrite every reference."""
-    words = [as_bytes(word) for word in words]
+    wanted = [as_bytes(word) for word in words]
     for oid, record in connection.get_storage().gen_oid_record():
         data = unpack_record(record)[1]
         state = connection.reader.get_state_pickle(data)
-        if any(word in data or word in state for word in words):
-            connection.get(oid)._p_note_change()
+        if any(word in data or word in state for word in wanted):
+            obj = connection.get(oid)
+            assert obj is not None  # the storage just listed its record
+            obj._p_note_change()
 
 
-def gen_every_instance(connection: Connection, *classes):
+def gen_every_instance(connection: Connection, *classes: type) -> Iterator[PersistentObject]:
     """Yield every stored object that is an instance of one of classes."""
     for oid, record in connection.get_storage().gen_oid_record():
         if issubclass(connection.reader.get_class(unpack_record(record)[1]), classes):
-            yield connection.get(oid)
+            obj = connection.get(oid)
+            assert obj is not None  # the storage just listed its record
+            yield obj
+

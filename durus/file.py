@@ -311,7 +311,7 @@ class WriterMark:
         self._fd: int | None = None  # kept open by a writer that records positions
         self._session: tuple[int, int] | None = None  # (start, fingerprint) last recorded here
         self._note = b""  # what place() wrote after the positions
-        self.owner = None  # what the recorded positions describe (set by their recorder)
+        self.owner: object = None  # what the recorded positions describe (set by their recorder)
 
     def is_present(self) -> bool:
         return os.path.exists(self.path)

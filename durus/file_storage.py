@@ -4,13 +4,14 @@ import os
 import threading
 import weakref
 from logging import WARNING
+from typing import Iterable, Iterator
 
 from durus.error import DurusKeyError, ReadOnlyError
 from durus.file import File, WriterMark
 from durus.logger import log
 from durus.record_format import check_record, split_oids, unpack_record
 from durus.shelf import PREFIX, Shelf, write_shelf
-from durus.storage import ROOT_OID, Storage
+from durus.storage import ROOT_OID, InvalidationHandler, Storage
 from durus.utils import str_to_int8
 
 
@@ -137,7 +138,7 @@ class FileStorage(Storage):
             raise ValueError("oid %r was never allocated by this storage" % (oid,))
         self.pending[oid] = record
 
-    def end(self, handle_invalidations=None) -> None:
+    def end(self, handle_invalidations: InvalidationHandler | None = None) -> None:
         self._check_writable()
         # The commit is over even if writing fails (a retry begins anew), so
         # that it does not hold up a pack.
@@ -172,12 +173,13 @@ class FileStorage(Storage):
                 self.allocated.add(oid)
                 return oid
 
-    def release_oids(self, oids) -> None:
+    def release_oids(self, oids: Iterable[bytes]) -> None:
         # Forgotten, so that they cost no memory; a pack makes them free again.
         self._check_open()
         self.allocated.difference_update(oids)
 
-    def gen_oid_record(self, start_oid: bytes | None = None, batch_size: int = 100):
+    def gen_oid_record(self, start_oid: bytes | None = None, batch_size: int = 100
+                       ) -> Iterator[tuple[bytes, bytes]]:
         """Yield (oid, record): for every record in the file when start_oid is
         None (unreachable ones included), else for those reachable from it."""
         self._check_open()

@@ -30,6 +30,7 @@ import sys
 import zlib
 from array import array
 from logging import WARNING
+from typing import cast
 
 from durus.error import CorruptFileError
 from durus.file import File, WriterMark, fsync_directory
@@ -122,7 +123,7 @@ class Dfs20File:
         self._torn_end = False  # bytes of a failed append may follow self.end
         # The WriterMark where a writer records where its commits start and
         # how far they are durable (set by FileStorage2), or None.
-        self.mark = None
+        self.mark: WriterMark | None = None
 
     def _corrupt(self, text: str, *args) -> CorruptFileError:
         return CorruptFileError(("%r: " + text) % ((self.file.get_name(),) + args))
@@ -183,7 +184,7 @@ class Dfs20File:
         unmarked = "" if marked or not writer_marked else (
             "; the writer's mark records no positions in this file, so it does not "
             "tell a commit in flight")
-        last = None  # (start, end) of the last transaction with records
+        last: tuple[int, int] | None = None  # (start, end) of the last transaction with records
         wanted = _SCAN_CHUNK
         while position < size:
             buffer = self.file.pread(min(wanted, size - position), position)
@@ -210,8 +211,7 @@ class Dfs20File:
                                     "which the writer's mark says commits were durable"
                                     % durable, repair, durable)
         # What is left may end with a commit that zeros left unfinished.
-        problem = marked is None and last is not None and self._zero_filled(*last, size)
-        if problem:
+        if marked is None and last is not None and (problem := self._zero_filled(*last, size)):
             self._handle_torn(-1, last[0], size, problem + unmarked, repair)  # raises unless repair
             # Its records are indexed already: index the file as cut back.
             self.index, self.next_oid = PositionIndex(), 0
@@ -538,7 +538,7 @@ def write_dfs20(file: File, items):
     # file is not taken for a database.
     file.pwrite(MAGIC + _INT8.pack(0), 0)
     position = _HEADER_LENGTH
-    positions = {}
+    positions: dict[bytes, int] = {}
     batch = []
     for oid, record in items:
         batch.append((oid, record))
@@ -572,7 +572,9 @@ class FileStorage2(FileStorage):
 
     _write_format = staticmethod(write_dfs20)
 
-    def _format_class(self, file: File, repair: bool = False,
+    # A method in place of FileStorage's class: it opens a Dfs20File, which
+    # offers what FileStorage asks of a Shelf without being one.
+    def _format_class(self, file: File, repair: bool = False,  # type: ignore[override]
                       writer_marked: bool = False) -> Dfs20File:
         """Open file (as FileStorage opens its format class) so that this
         writer's commits to it record their positions in its mark."""
@@ -585,7 +587,7 @@ class FileStorage2(FileStorage):
         return dfs20
 
     def make_durable(self) -> None:
-        shelf = self.shelf
+        shelf = cast(Dfs20File, self.shelf)  # as _format_class opened it
         end = shelf.end
         super().make_durable()
         shelf._note_durable(end)

@@ -42,7 +42,10 @@ def _hasattribute(obj, name: str) -> bool:
 
 # The Python twins below test for PersistentBase_py, so that they work
 # together whichever versions the switch binds (the _*attribute helpers of C
-# and of Python do the same to Python objects).
+# and of Python do the same to Python objects). accelerate() binds it.
+PersistentBase_py: type
+
+
 def _check_persistent(obj) -> None:
     if not isinstance(obj, PersistentBase_py):
         raise TypeError("expected a persistent object, got %s" % type(obj).__name__)

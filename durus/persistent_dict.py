@@ -1,7 +1,9 @@
 """PersistentDict: a dict whose changes are tracked for the next commit."""
 
 import copy as _copy
-from collections.abc import MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
+from typing import Any
+
 
 from durus.persistent import PersistentObject
 
@@ -24,7 +26,7 @@ class PersistentDict(PersistentObject, MutableMapping):
         self.data = dict(*args, **kwargs)
 
     @classmethod
-    def fromkeys(cls, iterable, value=None) -> "PersistentDict":
+    def fromkeys(cls, iterable: Iterable, value: Any = None) -> "PersistentDict":
         """Return a new instance mapping each key of iterable to value."""
         result = cls()
         result.update(dict.fromkeys(iterable, value))
@@ -48,10 +50,10 @@ class PersistentDict(PersistentObject, MutableMapping):
     def __getitem__(self, key):
         return self.data[key]
 
-    def get(self, key, default=None):
+    def get(self, key: Any, default: Any = None) -> Any:
         return self.data.get(key, default)
 
-    def has_key(self, key) -> bool:
+    def has_key(self, key: Any) -> bool:
         """Durus's spelling of `key in self`."""
         return key in self.data
 
@@ -65,13 +67,13 @@ class PersistentDict(PersistentObject, MutableMapping):
     def items(self) -> list:  # type: ignore[override]
         return list(self.data.items())
 
-    def iterkeys(self):
+    def iterkeys(self) -> Iterator:
         return iter(self.data)
 
-    def itervalues(self):
+    def itervalues(self) -> Iterator:
         return iter(self.data.values())
 
-    def iteritems(self):
+    def iteritems(self) -> Iterator[tuple]:
         return iter(self.data.items())
 
     def copy(self) -> "PersistentDict":
@@ -110,18 +112,18 @@ class PersistentDict(PersistentObject, MutableMapping):
         self._p_note_change()
         del self.data[key]
 
-    def clear(self):
+    def clear(self) -> None:
         self._p_note_change()
         self.data.clear()
 
-    def update(self, other=(), /, **kwargs):
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
         """Like dict.update(): other is a mapping or an iterable of (key, value) pairs."""
         self._p_note_change()
         if isinstance(other, PersistentDict):
             other = other.data
         self.data.update(other, **kwargs)
 
-    def setdefault(self, key, default=None):
+    def setdefault(self, key: Any, default: Any = None) -> Any:
         """Return self[key], first setting it to default if key is absent."""
         if key in self.data:
             return self.data[key]
@@ -129,7 +131,7 @@ class PersistentDict(PersistentObject, MutableMapping):
         self.data[key] = default
         return default
 
-    def pop(self, key, *default):
+    def pop(self, key: Any, *default: Any) -> Any:
         """Like dict.pop(key[, default])."""
         self._p_note_change()
         return self.data.pop(key, *default)

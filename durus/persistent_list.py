@@ -1,6 +1,7 @@
 """PersistentList: a list whose changes are tracked for the next commit."""
 
-from collections.abc import MutableSequence
+from collections.abc import Callable, Iterable, MutableSequence
+from typing import Any
 
 from durus.persistent import PersistentObject
 
@@ -57,10 +58,10 @@ class PersistentList(PersistentObject, MutableSequence):
     def __getitem__(self, index):
         return self.data[index]
 
-    def count(self, item) -> int:
+    def count(self, item: Any) -> int:
         return self.data.count(item)
 
-    def index(self, item, *bounds) -> int:
+    def index(self, item: Any, *bounds: int) -> int:
         """Like list.index(item[, start[, stop]])."""
         return self.data.index(item, *bounds)
 
@@ -99,34 +100,34 @@ class PersistentList(PersistentObject, MutableSequence):
         self.data *= n
         return self
 
-    def append(self, item):
+    def append(self, item: Any) -> None:
         self._p_note_change()
         self.data.append(item)
 
-    def extend(self, other):
+    def extend(self, other: Iterable) -> None:
         self._p_note_change()
         self.data.extend(_unwrap(other))
 
-    def insert(self, index: int, item):
+    def insert(self, index: int, item: Any) -> None:
         self._p_note_change()
         self.data.insert(index, item)
 
-    def pop(self, index: int = -1):
+    def pop(self, index: int = -1) -> Any:
         self._p_note_change()
         return self.data.pop(index)
 
-    def remove(self, item):
+    def remove(self, item: Any) -> None:
         self._p_note_change()
         self.data.remove(item)
 
-    def clear(self):
+    def clear(self) -> None:
         self._p_note_change()
         self.data.clear()
 
-    def reverse(self):
+    def reverse(self) -> None:
         self._p_note_change()
         self.data.reverse()
 
-    def sort(self, *, key=None, reverse: bool = False):
+    def sort(self, *, key: Callable[[Any], Any] | None = None, reverse: bool = False) -> None:
         self._p_note_change()
         self.data.sort(key=key, reverse=reverse)

@@ -1,6 +1,7 @@
 """PersistentSet: a set whose changes are tracked for the next commit."""
 
-from collections.abc import MutableSet
+from collections.abc import Iterable, MutableSet
+from typing import Any
 
 from durus.persistent import PersistentObject
 
@@ -92,48 +93,48 @@ class PersistentSet(PersistentObject, MutableSet):
     def __rxor__(self, other) -> "PersistentSet":
         return type(self)(other ^ self.s)
 
-    def union(self, *others) -> "PersistentSet":
+    def union(self, *others: Iterable) -> "PersistentSet":
         return type(self)(self.s.union(*map(_unwrap, others)))
 
-    def intersection(self, *others) -> "PersistentSet":
+    def intersection(self, *others: Iterable) -> "PersistentSet":
         return type(self)(self.s.intersection(*map(_unwrap, others)))
 
-    def difference(self, *others) -> "PersistentSet":
+    def difference(self, *others: Iterable) -> "PersistentSet":
         return type(self)(self.s.difference(*map(_unwrap, others)))
 
-    def symmetric_difference(self, other) -> "PersistentSet":
+    def symmetric_difference(self, other: Iterable) -> "PersistentSet":
         return type(self)(self.s.symmetric_difference(_unwrap(other)))
 
-    def issubset(self, other) -> bool:
+    def issubset(self, other: Iterable) -> bool:
         return self.s.issubset(_unwrap(other))
 
-    def issuperset(self, other) -> bool:
+    def issuperset(self, other: Iterable) -> bool:
         return self.s.issuperset(_unwrap(other))
 
-    def isdisjoint(self, other) -> bool:
+    def isdisjoint(self, other: Iterable) -> bool:
         return self.s.isdisjoint(_unwrap(other))
 
-    def add(self, item):
+    def add(self, item: Any) -> None:
         if item not in self.s:
             self._p_note_change()
             self.s.add(item)
 
-    def discard(self, item):
+    def discard(self, item: Any) -> None:
         if item in self.s:
             self._p_note_change()
             self.s.remove(item)
 
-    def remove(self, item):
+    def remove(self, item: Any) -> None:
         self.s.remove(item)  # KeyError, with nothing noted, if item is absent
         self._p_note_change()
 
-    def pop(self):
+    def pop(self) -> Any:
         """Remove and return an arbitrary element; KeyError if the set is empty."""
         item = self.s.pop()
         self._p_note_change()
         return item
 
-    def clear(self):
+    def clear(self) -> None:
         if self.s:
             self._p_note_change()
             self.s.clear()
@@ -149,16 +150,16 @@ class PersistentSet(PersistentObject, MutableSet):
             if len(self.s) != size:
                 self._p_note_change()
 
-    def update(self, *others):
+    def update(self, *others: Iterable) -> None:
         self._resize(self.s.update, others)
 
-    def intersection_update(self, *others):
+    def intersection_update(self, *others: Iterable) -> None:
         self._resize(self.s.intersection_update, others)
 
-    def difference_update(self, *others):
+    def difference_update(self, *others: Iterable) -> None:
         self._resize(self.s.difference_update, others)
 
-    def symmetric_difference_update(self, other):
+    def symmetric_difference_update(self, other: Iterable) -> None:
         other = _unwrap(other)
         if not isinstance(other, (set, frozenset)):
             other = set(other)

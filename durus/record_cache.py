@@ -60,13 +60,14 @@ class ReadAhead:
     def __init__(self, cache: RecordCache, limit: int):
         self.cache = cache
         self.limit = limit
-        self.frontier = set()
+        self.frontier: set[bytes] = set()
 
     def take_wanted(self, skip=()) -> list:
         """Return up to limit oids, not cached and not in skip, that the
         frontier's records refer to; the frontier is then empty."""
         frontier, self.frontier = self.frontier, set()
-        cached, wanted = self.cache.records, {}
+        cached = self.cache.records
+        wanted: dict[bytes, None] = {}  # ordered, without repeats
         for oid in frontier:
             record = cached.get(oid)
             if record is not None:
@@ -92,7 +93,7 @@ class ReadAheadQueue:
         self.cache = cache
         self.limit = limit
         self.size = size
-        self.queued = {}
+        self.queued: dict[bytes, None] = {}
 
     def note(self, record: bytes) -> None:
         """Note a record the storage received (and cached)."""

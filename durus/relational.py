@@ -25,12 +25,13 @@ commits made reachable since the mark.
 
 import threading
 import time
+from typing import Any, Iterable, Iterator
 
 from durus.error import DurusKeyError, ReadConflictError, ReadOnlyError, WriteConflictError
 from durus.logger import log
 from durus.record_cache import ReadAhead, RecordCache
 from durus.record_format import check_record, pack_record, split_oids, unpack_record
-from durus.storage import ROOT_OID, Storage
+from durus.storage import ROOT_OID, InvalidationHandler, Storage
 from durus.utils import int8_to_str, str_to_int8
 
 # Seconds a process waits for another's commit lock before giving up.
@@ -302,7 +303,7 @@ class RelationalStorage(Storage):
         return self._execute(db, "SELECT id, data, refs FROM objects WHERE id = ?",
                              (number,)).fetchall()
 
-    def bulk_load(self, oids):
+    def bulk_load(self, oids: Iterable[bytes]) -> Iterator[bytes]:
         """Yield the records of oids in order, those not cached in one query per batch."""
         self._check_open()
         oids = list(oids)
@@ -330,7 +331,7 @@ class RelationalStorage(Storage):
         check_record(oid, record)
         self.pending[oid] = record
 
-    def end(self, handle_invalidations=None) -> None:
+    def end(self, handle_invalidations: InvalidationHandler | None = None) -> None:
         """Commit the stored records as one database transaction."""
         self._check_writable()
         pending, self.pending = self.pending, {}
@@ -386,7 +387,8 @@ class RelationalStorage(Storage):
         self._new.add(number)
         return int8_to_str(number)
 
-    def gen_oid_record(self, start_oid: bytes | None = None, batch_size: int = 100):
+    def gen_oid_record(self, start_oid: bytes | None = None, batch_size: int = 100
+                       ) -> Iterator[tuple[bytes, bytes]]:
         """Yield (oid, record): of every object when start_oid is None
         (unreachable ones included), else of those reachable from it."""
         self._check_open()
@@ -401,13 +403,25 @@ class RelationalStorage(Storage):
         self._check_open()
         return self._query_one(self._db, "SELECT count(*) FROM objects")[0]
 
+    def query(self, sql: str, params: tuple | list = ()) -> list:
+        """Return the rows of sql (with '?' parameters) run in this storage's
+        snapshot: for the tools that look inside databases."""
+        self._check_open()
+        return self._execute(self._db, sql, params).fetchall()
+
+    def has_commit_log(self) -> bool:
+        """Tell whether the database has the commit log, durus_log (one only
+        Durus 4.3 wrote has not)."""
+        self._check_open()
+        return self._has_log
+
     def skip_stored_oids(self) -> None:
         """Make new_oid() hand out only oids above the stored ones, after
         records came in with oids of their own (as `durus convert` stores
         them). SQLite's counter looks at the stored oids by itself."""
         self._check_writable()
 
-    def get_packer(self):
+    def get_packer(self) -> Iterator[Any]:
         """Return a generator that removes the objects the root does not
         reach, a step at a time, while other processes go on committing."""
         self._check_writable()

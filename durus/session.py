@@ -18,6 +18,7 @@ from typing import Callable
 from durus.auth import AuthenticationFailed, server_handshake
 from durus.commit_turn import CommitTurn
 from durus.error import ConflictError, ReadConflictError
+from durus.group_commit import GroupCommit
 from durus.logger import is_logging, log
 from durus.metrics import NO_METRICS, NoMetrics
 from durus.packing import Packing
@@ -27,7 +28,8 @@ from durus.protocol import (BULK_LOAD, CHANGING_COMMANDS, COMMIT, GOODBYE, LOAD,
                             VERSION, oid_list, split_commit_payload)
 from durus.record_format import split_oids, unpack_record
 from durus.serialize import extract_class_name
-from durus.snapshots import LOST, SnapshotExpired, SnapshotHistory
+from durus.snapshots import LOST, OldRecord, SnapshotExpired, SnapshotHistory
+from durus.storage import Storage
 from durus.utils import int4_to_str, join_bytes, str_to_int4, str_to_int8
 
 
@@ -63,7 +65,7 @@ class SharedState:
     stop_requested: set when a client asks the server to stop.
     metrics: a durus.metrics.ServerMetrics to report to (NO_METRICS: none).
     """
-    storage: object
+    storage: Storage
     turn: CommitTurn
     packing: Packing
     max_commit_size: int
@@ -72,7 +74,7 @@ class SharedState:
     sessions: dict | list = field(default_factory=dict)
     protocol: bytes = PROTOCOL
     users: dict | None = None
-    group_commit: object = None
+    group_commit: GroupCommit | None = None
     stop_requested: bool = False
     # {oid: tid} a pack removed (as of tid) and the history keeps, until the
     # storage reports them.
@@ -105,7 +107,7 @@ class SharedState:
         if not any(session.snapshots and session.snapshot < history.tid
                    for session in self.sessions):
             return
-        kept = {}
+        kept: dict[bytes, OldRecord] = {}
         budget = history.max_bytes - history.bytes
         for oid in removed:
             record = load(oid) if budget > 0 else LOST
@@ -141,7 +143,7 @@ class SharedState:
 
     def new_oids(self, count: int) -> list:
         """Return count new oids that no session still holds as invalid."""
-        oids = []
+        oids: list[bytes] = []
         while len(oids) < count:
             oid = self.storage.new_oid()
             # An oid freed by a pack may still be in someone's invalid set:
@@ -175,16 +177,16 @@ class Session:
         self.shared = shared
         self.name = name
         self.send = send
-        self.invalid = set()
-        self.unused_oids = set()
+        self.invalid: set[bytes] = set()
+        self.unused_oids: set[bytes] = set()
         self.read_only = False
         self.authenticated = shared.users is None
         self.commit_number = 0
         self.snapshots = False
         self.snapshot = shared.history.tid
         self.snapshot_taken = 0.0
-        self.refusal = None
-        self._sent = set()  # protocol 3: oids whose records this client was sent
+        self.refusal: str | None = None
+        self._sent: set[bytes] = set()  # protocol 3: oids whose records this client was sent
         self._handlers = {
             VERSION: self._version, NEW_OID: self._new_oid, NEW_OIDS: self._new_oids,
             LOAD: self._load, BULK_LOAD: self._bulk_load, COMMIT: self._commit,
@@ -450,7 +452,7 @@ class Session:
     def _replaced_records(self, records: list) -> dict:
         """{oid: the record a commit of records replaces, or None}."""
         storage = self.shared.storage
-        replaced = {}
+        replaced: dict[bytes, OldRecord] = {}
         for oid, _ in records:
             if oid in self.unused_oids:
                 replaced[oid] = None  # new: no snapshot has it

@@ -25,7 +25,7 @@ import struct
 import zlib
 from array import array
 from logging import WARNING
-from typing import Iterator
+from typing import Iterator, Protocol
 
 from durus import shelf_index
 from durus.accelerator import accelerate
@@ -209,6 +209,20 @@ def is_new_file(file: File, header: bytes, repair: bool, writer_marked: bool) ->
     return True
 
 
+class _AppendOnlyFile(Protocol):
+    """What Shelf's handling of a bad end and its appends use of self:
+    durus.file_storage2.Dfs20File borrows those methods."""
+
+    index: "PositionIndex"
+    end: int
+    _torn_end: bool
+
+    @property
+    def file(self) -> File | StreamFile: ...
+
+    def _cut_back(self) -> None: ...
+
+
 class Shelf:
     """An open SHELF-1 file: a map of 8-byte names (oids) to values (object
     records), kept as transactions appended to the file.
@@ -352,8 +366,8 @@ class Shelf:
                                                 or self.file.is_readonly()):
             shelf_index.save(self)
 
-    def _handle_torn(self, empty_run_start: int, position: int, size: int, reason: str,
-                     repair: bool) -> int:
+    def _handle_torn(self: _AppendOnlyFile, empty_run_start: int, position: int, size: int,
+                     reason: str, repair: bool) -> int:
         if empty_run_start != -1:
             position = empty_run_start
         if not repair:
@@ -367,7 +381,7 @@ class Shelf:
         self.file.fsync()
         return position
 
-    def _drop_commit_in_flight(self, position: int, size: int) -> int:
+    def _drop_commit_in_flight(self: _AppendOnlyFile, position: int, size: int) -> int:
         if not self.file.is_readonly():
             log(WARNING, "%r: dropped %d bytes at byte %d, the start of a commit that its "
                 "writer left unfinished when it stopped (the commit had not returned)"
@@ -611,7 +625,7 @@ class Shelf:
         transaction = _INT8.pack(len(body) + len(trailer)) + body + trailer
         self._write_transaction(transaction, oids, positions, fsync)
 
-    def _write_transaction(self, transaction: bytes, oids: array, positions: array,
+    def _write_transaction(self: _AppendOnlyFile, transaction: bytes, oids: array, positions: array,
                            fsync: bool) -> None:
         """Write transaction at the end, then index its records (oids at
         positions); on any failure, undo both and raise."""
@@ -637,7 +651,7 @@ class Shelf:
             self._cut_back()
             raise
 
-    def _cut_back(self) -> None:
+    def _cut_back(self: _AppendOnlyFile) -> None:
         """Remove whatever part of a failed append reached the file."""
         try:
             self.file.truncate(self.end)

@@ -18,10 +18,20 @@ their next load of a changed record) and what only they needed goes.
 """
 
 import collections
+import enum
 import time
+from typing import Final
+
+
+class _Lost(enum.Enum):
+    # An enum member, so that `record is LOST` narrows record's type.
+    LOST = "lost"
+
 
 # What a snapshot may need but the server did not keep.
-LOST = object()
+LOST: Final = _Lost.LOST
+# An old record as kept: the record, None if there was none, or LOST.
+OldRecord = bytes | None | _Lost
 # Bytes of memory an entry costs besides its record (the oid, the entry in
 # the version lists and the log): counted against max_bytes too.
 ENTRY_BYTES = 200
@@ -43,13 +53,15 @@ class SnapshotHistory:
         self.max_age = max_age
         self.tid = 0
         self.bytes = 0
-        self._versions = {}  # oid -> [(tid, record or None or LOST)], oldest first
-        self._log = collections.deque()  # (tid, [oids], bytes), oldest first
+        # oid -> [(tid, record or None or LOST)], oldest first
+        self._versions: dict[bytes, list[tuple[int, OldRecord]]] = {}
+        # (tid, [oids], bytes), oldest first
+        self._log: collections.deque[tuple[int, list[bytes], int]] = collections.deque()
         self._expired_below = 0  # snapshots older than this tid have expired
         self._why_expired = ""
         self._why_lost = ""
 
-    def note_commit(self, old_records: dict, why_lost: str = "") -> int:
+    def note_commit(self, old_records: dict[bytes, OldRecord], why_lost: str = "") -> int:
         """Note a commit that replaced {oid: previous record, or None if it had
         none, or LOST if unknown: why_lost says why}; return its tid."""
         if why_lost:

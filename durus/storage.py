@@ -1,7 +1,7 @@
 """The Storage interface a Connection uses, MemoryStorage, and storage-wide tools."""
 
 import heapq
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from durus.error import DurusKeyError
 from durus.record_format import split_oids, unpack_record
@@ -9,6 +9,10 @@ from durus.serialize import extract_class_name
 from durus.utils import as_bytes, int8_to_str
 
 ROOT_OID = int8_to_str(0)
+
+# What end() calls with the oids others committed, to raise a ConflictError if
+# this commit's reads depend on them.
+InvalidationHandler = Callable[[list], None]
 
 
 class Storage:
@@ -40,7 +44,7 @@ class Storage:
         """Add a record to the commit underway."""
         raise NotImplementedError
 
-    def end(self, handle_invalidations=None) -> None:
+    def end(self, handle_invalidations: InvalidationHandler | None = None) -> None:
         """Make the commit underway durable. May raise ConflictError;
         handle_invalidations(oids) is called first where others committed."""
         raise NotImplementedError
@@ -53,7 +57,7 @@ class Storage:
         """Return an oid nobody uses or has been given."""
         raise NotImplementedError
 
-    def release_oids(self, oids) -> None:
+    def release_oids(self, oids: Iterable[bytes]) -> None:
         """Take back oids from new_oid() that will never be committed (a
         server's client left without using them)."""
         self._check_open()
@@ -62,7 +66,7 @@ class Storage:
         """Release the storage's resources; safe to repeat."""
         self.closed = True
 
-    def get_packer(self):
+    def get_packer(self) -> Iterator[Any] | None:
         """Return a generator that packs a step at a time, or None if not supported."""
         self._check_open()
         return None
@@ -98,14 +102,15 @@ def _gen_reachable(storage, start_oid: bytes, batch_size: int):
                     heapq.heappush(todo, ref)
 
 
-def gen_referring_oid_record(storage: Storage, referred_oid: bytes):
+def gen_referring_oid_record(storage: Storage, referred_oid: bytes
+                             ) -> Iterator[tuple[bytes, bytes]]:
     """Yield (oid, record) of every object that references referred_oid."""
     for oid, record in storage.gen_oid_record():
         if referred_oid in split_oids(unpack_record(record)[2]):
             yield oid, record
 
 
-def gen_oid_class(storage: Storage, *classes):
+def gen_oid_class(storage: Storage, *classes: str | bytes) -> Iterator[tuple[bytes, bytes]]:
     """Yield (oid, class name: bytes) of every object, or of those whose class
     name is in classes (given as str or bytes)."""
     names = {as_bytes(name) for name in classes}
@@ -163,7 +168,7 @@ class MemoryStorage(Storage):
             raise RuntimeError("store() called outside begin()/end()")
         self.pending[oid] = record
 
-    def end(self, handle_invalidations=None) -> None:
+    def end(self, handle_invalidations: InvalidationHandler | None = None) -> None:
         self._check_open()
         if self.pending is None:
             raise RuntimeError("end() called without begin()")

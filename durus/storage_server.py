@@ -19,9 +19,11 @@ whenever no client is waiting, are the loop's to grant and drive.
 
 import selectors
 import socket
+import ssl
 import time
 from datetime import datetime
 from logging import CRITICAL, DEBUG, ERROR, INFO, WARNING
+from typing import cast
 
 from durus.commit_turn import CommitTurn
 from durus.error import DurusError
@@ -99,14 +101,14 @@ class _Client:
 
     def __init__(self, sock: socket.socket, tls: bool):
         self.sock = sock
-        self.session = None
+        self.session: Session  # the server's, made with this client's queue
         self.inbuf = bytearray()
         self.outbuf = bytearray()
         self.events = 0
         self.progress = time.monotonic()
         self.closed = False
         self.tls = self.tls_handshaking = tls
-        self.handshake_deadline = None
+        self.handshake_deadline: float | None = None
 
     @property
     def name(self) -> str:
@@ -223,7 +225,7 @@ class _Acceptor:
         self.listener = listener
         self.address = address
         self.selector = selector
-        self.paused_until = None
+        self.paused_until: float | None = None
         self._count = 0
         self._last_refusal_logged = 0.0
         selector.register(listener, selectors.EVENT_READ, self)
@@ -326,11 +328,12 @@ class StorageServer:
         self.snapshot_age = snapshot_age
         self.metrics = metrics or NO_METRICS
         # {Session: _Client}, in the order they connected.
-        self.clients = {}
-        self.shared = None  # the SharedState, while serving
-        self._selector = None
-        self._acceptor = None
-        self._wakeup = None
+        self.clients: dict[Session, _Client] = {}
+        # Set by serve():
+        self.shared: SharedState
+        self._selector: selectors.BaseSelector
+        self._acceptor: _Acceptor
+        self._wakeup: tuple[socket.socket, socket.socket] | None = None
         self._stopping = False
         self._last_pack_step = 0.0
         self._answered_durable = 0
@@ -402,6 +405,7 @@ class StorageServer:
         if data is self._acceptor:
             self._accept()
         elif data == "wakeup":
+            assert self._wakeup is not None  # registered while serving
             try:
                 self._wakeup[0].recv(4096)
             except BlockingIOError:
@@ -426,6 +430,7 @@ class StorageServer:
             self._drop(client, "the server is stopping", DEBUG)
         self.shared.packing.abandon()
         self._selector.close()
+        assert self._wakeup is not None  # set by serve()
         for sock in self._wakeup:
             sock.close()
         self._wakeup = None
@@ -465,8 +470,9 @@ class StorageServer:
         return client
 
     def _continue_tls_handshake(self, client: _Client) -> None:
+        sock = cast(ssl.SSLSocket, client.sock)  # tls_handshaking: accept_tls() wrapped it
         try:
-            events = continue_handshake(client.sock)
+            events = continue_handshake(sock)
         except OSError as exc:
             self._drop(client, "TLS handshake failed: %s" % describe_error(exc, "the client"),
                        DEBUG if is_disconnect(exc) else WARNING)
@@ -476,7 +482,7 @@ class StorageServer:
             return
         client.tls_handshaking = False
         client.progress = time.monotonic()
-        log(DEBUG, "Client %s: TLS %s", client.name, describe_session(client.sock))
+        log(DEBUG, "Client %s: TLS %s", client.name, describe_session(sock))
         # Requests may have come with the end of the handshake.
         self._on_readable(client)
         self._update_events(client)
@@ -591,6 +597,7 @@ class StorageServer:
             client.progress = time.monotonic()
             return None
         if want is Wait.DURABLE:
+            assert self.shared.group_commit is not None  # sessions wait for DURABLE only with it
             durable = self.shared.group_commit.is_durable(client.session.commit_number)
             return None if durable else _BLOCKED
         if want is Wait.OUTPUT_DRAINED:

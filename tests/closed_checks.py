@@ -30,7 +30,7 @@ ARGUMENTS = {
     "seek_end": (), "tell": (), "read": (), "write": (b"x",), "flush": (), "stat": (),
     "get_offset_map": (),
     # Relational storages, for durus convert and info
-    "count_objects": (), "skip_stored_oids": (),
+    "count_objects": (), "skip_stored_oids": (), "query": ("SELECT 1",), "has_commit_log": (),
 }
 # Shelf.store is Durus's: it takes (oid, record) pairs.
 SHELF_ARGUMENTS = {**ARGUMENTS, "store": ([(ROOT_OID, RECORD)],)}

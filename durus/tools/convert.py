@@ -15,6 +15,7 @@ oid counter is then moved past them, so that new objects get new oids.
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
 from durus.file_storage import FileStorage
 from durus.relational import RelationalStorage
@@ -22,6 +23,10 @@ from durus.storage import Storage
 from durus.tools.backup import write_new_file
 from durus.tools.progress import progress
 from durus.tools.target import open_target
+
+if TYPE_CHECKING:  # imported when used: PostgreSQL's brings psycopg
+    from durus.postgres_storage import PostgresStorage
+    from durus.sqlite_storage import SqliteStorage
 
 FORMATS = ("shelf", "dfs20", "sqlite")
 SQLITE_EXTENSIONS = (".sqlite", ".sqlite3", ".db")
@@ -99,6 +104,7 @@ def _write_file(dest: str, kind: str, records) -> None:
 def _write_relational(dest: str, kind: str, records) -> None:
     """Store records into the empty SQLite or PostgreSQL database dest, BATCH
     a transaction; then move its oid counter past them."""
+    cls: "type[SqliteStorage | PostgresStorage]"
     if kind == "sqlite":
         from durus.sqlite_storage import SqliteStorage as cls
     else:

@@ -15,7 +15,8 @@ from datetime import datetime, timezone
 
 from durus.error import CorruptFileError
 from durus.storage import Storage
-from durus.tools.records import SERVER, class_name, gen_records, query, storage_format
+from durus.tools.records import (SERVER, class_name, file_storage, gen_records, query, relational,
+                                 storage_format)
 from durus.tools.target import open_target
 
 _INT8 = struct.Struct(">Q")
@@ -95,12 +96,12 @@ def _transactions(storage: Storage) -> tuple[int | None, str]:
     """(how many, what was counted) of the transactions since the last pack."""
     kind = storage_format(storage)
     if kind == "SHELF-1":
-        return _shelf_transactions(storage.shelf), "transactions since the last pack"
+        return _shelf_transactions(file_storage(storage).shelf), "transactions since the last pack"
     if kind == "DFS20":
-        return _dfs20_transactions(storage.shelf), "transactions since the last pack"
+        return _dfs20_transactions(file_storage(storage).shelf), "transactions since the last pack"
     if kind == SERVER:
         return None, "not known through a server"
-    if not storage._has_log:
+    if not relational(storage).has_commit_log():
         return None, "no commit log (a database only Durus 4.3 wrote)"
     (count,) = query(storage, "SELECT count(*) FROM durus_log")[0]
     return count, ("commits in the log: a pack keeps the last hour's, and logs its "
@@ -139,7 +140,7 @@ def _last_commit(storage: Storage, target: str) -> tuple[float | None, str]:
     kind = storage_format(storage)
     if kind == SERVER:
         return None, "not known through a server"
-    if kind in ("SQLite", "PostgreSQL") and storage._has_log:
+    if kind in ("SQLite", "PostgreSQL") and relational(storage).has_commit_log():
         (when,) = query(storage, "SELECT max(committed) FROM durus_log")[0]
         if when is not None:
             return when, LOG_TIME

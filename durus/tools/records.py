@@ -8,9 +8,12 @@ from the root, the only records its protocol can list.
 """
 
 from collections.abc import Iterator
+from typing import cast
 
 from durus.error import CorruptFileError
+from durus.file_storage import FileStorage
 from durus.record_format import pack_record, unpack_record
+from durus.relational import RelationalStorage
 from durus.serialize import extract_class_name
 from durus.storage import Storage
 from durus.utils import int8_to_str
@@ -38,9 +41,19 @@ def is_relational(storage: Storage) -> bool:
     return storage_format(storage) in ("SQLite", "PostgreSQL")
 
 
+def file_storage(storage: Storage) -> FileStorage:
+    """storage, which is_file_format(), as the FileStorage it is."""
+    return cast(FileStorage, storage)
+
+
+def relational(storage: Storage) -> RelationalStorage:
+    """storage, which is_relational(), as the RelationalStorage it is."""
+    return cast(RelationalStorage, storage)
+
+
 def query(storage: Storage, sql: str, params=()) -> list:
     """Rows of sql ('?' parameters) run in a relational storage's snapshot."""
-    return storage._execute(storage._db, sql, params).fetchall()
+    return relational(storage).query(sql, params)
 
 
 def class_name(record: bytes) -> str:
@@ -60,7 +73,7 @@ def located_oids(storage: Storage) -> Iterator[tuple[bytes, int | None]]:
     """Yield (oid, byte offset of its record or None) for every record of a
     file or relational storage, unreachable ones included."""
     if is_file_format(storage):
-        reader = storage.shelf
+        reader = file_storage(storage).shelf
         if hasattr(reader, "iterindex"):  # a Shelf: the packed records are in its map
             yield from reader.iterindex()
         else:
@@ -115,13 +128,14 @@ def pack_with_progress(storage: Storage) -> None:
                 advance(1)
         return
     # A file's pack reads each record it keeps through load(): counting
-    # those calls measures it in records, whatever units its steps have.
+    # those calls measures it in records, whatever units its steps have
+    # (an instance attribute over the method while the pack runs).
     load = storage.load
     with progress("pack", record_total(storage), "records") as advance:
         def counting_load(oid: bytes) -> bytes:
             advance(1)
             return load(oid)
-        storage.load = counting_load
+        storage.load = counting_load  # type: ignore[method-assign]
         try:
             for _ in packer:
                 pass
