@@ -179,6 +179,46 @@ note_access_through_python(PyObject *connection, PersistentBaseObject *self)
     return 0;
 }
 
+/* The connection class last found to use ConnectionBase's own note_access,
+ * and its version tag then. Tags are never reused and a changed class loses
+ * its tag, so while both match, that answer stands without a lookup (which
+ * with the subclass check cost a third of a first access). */
+static PyTypeObject *base_access_type;
+static unsigned int base_access_tag;
+
+static int
+has_version_tag(PyTypeObject *type)
+{
+#ifdef Py_TPFLAGS_VALID_VERSION_TAG
+    if (!PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG)) {
+        return 0;
+    }
+#endif
+    return type->tp_version_tag != 0;
+}
+
+/* Whether connection is a ConnectionBase whose class does not override
+ * note_access (looked up on the class, as the pure-Python code does). */
+static int
+uses_base_note_access(PyObject *connection)
+{
+    PyTypeObject *type = Py_TYPE(connection);
+    if (type == base_access_type && type->tp_version_tag == base_access_tag
+            && has_version_tag(type)) {
+        return 1;
+    }
+    if (!PyObject_TypeCheck(connection, &ConnectionBase_Type)
+            || _PyType_Lookup(type, str_note_access) != base_note_access) {
+        return 0;
+    }
+    /* The lookup gave the class a version tag, if it could. */
+    if (has_version_tag(type)) {
+        base_access_type = type;
+        base_access_tag = type->tp_version_tag;
+    }
+    return 1;
+}
+
 /* The bookkeeping done before any ordinary attribute access. */
 static int
 before_access(PersistentBaseObject *self)
@@ -193,10 +233,7 @@ before_access(PersistentBaseObject *self)
     if (connection == NULL || connection == Py_None) {
         return 0;
     }
-    /* note_access is looked up on the class (through its attribute cache),
-     * as the pure-Python code does: a class that overrides it is asked. */
-    if (PyObject_TypeCheck(connection, &ConnectionBase_Type)
-            && _PyType_Lookup(Py_TYPE(connection), str_note_access) == base_note_access) {
+    if (uses_base_note_access(connection)) {
         /* No call into Python from here on: the borrowed pointer stays valid. */
         ConnectionBaseObject *base = (ConnectionBaseObject *)connection;
         if (self->serial != base->transaction_serial) {
@@ -622,7 +659,50 @@ done:
     return obj;
 }
 
+/* fill_instance_dict(instance_dict, state): see persistent.py. */
+static PyObject *
+m_fill_instance_dict(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *instance_dict, *state, *key, *value, *result;
+    Py_ssize_t position = 0;
+    if (!check_nargs("fill_instance_dict", nargs, 2)) {
+        return NULL;
+    }
+    instance_dict = args[0];
+    state = args[1];
+    if (!PyDict_Check(instance_dict)) {
+        PyErr_Format(PyExc_TypeError, "fill_instance_dict() needs a dict, not %.200s",
+                     Py_TYPE(instance_dict)->tp_name);
+        return NULL;
+    }
+    PyDict_Clear(instance_dict);
+    if (!PyDict_CheckExact(state)) {
+        result = PyObject_CallMethod(instance_dict, "update", "(O)", state);
+        Py_XDECREF(result);
+        return result == NULL ? NULL : Py_NewRef(Py_None);
+    }
+    while (PyDict_Next(state, &position, &key, &value)) {
+        int failed;
+        /* Owned while set: interning may swap in the interned equal string. */
+        Py_INCREF(key);
+        Py_INCREF(value);
+        if (PyUnicode_CheckExact(key)) {
+            PyUnicode_InternInPlace(&key);
+        }
+        failed = PyDict_SetItem(instance_dict, key, value) < 0;
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (failed) {
+            return NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"fill_instance_dict", (PyCFunction)(void (*)(void))m_fill_instance_dict, METH_FASTCALL,
+     "fill_instance_dict(instance_dict, state): clear instance_dict and fill it\n"
+     "from state, str names interned (see persistent.py)."},
     {"_setattribute", (PyCFunction)(void (*)(void))m_setattribute, METH_FASTCALL,
      "_setattribute(obj, name, value): set without noting a change."},
     {"_delattribute", (PyCFunction)(void (*)(void))m_delattribute, METH_FASTCALL,

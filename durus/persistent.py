@@ -6,9 +6,9 @@ the first attribute access loads it through its connection).
 
 PersistentBase and ConnectionBase hold the hot path: every attribute access
 goes through them. The C extension durus._persistent replaces them (and
-cached_or_ghost, call_if_persistent and the _*attribute helpers) as
-durus.accelerator chooses; both implementations behave the same, and the
-Python ones stay importable as <name>_py (PersistentBase_py, ...).
+cached_or_ghost, call_if_persistent, fill_instance_dict and the _*attribute
+helpers) as durus.accelerator chooses; both implementations behave the same,
+and the Python ones stay importable as <name>_py (PersistentBase_py, ...).
 """
 
 import sys
@@ -201,11 +201,24 @@ def cached_or_ghost(objects: dict, ref_type: type, on_death, connection, oid_cla
     return obj
 
 
+def fill_instance_dict(instance_dict: dict, state) -> None:
+    """Clear instance_dict and fill it from state (a mapping). The names of
+    a plain dict state are interned: each loaded state brings its own name
+    strings, which an attribute lookup can only match by comparing
+    characters, and which every object would keep a copy of."""
+    instance_dict.clear()
+    if type(state) is not dict:
+        instance_dict.update(state)
+        return
+    for name, value in state.items():
+        instance_dict[sys.intern(name) if type(name) is str else name] = value
+
+
 # The one rule of placement: after every Python twin, before the first class
 # built on PersistentBase (which must get the base the switch chose).
 accelerate(globals(), "durus._persistent", (
     "ConnectionBase", "PersistentBase", "cached_or_ghost", "call_if_persistent",
-    "_setattribute", "_getattribute", "_delattribute", "_hasattribute"))
+    "fill_instance_dict", "_setattribute", "_getattribute", "_delattribute", "_hasattribute"))
 
 
 class PersistentObject(PersistentBase):
@@ -304,9 +317,7 @@ class Persistent(PersistentObject):
         return self.__dict__
 
     def __setstate__(self, state):
-        instance_dict = _getattribute(self, "__dict__")
-        instance_dict.clear()
-        instance_dict.update(state)
+        fill_instance_dict(_getattribute(self, "__dict__"), state)
 
 
 class ComputedAttribute(PersistentObject):

@@ -5,6 +5,7 @@ import gc
 import importlib.util
 import random
 import struct
+import sys
 import weakref
 from array import array
 from types import SimpleNamespace
@@ -476,3 +477,59 @@ def test_note_access_set_on_the_class_later_is_called_in_both_implementations():
     connection.abort()
     node.other
     assert noted == [node]
+
+
+def test_note_access_set_on_a_class_already_seen_is_called_in_both_implementations():
+    class Patched(Connection):
+        pass
+
+    connection = Patched(MemoryStorage())
+    node = connection.get_root()["n"] = Node()
+    connection.commit()
+    node.other  # the C code has now seen Patched use ConnectionBase's note_access
+    noted = []
+    Patched.note_access = lambda self, obj: noted.append(obj)
+    connection.abort()
+    node.other
+    assert noted == [node]
+
+
+@pytest.fixture(params=["py", "C"])
+def fill_instance_dict(request):
+    """fill_instance_dict of each implementation."""
+    if request.param == "py":
+        return durus.persistent.fill_instance_dict_py
+    return c_extension("durus._persistent").fill_instance_dict
+
+
+class _Name(str):
+    pass
+
+
+@pytest.mark.parametrize("state", [
+    {}, {"a": 1, "name": [2]}, {"".join(["lo", "aded"]): 3, 4: "four", _Name("sub"): 5},
+    [("pairs", 1)], {"x": 1}.items(), type("Sub", (dict,), {})(y=2)])
+def test_fill_instance_dict_in_both_implementations(fill_instance_dict, state):
+    instance_dict = {"old": 0}
+    fill_instance_dict(instance_dict, state)
+    assert instance_dict == dict(state)
+    for name in instance_dict:
+        if type(name) is str and type(state) is dict:
+            assert name is sys.intern(name)  # one copy of each name, found by identity
+        elif isinstance(name, str):
+            assert type(name) is type(next(k for k in dict(state) if k == name))
+
+
+def test_fill_instance_dict_refuses_a_state_that_is_no_mapping(fill_instance_dict):
+    with pytest.raises(TypeError):
+        fill_instance_dict({}, 5)
+
+
+def test_loaded_state_names_are_interned():
+    connection = Connection(MemoryStorage())
+    connection.get_root()["n"] = Node()
+    connection.commit()
+    other = Connection(connection.get_storage())
+    node = other.get_root()["n"]
+    node._p_load_state()
+    assert all(name is sys.intern(name) for name in vars(node))
