@@ -24,6 +24,7 @@ from durus.file_storage import FileStorage
 from durus.persistent import ConnectionBase, ConnectionBase_py, Persistent
 from durus.persistent_dict import PersistentDict
 from durus.serialize import ObjectWriter
+from durus.server_link import ServerLink
 from durus.shelf import PositionIndex, Shelf
 from durus.storage import MemoryStorage
 
@@ -39,8 +40,8 @@ COMMIT_PATH = [Connection.commit, Connection._store_changes, Connection._mark_sa
                PositionIndex.update, PositionIndex._grow_for, File._call]
 SYNC_PATH = [Connection.abort, Connection._sync, Connection._take_invalidations,
              Connection._handle_invalidations, Connection.commit, Connection._store_changes,
-             ClientStorage.sync, ClientStorage.end, ClientStorage._request,
-             ClientStorage._replied, ClientStorage._receive_oids]
+             ClientStorage.sync, ClientStorage.end, ServerLink.request, ServerLink.replied,
+             ServerLink.receive_oids]
 
 
 class Leaf(Persistent):
