@@ -199,6 +199,10 @@ class Dfs20File:
             last = last_here or last
             position += end
             if error or (position + len(buffer) - end >= size and end < len(buffer)):
+                if (not error and marked is None and last is not None
+                        and not self.file.pread(size - position, position).strip(b"\0")
+                        and self._zero_filled(*last, size)):
+                    break  # zeros to the end (a count not a multiple of 4): checked below
                 reason = error or "it is cut off by the end of the file"
                 # Unless refused, the file now ends here (for this open).
                 size = position = self._handle_bad(position, size, reason + unmarked, repair,
