@@ -17,7 +17,7 @@ import time
 from logging import ERROR, INFO
 from pprint import pprint
 from types import ModuleType
-from typing import Callable
+from typing import Any, Callable
 
 from durus.auth import DEFAULT_USER, parse_users, read_secret, read_users
 from durus.client_storage import ClientStorage
@@ -26,6 +26,7 @@ from durus.error import DurusError
 from durus.logger import direct_output, log, logger
 from durus.tls import client_context
 from durus.tools import COMMANDS
+from durus.storage import Storage
 from durus.storage_server import (DEFAULT_GCBYTES, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HOST,
                                   DEFAULT_MAX_COMMIT_SIZE, DEFAULT_MAX_CONNECTIONS,
                                   DEFAULT_MAX_FRAME_SIZE, DEFAULT_PORT, DEFAULT_SNAPSHOT_AGE,
@@ -86,7 +87,7 @@ def get_storage_class(file: str) -> type:
     raise ValueError("%s is not a Durus storage file (unknown storage type)" % file)
 
 
-def get_storage(file: str | None, storage_class: str | None = None, **kwargs):
+def get_storage(file: str | None, storage_class: str | None = None, **kwargs: Any) -> Storage:
     """Open a storage on file (a new temporary file if None); kwargs (readonly,
     repair) go to the storage class, named by storage_class or found by
     looking at the file."""
@@ -102,8 +103,8 @@ def get_storage(file: str | None, storage_class: str | None = None, **kwargs):
 
 # durus -s
 
-def start_durus(logfile: str | None, logginglevel: int, address, storage,
-                gcbytes: int, **server_options) -> None:
+def start_durus(logfile: str | None, logginglevel: int, address: "SocketAddress | tuple[str, int] | str", storage: Storage,
+                gcbytes: int, **server_options: Any) -> None:
     """Serve storage at address until stopped by 'durus -s --stop', a 'Q'
     request, SIGTERM or Ctrl-C; then close it. server_options (TLS, users,
     limits) go to StorageServer."""
@@ -117,8 +118,8 @@ def log_to(logfile: str | None, logginglevel: int) -> None:
     logger.setLevel(logginglevel)
 
 
-def serve(address, storage, gcbytes: int, metrics_address: tuple[str, int] | None = None,
-          **server_options) -> None:
+def serve(address: "SocketAddress | tuple[str, int] | str", storage: Storage, gcbytes: int, metrics_address: tuple[str, int] | None = None,
+          **server_options: Any) -> None:
     """Serve storage at address until stopped (see start_durus), logging as set
     up, with Prometheus metrics at metrics_address (host, port) if given."""
     socket_address = SocketAddress.new(address)
@@ -143,7 +144,7 @@ def serve(address, storage, gcbytes: int, metrics_address: tuple[str, int] | Non
             metrics.close()
 
 
-def stop_durus(address, **client_options) -> bool:
+def stop_durus(address: "SocketAddress | tuple[str, int] | str", **client_options: Any) -> bool:
     """Ask the server at address to quit and wait (up to 10 s) until it is
     gone; return False if no server was running there. client_options (TLS,
     user, secret) go to ClientStorage."""
@@ -393,7 +394,7 @@ def _save_history(readline, history_path: str, old_length: int) -> None:
         pass  # Keeping history is a convenience, not worth an error at exit.
 
 
-def interactive_client(file: str | None, address, cache_size: int, readonly: bool,
+def interactive_client(file: str | None, address: "SocketAddress | tuple[str, int] | str | None", cache_size: int, readonly: bool,
                        repair: bool, startup: str, storage_class: str | None = None,
                        client_options: dict | None = None) -> None:
     """Run a Python console with a Connection to file, or to the server at
@@ -401,7 +402,7 @@ def interactive_client(file: str | None, address, cache_size: int, readonly: boo
     if file:
         storage = get_storage(file, storage_class=storage_class,
                               readonly=readonly, repair=repair)
-        description = storage.get_filename()  # a DSN without its password
+        description = storage.get_filename()  # type: ignore[attr-defined]  # every storage class has it; a DSN without its password
     else:
         storage = _server_storage(address, client_options or {})
         description = storage.address
@@ -462,7 +463,7 @@ def pack_storage_main(argv: list) -> None:
     _add_client_options(parser)
     options = parser.parse_args(argv)
     if options.file is None:
-        storage = _server_storage(options.address or (options.host, options.port),
+        storage: Storage = _server_storage(options.address or (options.host, options.port),
                                   _client_options(options))
     else:
         storage = get_storage(options.file)

@@ -44,6 +44,7 @@ import stat
 from dataclasses import dataclass
 from hashlib import sha256
 from logging import WARNING
+from typing import Callable, Generator
 
 from durus.error import ProtocolError
 from durus.logger import log
@@ -157,7 +158,7 @@ def _proof(secret: bytes, side: bytes, server_nonce: bytes, client_nonce: bytes,
 _NOBODY = secrets.token_bytes(32)
 
 
-def server_handshake(users: dict, send, command: bytes):
+def server_handshake(users: dict, send: Callable[[bytes], None], command: bytes) -> Generator[int, bytes, User]:
     """The server's side of the handshake, from the client's first command
     byte on, as a generator that yields how many bytes it needs next and is
     sent them; send(bytes) queues a reply. Returns the User; raises
@@ -194,7 +195,7 @@ def server_handshake(users: dict, send, command: bytes):
     return user
 
 
-def client_handshake(send, receive, user: str, secret: bytes, server: str) -> bool:
+def client_handshake(send: Callable[[bytes], None], receive: Callable[[int], bytes], user: str, secret: bytes, server: str) -> bool:
     """Authenticate as user with secret to server (a description for
     messages), through send(bytes) and receive(n) -> bytes on a fresh
     connection. Return whether the user is read-only; raise

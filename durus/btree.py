@@ -467,7 +467,7 @@ class BTree(PersistentObject, MutableMapping):
 
     root_is = BNode  # the attribute type, declared for QP's spec checking
 
-    def __init__(self, node_constructor: type = BNode16):
+    def __init__(self, node_constructor: type = BNode16) -> None:
         if not (isinstance(node_constructor, type) and issubclass(node_constructor, BNode)):
             raise TypeError("node_constructor must be a BNode class")
         self.root = node_constructor()

@@ -1,5 +1,6 @@
 """ClientStorage: the Storage of a Durus storage server, used over a socket."""
 
+import ssl
 from typing import Any, Iterable, Iterator, NoReturn
 
 from durus.auth import AUTH_PROTOCOL, DEFAULT_USER, AuthenticationError, client_handshake
@@ -61,12 +62,12 @@ class ClientStorage(Storage):
         given by our servers, not by Durus 4.3's.
     """
 
-    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, address=None,
+    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, address: "SocketAddress | tuple[str, int] | str | None" = None,
                  timeout: float | None = DEFAULT_TIMEOUT, *, cafile: str | None = None,
-                 certfile: str | None = None, keyfile: str | None = None, ssl_context=None,
+                 certfile: str | None = None, keyfile: str | None = None, ssl_context: ssl.SSLContext | None = None,
                  server_hostname: str | None = None, user: str | None = None,
                  secret: bytes | str | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES,
-                 snapshots: bool = True):
+                 snapshots: bool = True) -> None:
         self.address = SocketAddress.new(address or (host, port))
         self.cache = RecordCache(cache_bytes)
         self._read_ahead = ReadAheadQueue(self.cache, READ_AHEAD,

@@ -13,8 +13,12 @@ committed meanwhile: the session sees the oids in its invalid set).
 import collections
 import time
 from logging import INFO
+from typing import TYPE_CHECKING
 
 from durus.logger import log
+
+if TYPE_CHECKING:
+    from durus.session import Session
 
 
 class CommitTurn:
@@ -25,14 +29,14 @@ class CommitTurn:
     holder: the session holding the turn, or None.
     """
 
-    def __init__(self, grace: float, timeout: float):
+    def __init__(self, grace: float, timeout: float) -> None:
         self.grace = grace
         self.timeout = timeout
         self.holder = None
         self.granted_at = 0.0  # monotonic time the holder got the turn
         self._waiting: collections.deque = collections.deque()  # sessions, first come first
 
-    def request(self, session) -> bool:
+    def request(self, session: "Session") -> bool:
         """Queue session for the turn unless it is queued; tell whether it
         now holds the turn (it is free and session is first in line)."""
         if session not in self._waiting:
@@ -44,18 +48,18 @@ class CommitTurn:
         self.granted_at = time.monotonic()
         return True
 
-    def release(self, session) -> None:
+    def release(self, session: "Session") -> None:
         """End session's turn, if it holds it."""
         if self.holder is session:
             self.holder = None
 
-    def forget(self, session) -> None:
+    def forget(self, session: "Session") -> None:
         """Drop session (gone) from the turn and from the line."""
         self.release(session)
         if session in self._waiting:
             self._waiting.remove(session)
 
-    def next_in_line(self):
+    def next_in_line(self) -> "Session | None":
         """Return the session to grant the free turn to, or None."""
         if self.holder is None and self._waiting:
             return self._waiting[0]

@@ -42,7 +42,7 @@ class Connection(ConnectionBase):
     invalid_oids: {oid}, oids found to conflict; abort() must clear them.
     """
 
-    def __init__(self, storage, cache_size: int = 100000, root_class=None):
+    def __init__(self, storage: Storage | str, cache_size: int = 100000, root_class: type | None = None) -> None:
         """storage: a Storage, or the file name of a FileStorage.
         root_class: the class of the root object: it is created as
         root_class() in a new database and checked in an existing one."""
@@ -393,7 +393,7 @@ class Cache:
     the cache is beyond its target size.
     """
 
-    def __init__(self, size: int, connection: ConnectionBase | None = None):
+    def __init__(self, size: int, connection: ConnectionBase | None = None) -> None:
         """connection: the connection whose held objects recent_objects shows
         (Durus's name for them); without one it is a ReferenceContainer."""
         self.objects: dict[bytes, _OidRef] = {}
@@ -482,7 +482,7 @@ class HeldObjects:
     Cache.recent_objects (a ReferenceContainer): add() holds an object,
     discard() lets go of it, so that only weak references may remain."""
 
-    def __init__(self, connection: ConnectionBase):
+    def __init__(self, connection: ConnectionBase) -> None:
         self.connection = connection
 
     def __len__(self):
@@ -503,8 +503,8 @@ class ReferenceContainer:
     map: {id(obj): obj}
     """
 
-    def __init__(self):
-        self.map = {}
+    def __init__(self) -> None:
+        self.map: dict[int, Any] = {}
 
     def __len__(self):
         return len(self.map)
@@ -537,9 +537,9 @@ class ObjectDictionary:
         its key dead. It holds the dictionary weakly.
     """
 
-    def __init__(self):
-        self.mapping = {}
-        self.dead = set()
+    def __init__(self) -> None:
+        self.mapping: dict[Any, KeyedRef] = {}
+        self.dead: set[Any] = set()
         self.callback = partial(_note_dead, weak_ref(self))
 
     def get(self, key: Any, default: Any = None) -> Any:

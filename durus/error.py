@@ -24,7 +24,7 @@ class ConflictError(DurusError):
     oids: [bytes] | None, the conflicting oids.
     """
 
-    def __init__(self, oids=None):
+    def __init__(self, oids: list[bytes] | None = None) -> None:
         super().__init__(oids)
         self.oids = oids
 
@@ -47,7 +47,7 @@ class SnapshotExpiredError(ReadConflictError):
     """A transaction held its snapshot so long, or across such changes (a
     pack), that the server no longer keeps what it would read; reason says why."""
 
-    def __init__(self, oids=None, reason: str = "the transaction's snapshot expired"):
+    def __init__(self, oids: list[bytes] | None = None, reason: str = "the transaction's snapshot expired") -> None:
         super().__init__(oids)
         self.reason = reason
 

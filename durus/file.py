@@ -8,7 +8,7 @@ import socket
 import tempfile
 import time
 import zlib
-from typing import IO
+from typing import IO, Any
 
 from durus.error import ClosedFileError, FileLockedError, ReadOnlyError
 
@@ -24,7 +24,7 @@ class File:
     (tempfile options such as prefix= go to it) and removed on close().
     """
 
-    def __init__(self, name: str | None = None, readonly: bool = False, **temporary_options):
+    def __init__(self, name: str | None = None, readonly: bool = False, **temporary_options: Any) -> None:
         self.readonly = readonly
         self.temporary = name is None
         self.file: IO[bytes]
@@ -232,7 +232,7 @@ class StreamFile:
     no lock, and fsync() only flushes: the stream's owner sees to those.
     """
 
-    def __init__(self, stream, readonly: bool = False):
+    def __init__(self, stream: IO[bytes], readonly: bool = False) -> None:
         self.stream = stream
         self.readonly = readonly
 
@@ -306,7 +306,7 @@ class WriterMark:
     only tell that a writer was at work.
     """
 
-    def __init__(self, database: str):
+    def __init__(self, database: str) -> None:
         self.path = database + ".writer"
         self._fd: int | None = None  # kept open by a writer that records positions
         self._session: tuple[int, int] | None = None  # (start, fingerprint) last recorded here

@@ -4,7 +4,7 @@ import os
 import threading
 import weakref
 from logging import WARNING
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from durus.error import DurusKeyError, ReadOnlyError
 from durus.file import File, WriterMark
@@ -40,7 +40,7 @@ class FileStorage(Storage):
     _write_format = staticmethod(write_shelf)
 
     def __init__(self, filename: str | File | None = None, readonly: bool = False,
-                 repair: bool = False, fsync: bool = True):
+                 repair: bool = False, fsync: bool = True) -> None:
         """filename: a path, an open durus.file.File (as Durus accepted; its
         own read-only flag then applies), or None for a temporary file."""
         if isinstance(filename, File):
@@ -77,12 +77,12 @@ class FileStorage(Storage):
         self.pending: dict[bytes, bytes] = {}
         self.allocated: set[bytes] = set()
         self.invalid: set[bytes] = set()
-        self.pack_extra = None
+        self.pack_extra: set[bytes] | None = None
         # Called as pack_observer(removed oids, load) just before a pack makes
         # them go, with load(oid) -> record still working (a server keeps
         # what its clients' snapshots may need).
         self.pack_observer = None
-        self._packer = None  # weak reference to the generator of the pack underway
+        self._packer: Any = None  # weak reference to the generator of the pack underway
 
     def _place_mark(self, mark: WriterMark) -> None:
         """Place the writer's mark, or do without it (as Durus does) where it cannot be made."""
@@ -212,7 +212,7 @@ class FileStorage(Storage):
             yield oid, record
             todo.extend(split_oids(unpack_record(record)[2]))
 
-    def get_packer(self):
+    def get_packer(self) -> Iterator[Any]:
         """Return a generator that packs the file a step at a time.
 
         It writes the records reachable from the root to <name>.pack, then

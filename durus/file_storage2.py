@@ -30,10 +30,10 @@ import sys
 import zlib
 from array import array
 from logging import WARNING
-from typing import cast
+from typing import Any, Iterable, Iterator, cast
 
 from durus.error import CorruptFileError
-from durus.file import File, WriterMark, fsync_directory
+from durus.file import File, StreamFile, WriterMark, fsync_directory
 from durus.file_storage import FileStorage
 from durus.logger import log
 from durus.record_format import MIN_RECORD_LENGTH, is_record_shape
@@ -74,7 +74,7 @@ class _IndexUnpickler(pickle.Unpickler):
     """Reads an index pickle, which names no class but, when written under
     Python 2 or with protocol 2, the function that makes bytes from text."""
 
-    def find_class(self, module: str, name: str):
+    def find_class(self, module: str, name: str) -> Any:
         if (module, name) in (("_codecs", "encode"), ("codecs", "encode")):
             return super().find_class(module, name)
         raise pickle.UnpicklingError("the index names %s.%s, not a dict of positions"
@@ -96,7 +96,7 @@ class Dfs20File:
     end: int, the position after the last good transaction.
     """
 
-    def __init__(self, file: File, repair: bool = False, writer_marked: bool = False):
+    def __init__(self, file: File, repair: bool = False, writer_marked: bool = False) -> None:
         """Open file, creating an empty DFS20 file if the file is empty (or,
         with repair or writer_marked, if its creation was cut short).
 
@@ -315,7 +315,7 @@ class Dfs20File:
             return self.file.pread(length, position + 4)
         return chunk[offset + 4:end]
 
-    def gen_oids(self):
+    def gen_oids(self) -> Iterator[bytes]:
         """Yield every oid that has a record."""
         self._check_open()
         for n in self.index:
@@ -327,7 +327,7 @@ class Dfs20File:
         self.next_oid += 1
         return int8_to_str(self.next_oid - 1)
 
-    def append(self, items, fsync: bool = True) -> None:
+    def append(self, items: Iterable[tuple[bytes, bytes]], fsync: bool = True) -> None:
         """Write the (oid, record) pairs as one transaction at the end of the
         file, ended by a copy of its smallest record (the sign that it is
         whole); with no pairs, write nothing.
@@ -532,7 +532,7 @@ def _why_not_in_flight(tail: bytes) -> str | None:
         return None  # zeros made our copy malformed, took its oid and data, or its end
     return "it is a whole transaction, not a commit of ours left unfinished"
 
-def write_dfs20(file: File, items):
+def write_dfs20(file: File | StreamFile, items: Iterable[tuple[bytes, bytes]]) -> Iterator[int]:
     """Write a new DFS20 file holding the (oid, record) pairs into the empty file.
 
     A generator, so that a pack can be interleaved with other work: it yields
@@ -556,7 +556,7 @@ def write_dfs20(file: File, items):
     file.fsync()
 
 
-def _write_records(file: File, batch: list, position: int, positions: dict) -> int:
+def _write_records(file: File | StreamFile, batch: list, position: int, positions: dict) -> int:
     """Write the records of batch at position; return the position after them."""
     data, oids, offsets = _records(batch, position)
     positions.update(zip((int8_to_str(n) for n in oids), offsets))

@@ -10,9 +10,13 @@ and each flush covers all of them.
 
 import socket
 import threading
+from typing import TYPE_CHECKING
 from logging import DEBUG
 
 from durus.logger import log
+
+if TYPE_CHECKING:
+    from durus.file_storage import FileStorage
 
 
 class GroupCommit:
@@ -24,7 +28,7 @@ class GroupCommit:
     error: OSError | None, why a flush failed; no commit is durable after it.
     """
 
-    def __init__(self, storage, wake: socket.socket):
+    def __init__(self, storage: "FileStorage", wake: socket.socket) -> None:
         self.storage = storage
         self.wake = wake
         self.written = 0

@@ -7,12 +7,13 @@ Levels are plain numbers, as in Durus: 20 for what an operator wants to see
 import logging
 import sys
 from logging import INFO
+from typing import TextIO
 
 logger = logging.getLogger("durus")
 log = logger.log
 
 
-def direct_output(file) -> None:
+def direct_output(file: TextIO) -> None:
     """Send durus log lines, one bare message per line, to the open text file.
 
     Unless file is the original stderr, stray prints and tracebacks are sent

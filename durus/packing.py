@@ -6,6 +6,7 @@ from typing import Generator
 
 from durus.logger import log
 from durus.metrics import NO_METRICS, NoMetrics
+from durus.storage import Storage
 
 
 class Packing:
@@ -16,7 +17,7 @@ class Packing:
     metrics: a durus.metrics.ServerMetrics told of the pack's progress.
     """
 
-    def __init__(self, storage, gcbytes: int | float, metrics: NoMetrics = NO_METRICS):
+    def __init__(self, storage: Storage, gcbytes: int | float, metrics: NoMetrics = NO_METRICS) -> None:
         self.storage = storage
         self.gcbytes = gcbytes
         self.bytes_since_pack = 0
@@ -71,7 +72,7 @@ class Packing:
 
     def _begin(self) -> None:
         self.metrics.pack_started()
-        self._steps = self.storage.get_packer()
+        self._steps = self.storage.get_packer()  # type: ignore[assignment]  # a generator, from the storages that pack in steps
         if self._steps is None:
             # The storage cannot pack a step at a time: do it all now.
             self.storage.pack()

@@ -14,6 +14,7 @@ and the Python ones stay importable as <name>_py (PersistentBase_py, ...).
 import sys
 import weakref
 from collections import OrderedDict
+from typing import Any, Callable, Mapping
 
 from durus.accelerator import accelerate
 from durus.utils import as_bytes, str_to_int8
@@ -91,7 +92,7 @@ class ConnectionBase:
         instance._held = OrderedDict()  # {id(obj): obj}, oldest access first
         return instance
 
-    def note_access(self, obj):
+    def note_access(self, obj: Any) -> None:
         """Record that obj is used in the current transaction: set its
         _p_serial and hold it as the most recently used object."""
         _check_persistent(obj)
@@ -102,7 +103,7 @@ class ConnectionBase:
         held[key] = obj  # a no-op, but after an interrupted _hold()
         held.move_to_end(key)
 
-    def hold_loaded(self, obj):
+    def hold_loaded(self, obj: Any) -> None:
         """Hold a just-loaded obj, as the least recently used, if this
         connection does not hold it."""
         _check_persistent(obj)
@@ -119,13 +120,13 @@ class ConnectionBase:
             _setattribute(obj, "_p_holder", self)
         self._held[id(obj)] = obj
 
-    def release(self, obj):
+    def release(self, obj: Any) -> None:
         """Stop holding obj if this connection holds it."""
         _check_persistent(obj)
         if self._held.pop(id(obj), None) is not None:
             _setattribute(obj, "_p_holder", None)
 
-    def oldest_held(self):
+    def oldest_held(self) -> Any:
         """Return the least recently used held object, or None."""
         return next(iter(self._held.values()), None)
 
@@ -172,14 +173,14 @@ class PersistentBase:
         _setattribute(self, name, value)
 
 
-def call_if_persistent(f, x):
+def call_if_persistent(f: Callable[[Any], Any], x: Any) -> Any:
     """Return f(x) if x is a persistent object, else None (the pickler's persistent_id hook)."""
     if isinstance(x, PersistentBase_py):
         return f(x)
     return None
 
 
-def cached_or_ghost(objects: dict, ref_type: type, on_death, connection, oid_class):
+def cached_or_ghost(objects: dict, ref_type: type, on_death: Callable[[Any], Any], connection: "ConnectionBase", oid_class: tuple[bytes, type]) -> Any:
     """Return the object of oid_class = (oid, cls) that objects holds if it is
     a cls, else a new ghost of cls for connection, which objects then holds.
 
@@ -191,7 +192,7 @@ def cached_or_ghost(objects: dict, ref_type: type, on_death, connection, oid_cla
     ref = objects.get(oid)
     obj = None if ref is None else ref()
     if obj is None or type(obj) is not cls:
-        obj = cls.__new__(cls)
+        obj = cls.__new__(cls)  # type: ignore[call-overload]  # a persistent class, not type
         _setattribute(obj, "_p_oid", oid)
         _setattribute(obj, "_p_connection", connection)
         _setattribute(obj, "_p_status", GHOST)
@@ -201,7 +202,7 @@ def cached_or_ghost(objects: dict, ref_type: type, on_death, connection, oid_cla
     return obj
 
 
-def fill_instance_dict(instance_dict: dict, state) -> None:
+def fill_instance_dict(instance_dict: dict, state: Mapping[Any, Any]) -> None:
     """Clear instance_dict and fill it from state (a mapping). The names of
     a plain dict state are interned: each loaded state brings its own name
     strings, which an attribute lookup can only match by comparing
@@ -335,12 +336,12 @@ class ComputedAttribute(PersistentObject):
     def _p_load_state(self):
         self._p_set_status_saved()
 
-    def invalidate(self):
+    def invalidate(self) -> None:
         """Forget the value here, and in other connections once committed."""
         self.__setstate__(None)
         self._p_note_change()
 
-    def get(self, compute):
+    def get(self, compute: Callable[[], Any]) -> Any:
         """Return the cached value, calling compute() (no arguments) if there is none."""
         # Filling the cache must not mark the object changed.
         if _hasattribute(self, "value"):

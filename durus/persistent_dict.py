@@ -22,7 +22,7 @@ class PersistentDict(PersistentObject, MutableMapping):
 
     data_is = dict  # the attribute type, declared for QP's spec checking
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.data = dict(*args, **kwargs)
 
     @classmethod

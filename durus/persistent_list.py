@@ -25,8 +25,8 @@ class PersistentList(PersistentObject, MutableSequence):
 
     data_is = list  # the attribute type, declared for QP's spec checking
 
-    def __init__(self, *args):
-        self.data = list(*args)
+    def __init__(self, *args: Iterable[Any]) -> None:
+        self.data: list[Any] = list(*args)
 
     def __eq__(self, other) -> bool:
         return self.data == _unwrap(other)

@@ -35,8 +35,8 @@ class PersistentSet(PersistentObject, MutableSet):
 
     s_is = set  # the attribute type, declared for QP's spec checking
 
-    def __init__(self, *args):
-        self.s = set(*args)
+    def __init__(self, *args: Iterable[Any]) -> None:
+        self.s: set[Any] = set(*args)
 
     def __repr__(self) -> str:
         # The usual persistent repr with the elements listed before its '>'.

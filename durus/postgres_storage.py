@@ -79,7 +79,7 @@ class PostgresStorage(RelationalStorage):
     read_ahead = 65536
 
     def __init__(self, dsn: str, readonly: bool = False, repair: bool = False,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES):
+                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         if psycopg is None:
             raise ImportError("PostgresStorage needs psycopg 3: pip install 'durus[postgres]'")
         self.dsn = dsn

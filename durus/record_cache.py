@@ -2,6 +2,7 @@
 elsewhere (a server, a database), least recently used out first."""
 
 from collections import OrderedDict
+from typing import Container, Iterable
 
 from durus.record_format import split_oids, unpack_record
 
@@ -14,7 +15,7 @@ class RecordCache:
     belongs to the state of the database as of the last sync: the snapshot
     the storage also answers loads from."""
 
-    def __init__(self, max_bytes: int):
+    def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.records: OrderedDict[bytes, bytes] = OrderedDict()
         self.bytes = 0
@@ -39,7 +40,7 @@ class RecordCache:
         if record is not None:
             self.bytes -= len(record)
 
-    def discard_all(self, oids) -> None:
+    def discard_all(self, oids: Iterable[bytes]) -> None:
         for oid in oids:
             self.discard(oid)
 
@@ -57,12 +58,12 @@ class ReadAhead:
     frontier: {oid}, records read ahead and not used yet.
     """
 
-    def __init__(self, cache: RecordCache, limit: int):
+    def __init__(self, cache: RecordCache, limit: int) -> None:
         self.cache = cache
         self.limit = limit
         self.frontier: set[bytes] = set()
 
-    def take_wanted(self, skip=()) -> list:
+    def take_wanted(self, skip: Container[bytes] = ()) -> list:
         """Return up to limit oids, not cached and not in skip, that the
         frontier's records refer to; the frontier is then empty."""
         frontier, self.frontier = self.frontier, set()
@@ -89,7 +90,7 @@ class ReadAheadQueue:
     ones are not queued (a walk asks for the older first).
     """
 
-    def __init__(self, cache: RecordCache, limit: int, size: int):
+    def __init__(self, cache: RecordCache, limit: int, size: int) -> None:
         self.cache = cache
         self.limit = limit
         self.size = size

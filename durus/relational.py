@@ -65,7 +65,7 @@ class RelationalStorage(Storage):
     # (where a query costs a round trip over the network; 0: none).
     read_ahead = 0
 
-    def __init__(self, readonly: bool, cache_bytes: int):
+    def __init__(self, readonly: bool, cache_bytes: int) -> None:
         if not isinstance(cache_bytes, int) or cache_bytes < 0:
             raise ValueError("cache_bytes must be an int >= 0, not %r" % (cache_bytes,))
         self.readonly = readonly

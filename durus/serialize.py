@@ -10,6 +10,7 @@ from io import BytesIO
 from pickle import Pickler, Unpickler
 from types import MethodType
 from zlib import compress, decompress, error as ZlibError
+from typing import Any, Callable, IO, Iterator
 
 from durus.persistent import call_if_persistent
 # Durus 4.3 has these here; they belong to the record format.
@@ -61,10 +62,10 @@ class ObjectWriter:
     new_objects: [PersistentObject], every object given an oid, in the order met.
     """
 
-    def __init__(self, connection):
+    def __init__(self, connection: Any) -> None:
         self.connection = connection
-        self.refs = set()
-        self.new_objects = []
+        self.refs: set[bytes] = set()
+        self.new_objects: list[Any] = []
         self._taken = 0
         self._generated = False
         self._reset_pickler()
@@ -98,7 +99,7 @@ class ObjectWriter:
         self._taken += len(found)
         return found
 
-    def gen_new_objects(self, obj):
+    def gen_new_objects(self, obj: Any) -> Iterator[Any]:
         """Return an iterator over obj, then every object given an oid so far
         and later (Durus's commit loop); a second call raises RuntimeError."""
         if self._generated:
@@ -114,7 +115,7 @@ class ObjectWriter:
             yield self.new_objects[j]
             j += 1
 
-    def get_state(self, obj) -> tuple[bytes, bytes]:
+    def get_state(self, obj: Any) -> tuple[bytes, bytes]:
         """Return (data, refs) for obj."""
         if self.bytes_written > _PICKLER_RESET_BYTES:
             self._reset_pickler()
@@ -134,7 +135,7 @@ class ObjectWriter:
         self.refs.discard(obj._p_oid)
         return data, b"".join(sorted(self.refs))
 
-    def close(self):
+    def close(self) -> None:
         self.pickler = None
         self.pieces = None
 
@@ -155,8 +156,9 @@ class _Pickler(Pickler):
     that every version's C pickler picks it up there.
     """
 
-    def __init__(self, file, persistent_id):
-        self.persistent_id = persistent_id
+    def __init__(self, file: IO[bytes], persistent_id: Callable[[Any], Any]) -> None:
+        # pickle's persistent_id hook, set per instance (Durus's pickler does the same).
+        self.persistent_id = persistent_id  # type: ignore[method-assign]
         Pickler.__init__(self, file, PICKLE_PROTOCOL)
 
 
@@ -170,7 +172,7 @@ class _WholeInput:
 
     __slots__ = ("data",)
 
-    def __init__(self, data: bytes = b""):
+    def __init__(self, data: bytes = b"") -> None:
         self.data = data
 
     def read(self, n: int = -1) -> bytes:
@@ -199,10 +201,10 @@ class _Unpickler(Unpickler):
 class ObjectReader:
     """Turns record data back into classes and states for one connection."""
 
-    def __init__(self, connection):
+    def __init__(self, connection: Any) -> None:
         self.connection = connection
         self.load_count = 0
-        self.classes = {}  # {(module, name): class}, so each is imported once
+        self.classes: dict[tuple[str, str], type] = {}  # {(module, name): class}, so each is imported once
         self._importer = Unpickler(BytesIO())  # its find_class does the import
         # A connection without a cache (Durus's tests make such) can still
         # read classes and ghosts; states with references then cannot load.
@@ -241,7 +243,7 @@ class ObjectReader:
             length = buffer.tell()
         return length, _uncompressed(data[length:])
 
-    def get_state(self, data: bytes, load: bool = True):
+    def get_state(self, data: bytes, load: bool = True) -> Any:
         """Return the unpickled state of a record's data (or, with load False, its pickle)."""
         self.load_count += 1
         length, state = self._split(data)
@@ -260,7 +262,7 @@ class ObjectReader:
         """Return the uncompressed state pickle of a record's data."""
         return self.get_state(data, load=False)
 
-    def get_ghost(self, data: bytes):
+    def get_ghost(self, data: bytes) -> Any:
         """Return a new ghost of the record's class, without connection or oid."""
         cls = self.get_class(data)
         ghost = cls.__new__(cls)  # type: ignore[call-overload]  # a persistent class, not type

@@ -24,7 +24,7 @@ class _RecvOnlySocket:
     """A socket-like object that has recv() but no recv_into(), read as a
     ServerLink reads sockets; other attributes are the object's own."""
 
-    def __init__(self, sock: Any):
+    def __init__(self, sock: Any) -> None:
         self.sock = sock
 
     def recv_into(self, buffer: bytearray) -> int:
@@ -49,7 +49,7 @@ class ServerLink:
     requests: int, requests sent (each a round trip, but for 'Q' and goodbye).
     """
 
-    def __init__(self, sock: Any, address: SocketAddress):
+    def __init__(self, sock: Any, address: SocketAddress) -> None:
         self.sock = sock
         self.address = address
         self.stream = sock if hasattr(sock, "recv_into") else _RecvOnlySocket(sock)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from logging import DEBUG, INFO
-from typing import Callable
+from typing import Callable, Collection, Iterable
 
 from durus.auth import AuthenticationFailed, server_handshake
 from durus.commit_turn import CommitTurn
@@ -85,7 +85,7 @@ class SharedState:
         if hasattr(self.storage, "pack_observer"):
             self.storage.pack_observer = self.keep_from_pack
 
-    def invalidate(self, oids, except_for=None) -> None:
+    def invalidate(self, oids: Iterable[bytes], except_for: "Session | None" = None) -> None:
         """Tell every session but except_for that oids changed."""
         for session in self.sessions:
             if session is not except_for:
@@ -120,7 +120,7 @@ class SharedState:
         # one in a commit would take them for others' changes.
         self.kept_from_pack.update(dict.fromkeys(removed, tid))
 
-    def note_changed_elsewhere(self, oids) -> None:
+    def note_changed_elsewhere(self, oids: Collection[bytes]) -> None:
         """Tell everyone of oids a pack removed or others changed in the
         storage itself (one shared with other processes); snapshots older
         than now can no longer read them."""
@@ -137,7 +137,7 @@ class SharedState:
         for session in self.history.trim(snapshots):
             log(INFO, "Client %s: its snapshot expired", session.name)
 
-    def needs_history(self, committer) -> bool:
+    def needs_history(self, committer: "Session | None") -> bool:
         """Tell whether a commit by committer must keep the records it replaces."""
         return any(session.snapshots and session is not committer for session in self.sessions)
 
@@ -173,7 +173,7 @@ class Session:
     want: int | Wait, what the session needs before it can go on.
     """
 
-    def __init__(self, shared: SharedState, name: str, send: Callable[[bytes], None]):
+    def __init__(self, shared: SharedState, name: str, send: Callable[[bytes], None]) -> None:
         self.shared = shared
         self.name = name
         self.send = send

@@ -25,7 +25,7 @@ import struct
 import zlib
 from array import array
 from logging import WARNING
-from typing import Iterator, Protocol
+from typing import IO, Any, Iterable, Iterator, Protocol
 
 from durus import shelf_index
 from durus.accelerator import accelerate
@@ -94,17 +94,18 @@ class PositionIndex:
     # The dense array may reach this many slots beyond twice its entries.
     slack = 65536
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.dense = array("q")
-        self.sparse = {}
+        self.sparse: dict[int, int] = {}
         self.count = 0
 
     @classmethod
-    def from_parts(cls, dense, sparse: dict, count: int) -> "PositionIndex":
+    def from_parts(cls, dense: "array[int] | memoryview", sparse: dict, count: int) -> "PositionIndex":
         """The index of a dense array ("q", or a read-only memoryview of one), the sparse {oid number: position}
         beyond its end, and the count of their nonzero entries."""
         index = cls()
-        index.dense, index.sparse, index.count = dense, sparse, count
+        # A read-only view stands in for the array until writable_dense() copies it.
+        index.dense, index.sparse, index.count = dense, sparse, count  # type: ignore[assignment]
         return index
 
     def get(self, n: int) -> int | None:
@@ -163,7 +164,7 @@ class PositionIndex:
         elif self.sparse.pop(n, None) is not None:
             self.count -= 1
 
-    def restore(self, oids, previous: list) -> None:
+    def restore(self, oids: Iterable[int], previous: list) -> None:
         """Undo an update of oids: previous[i] is what get(oids[i]) answered before it."""
         for n, position in zip(oids, previous):
             if position is None:
@@ -184,7 +185,7 @@ class PositionIndex:
         for n, _ in self.items():
             yield n
 
-    def items(self):
+    def items(self) -> Iterator[tuple[int, int]]:
         """Yield (oid number, position), ascending for the dense ones."""
         for n, position in enumerate(self.dense):
             if position:
@@ -192,7 +193,7 @@ class PositionIndex:
         yield from list(self.sparse.items())
 
 
-def is_new_file(file: File, header: bytes, repair: bool, writer_marked: bool) -> bool:
+def is_new_file(file: "File | StreamFile", header: bytes, repair: bool, writer_marked: bool) -> bool:
     """Tell whether file is new: empty, or holding no more than the start of
     header (its creation cut short, which needs repair or a writer's mark),
     so that the caller writes it afresh. An empty file opened read-only is
@@ -231,8 +232,11 @@ class Shelf:
     get_value, next_name, iterindex, items) works on it too.
     """
 
-    def __init__(self, file=None, items=None, repair: bool = False, readonly: bool = False,
-                 writer_marked: bool = False):
+    # file: File | str | os.PathLike | binary stream | None (Any: it is rebound to a File or StreamFile).
+    def __init__(self, file: Any = None,
+                 items: Iterable[tuple[bytes | str, bytes | str]] | None = None,
+                 repair: bool = False, readonly: bool = False,
+                 writer_marked: bool = False) -> None:
         """Open file, creating the shelf if the file is empty (or, with
         repair or writer_marked, if its creation was cut short).
 
@@ -403,7 +407,7 @@ class Shelf:
         if self.file.closed:
             raise ValueError("operation on a closed shelf (%r)" % self.file.get_name())
 
-    def get_file(self):
+    def get_file(self) -> File | StreamFile:
         """The File (or StreamFile) the shelf lives in."""
         return self.file
 
@@ -522,7 +526,7 @@ class Shelf:
                                  % (self.file.get_name(), position))
         return value
 
-    def iterindex(self):
+    def iterindex(self) -> Iterator[tuple[bytes, int]]:
         """Yield (oid, position) for every oid that has a record (the checksum oid excluded)."""
         self._check_open()
         index = self.index
@@ -541,14 +545,14 @@ class Shelf:
 
     gen_oids = __iter__
 
-    def items(self):
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
         """Yield (oid, value) for every oid that has a record."""
         for oid, position in self.iterindex():
             yield oid, self._read_value(position, str_to_int8(oid))
 
     iteritems = items  # Durus's name
 
-    def gen_free_oids(self):
+    def gen_free_oids(self) -> Iterator[bytes]:
         """Yield oids without a record: the offset map's holes, then upwards from its end."""
         self._check_open()
         last = self.map_count - 1
@@ -592,7 +596,7 @@ class Shelf:
 
     next_name = next_free_oid  # Durus's name
 
-    def store(self, items) -> list:
+    def store(self, items: Iterable[tuple[Any, Any]]) -> list:  # names and values: bytes or str
         """Append the (name, value) pairs (bytes or str) as one transaction,
         on disk when this returns; return [(name, old position or None, new position)]."""
         items = [(as_bytes(name), as_bytes(value)) for name, value in items]
@@ -604,7 +608,7 @@ class Shelf:
         return [(name, position, self.get_position(name))
                 for (name, _), position in zip(items, old)]
 
-    def append(self, items, fsync: bool = True) -> None:
+    def append(self, items: Iterable[tuple[bytes, bytes]], fsync: bool = True) -> None:
         """Write the (oid, record) pairs as one transaction at the end of the file.
 
         When this returns (with fsync) the transaction is on disk. If writing
@@ -662,7 +666,7 @@ class Shelf:
         self.file.close()
 
 
-def read_transaction_offsets(file, repair: bool = False) -> dict | None:
+def read_transaction_offsets(file: File | IO[bytes], repair: bool = False) -> dict | None:
     """Read the transaction at the position of file (a File or a binary
     stream) and leave the position after it; return {oid: position} of its
     records, or None at the end of the file.
@@ -709,7 +713,7 @@ class OffsetMap:
     all before max_offset).
     """
 
-    def __init__(self, file, max_oid: int = -2, max_offset: int = 0):
+    def __init__(self, file: File | IO[bytes], max_oid: int = -2, max_offset: int = 0) -> None:
         self.start = file.tell()
         file.seek(0, os.SEEK_END)
         if file.tell() == self.start:
@@ -719,7 +723,7 @@ class OffsetMap:
         self.int_array = IntArray(file=file)
 
     @staticmethod
-    def generate(file, max_oid: int = -2, max_offset: int = 0):
+    def generate(file: File | IO[bytes], max_oid: int = -2, max_offset: int = 0) -> Iterator[int]:
         """Write a blank map for oids up to max_oid at the position of file, a step at a time."""
         start = file.tell()
         if max_offset >= start:
@@ -732,7 +736,7 @@ class OffsetMap:
     def get_start(self) -> int:
         return self.start
 
-    def get(self, j: int, default=None):
+    def get(self, j: int, default: Any = None) -> Any:
         """The position of oid number j's record, or default (a hole or beyond the map)."""
         value = self.int_array.get(j)
         return default if value is None or value >= self.start else value
@@ -749,7 +753,7 @@ class OffsetMap:
             raise ValueError("oid number %d already has a position" % j)
         self.int_array[j] = position
 
-    def items(self):
+    def items(self) -> Iterator[tuple[int, int]]:
         """Yield (oid number, position) of the records, ascending."""
         for j, value in enumerate(self.int_array):
             if value < self.start:
@@ -764,7 +768,7 @@ class OffsetMap:
     def get_array_size(self) -> int:
         return len(self.int_array)
 
-    def gen_stitch(self):
+    def gen_stitch(self) -> Iterator[int]:
         """Link the holes into the free list (each holds the previous hole's
         index + start, the first the last index's), yielding each index."""
         previous = len(self.int_array) - 1
@@ -774,7 +778,7 @@ class OffsetMap:
                 previous = j
             yield j
 
-    def gen_holes(self):
+    def gen_holes(self) -> Iterator[int]:
         """Yield the oid numbers of the free list, from the last index down."""
         last = len(self.int_array) - 1
         j = last
@@ -911,7 +915,7 @@ def _item_end(buffer: bytes, position: int, end: int) -> int:
 accelerate(globals(), "durus._shelf", ("assign_positions", "scan_buffer"))
 
 
-def write_shelf(file: File, items):
+def write_shelf(file: "File | StreamFile", items: Iterable[tuple[bytes, bytes]]) -> Iterator[int]:
     """Write a new shelf holding the (oid, record) pairs into the empty file.
 
     A generator, so that a pack can be interleaved with other work: it yields
@@ -938,7 +942,7 @@ def write_shelf(file: File, items):
     file.fsync()
 
 
-def _write_offset_map(file: File, map_start: int, positions: dict):
+def _write_offset_map(file: "File | StreamFile", map_start: int, positions: dict):
     """Write the offset map for {oid number: position}, holes stitched as Durus does."""
     max_oid = max(positions, default=-2)
     count = max_oid + 2

@@ -27,8 +27,12 @@ import sys
 import zlib
 from array import array
 from logging import WARNING
+from typing import TYPE_CHECKING
 
 from durus.logger import log
+
+if TYPE_CHECKING:
+    from durus.shelf import Shelf
 
 MAGIC = b"durus shelf index 1\n"
 _HEAD = struct.Struct("<12Q")
@@ -62,7 +66,7 @@ def _identity(stat: os.stat_result) -> tuple:
     return stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns
 
 
-def save(shelf) -> None:
+def save(shelf: "Shelf") -> None:
     """Write the index of shelf (a Shelf on a File it writes, ending cleanly)
     beside its file, or remove an old one if the scan it saves is too short
     to matter. A failure is logged, not raised: the index only saves time."""
@@ -106,7 +110,7 @@ def _write(name: str, shelf) -> None:
     os.replace(temporary, name)
 
 
-def load(shelf, size: int) -> tuple | None:
+def load(shelf: "Shelf", size: int) -> tuple | None:
     """The index beside the file of shelf (size bytes long), if it is valid
     for it: (covered end, dense array of positions, {oid number: position}
     beyond it, count of oids); else None."""

@@ -20,7 +20,7 @@ their next load of a changed record) and what only they needed goes.
 import collections
 import enum
 import time
-from typing import Final
+from typing import Collection, Final
 
 
 class _Lost(enum.Enum):
@@ -48,7 +48,7 @@ class SnapshotHistory:
     bytes: int, the size of the records kept.
     """
 
-    def __init__(self, max_bytes: int, max_age: float):
+    def __init__(self, max_bytes: int, max_age: float) -> None:
         self.max_bytes = max_bytes
         self.max_age = max_age
         self.tid = 0
@@ -77,7 +77,7 @@ class SnapshotHistory:
         self.bytes += size
         return self.tid
 
-    def note_lost(self, oids, why: str) -> None:
+    def note_lost(self, oids: Collection[bytes], why: str) -> None:
         """Note that the records of oids changed in a way the server could not
         keep (say why, for the sessions that need them)."""
         if oids:

@@ -11,6 +11,7 @@ import os
 import pwd
 import socket
 import stat
+from typing import Any
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 2972
@@ -30,7 +31,7 @@ class SocketAddress:
     family = socket.AF_INET
 
     @staticmethod
-    def new(address, **kwargs) -> "SocketAddress":
+    def new(address: "SocketAddress | tuple[str, int] | str", **kwargs: Any) -> "SocketAddress":
         """Return a SocketAddress for address: a SocketAddress (returned as it
         is), a (host, port) tuple, '@name' for an abstract socket, or the path
         of a Unix-domain socket; kwargs (owner, group, umask) apply to paths."""
@@ -108,7 +109,7 @@ class HostPortAddress(SocketAddress):
     Binding to port 0 picks a free port, which then replaces 0 in self.port.
     """
 
-    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT):
+    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
         self.host = host
         self.port = port
         self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -129,7 +130,7 @@ class UnixAbstractAddress(SocketAddress):
 
     family = socket.AF_UNIX  # grp and pwd, imported above, are Unix-only too
 
-    def __init__(self, filename: str):
+    def __init__(self, filename: str) -> None:
         self.filename = "\0" + filename[1:] if filename.startswith("@") else filename
 
     def _sockaddr(self):
@@ -148,7 +149,7 @@ class UnixDomainSocketAddress(UnixAbstractAddress):
     replaced, but nothing else at the path is ever removed.
     """
 
-    def __init__(self, filename: str, owner=None, group=None, umask: int | None = None):
+    def __init__(self, filename: str, owner: str | int | None = None, group: str | int | None = None, umask: int | None = None) -> None:
         self.filename = filename
         self.owner = owner
         self.group = group
@@ -214,7 +215,7 @@ class UnixDomainSocketAddress(UnixAbstractAddress):
 class InheritedSocket(SocketAddress):
     """The address of a listening socket the server was handed (by systemd)."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket) -> None:
         self.name = sock.getsockname()
         self.family = sock.family
 

@@ -38,7 +38,7 @@ class SqliteStorage(RelationalStorage):
 
     def __init__(self, filename: str | None = None, readonly: bool = False,
                  repair: bool = False, fsync: bool = True,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES):
+                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.temporary = filename is None
         if filename is None:
             if readonly:

@@ -24,7 +24,7 @@ class Storage:
 
     closed = False
 
-    def __init__(self):
+    def __init__(self) -> None:
         raise RuntimeError("Storage is abstract")
 
     def _check_open(self) -> None:
@@ -140,9 +140,9 @@ def get_reference_index(storage: Storage) -> dict:
 class MemoryStorage(Storage):
     """A storage that keeps its records in a dict: for tests and scratch work."""
 
-    def __init__(self):
-        self.records = {}
-        self.pending = None
+    def __init__(self) -> None:
+        self.records: dict[bytes, bytes] = {}
+        self.pending: dict[bytes, bytes] | None = None
         self.next_oid = 0
 
     def new_oid(self) -> bytes:

@@ -23,7 +23,7 @@ import ssl
 import time
 from datetime import datetime
 from logging import CRITICAL, DEBUG, ERROR, INFO, WARNING
-from typing import cast
+from typing import Any, Iterator, cast
 
 from durus.commit_turn import CommitTurn
 from durus.error import DurusError
@@ -36,6 +36,7 @@ from durus.protocol import (  # re-exported: Durus users import them from here
     PROTOCOL, STATUS_INVALID, STATUS_KEYERROR, STATUS_OKAY, STATUS_REFUSED)
 from durus.session import ClientError, Session, SharedState, Wait
 from durus.snapshots import SnapshotHistory
+from durus.storage import Storage
 from durus.socket_address import (  # re-exported: Durus users import them from here
     DEFAULT_HOST, DEFAULT_PORT, HostPortAddress, InheritedSocket, SocketAddress,
     UnixAbstractAddress, UnixDomainSocketAddress)
@@ -99,7 +100,7 @@ class _Client:
         be done, or None if there is neither.
     """
 
-    def __init__(self, sock: socket.socket, tls: bool):
+    def __init__(self, sock: socket.socket, tls: bool) -> None:
         self.sock = sock
         self.session: Session  # the server's, made with this client's queue
         self.inbuf = bytearray()
@@ -115,7 +116,7 @@ class _Client:
         return self.session.name
 
     @property
-    def want(self):
+    def want(self) -> int | Wait:
         return self.session.want
 
     def is_mid_request(self) -> bool:
@@ -221,7 +222,7 @@ class _Acceptor:
     than spin on a listener that stays readable."""
 
     def __init__(self, listener: socket.socket, address: SocketAddress,
-                 selector: selectors.BaseSelector):
+                 selector: selectors.BaseSelector) -> None:
         self.listener = listener
         self.address = address
         self.selector = selector
@@ -230,7 +231,7 @@ class _Acceptor:
         self._last_refusal_logged = 0.0
         selector.register(listener, selectors.EVENT_READ, self)
 
-    def accept(self):
+    def accept(self) -> Iterator[tuple[socket.socket, Any]]:
         """Yield (socket, name) for each connection waiting."""
         while True:
             try:
@@ -293,8 +294,8 @@ class StorageServer:
 
     protocol = PROTOCOL
 
-    def __init__(self, storage, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                 address=None, gcbytes: int = DEFAULT_GCBYTES, *,
+    def __init__(self, storage: Storage, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+                 address: "SocketAddress | tuple[str, int] | str | None" = None, gcbytes: int = DEFAULT_GCBYTES, *,
                  max_commit_size: int = DEFAULT_MAX_COMMIT_SIZE,
                  timeout: float = TIMEOUT, commit_grace: float = DEFAULT_COMMIT_GRACE,
                  max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
@@ -302,10 +303,10 @@ class StorageServer:
                  handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
                  idle_timeout: float | None = None,
                  certfile: str | None = None, keyfile: str | None = None,
-                 client_cafile: str | None = None, ssl_context=None,
+                 client_cafile: str | None = None, ssl_context: ssl.SSLContext | None = None,
                  users: dict | None = None,
                  snapshot_bytes: int = DEFAULT_SNAPSHOT_BYTES,
-                 snapshot_age: float = DEFAULT_SNAPSHOT_AGE, metrics: NoMetrics | None = None):
+                 snapshot_age: float = DEFAULT_SNAPSHOT_AGE, metrics: NoMetrics | None = None) -> None:
         for name, value in (("gcbytes", gcbytes), ("snapshot_bytes", snapshot_bytes),
                             ("snapshot_age", snapshot_age)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -362,8 +363,8 @@ class StorageServer:
         self._acceptor = _Acceptor(listener, self.address, self._selector)
         self._selector.register(self._wakeup[0], selectors.EVENT_READ, "wakeup")
         if getattr(self.storage, "fsync", False) and hasattr(self.storage, "make_durable"):
-            self.storage.fsync = False  # commits become durable in groups instead
-            self.shared.group_commit = GroupCommit(self.storage, self._wakeup[1])
+            self.storage.fsync = False  # type: ignore[attr-defined]  # a FileStorage (checked above): commits become durable in groups instead
+            self.shared.group_commit = GroupCommit(self.storage, self._wakeup[1])  # type: ignore[arg-type]  # a FileStorage
         log(INFO, "Ready on %s%s", self.address, describe_security(self.ssl_context, self.users))
         next_sweep = time.monotonic() + _SWEEP_INTERVAL
         try:
@@ -645,7 +646,7 @@ class StorageServer:
 
 
 def wait_for_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, maxtries: int = 300,
-                    sleeptime: float = 2, address=None) -> None:
+                    sleeptime: float = 2, address: "SocketAddress | tuple[str, int] | str | None" = None) -> None:
     """Return once a server accepts connections at address (or (host, port));
     after maxtries attempts sleeptime seconds apart, exit with a message."""
     server_address = SocketAddress.new(address or (host, port))

@@ -8,6 +8,8 @@ unsigned 64-bit one.
 
 import struct
 import sys
+from collections.abc import Iterator, Mapping
+from typing import Any
 from builtins import bytearray, bytes, next
 from io import BytesIO
 from pickle import Pickler, Unpickler, dumps, loads
@@ -42,14 +44,14 @@ def str_to_int4(s: bytes) -> int:
     return _INT4.unpack(s)[0]
 
 
-def as_bytes(s) -> bytes:
+def as_bytes(s: bytes | bytearray | str) -> bytes:
     """Return s as bytes; str is encoded as latin-1 (Durus's convention)."""
     if isinstance(s, byte_string):
         return bytes(s)
     return s.encode("latin1")
 
 
-def iteritems(mapping):
+def iteritems(mapping: Mapping[Any, Any]) -> Iterator[tuple[Any, Any]]:
     return iter(mapping.items())
 
 
@@ -57,7 +59,7 @@ class ShortRead(IOError):
     """Fewer bytes were available than the format requires."""
 
 
-def read(f, n: int) -> bytes:
+def read(f: Any, n: int) -> bytes:
     """Read exactly n bytes from a file or socket, or raise ShortRead."""
     file_read = getattr(f, "read", None)
     if file_read is not None:
@@ -83,7 +85,7 @@ def _receive(sock, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def write(f, s) -> None:
+def write(f: Any, s: bytes | bytearray | str) -> None:
     """Write all of s (bytes, or str as latin-1) to a file or socket."""
     data = as_bytes(s)
     if TRACE:
@@ -118,41 +120,41 @@ def _send(sock, data: bytes) -> None:
                 raise IOError("send() accepted nothing %d times running" % refusals)
 
 
-def write_all(f, *parts) -> None:
+def write_all(f: Any, *parts: bytes | bytearray | str) -> None:
     write(f, b"".join(as_bytes(p) for p in parts))
 
 
-def read_int8(f) -> int:
+def read_int8(f: Any) -> int:
     return str_to_int8(read(f, 8))
 
 
-def write_int8(f, n: int) -> None:
+def write_int8(f: Any, n: int) -> None:
     write(f, int8_to_str(n))
 
 
-def read_int8_str(f) -> bytes:
+def read_int8_str(f: Any) -> bytes:
     return read(f, read_int8(f))
 
 
-def write_int8_str(f, s) -> None:
+def write_int8_str(f: Any, s: bytes | bytearray | str) -> None:
     """Write s (bytes, or str as latin-1) preceded by its int8 length."""
     data = as_bytes(s)
     write(f, int8_to_str(len(data)) + data)
 
 
-def read_int4(f) -> int:
+def read_int4(f: Any) -> int:
     return str_to_int4(read(f, 4))
 
 
-def write_int4(f, n: int) -> None:
+def write_int4(f: Any, n: int) -> None:
     write(f, int4_to_str(n))
 
 
-def read_int4_str(f) -> bytes:
+def read_int4_str(f: Any) -> bytes:
     return read(f, read_int4(f))
 
 
-def write_int4_str(f, s) -> None:
+def write_int4_str(f: Any, s: bytes | bytearray | str) -> None:
     """Write s (bytes, or str as latin-1) preceded by its int4 length."""
     data = as_bytes(s)
     write(f, int4_to_str(len(data)) + data)
@@ -181,7 +183,7 @@ class ByteArray:
     file: object with seek(n, whence), tell(), read(n), write(b).
     """
 
-    def __init__(self, size: int = 0, file=None):
+    def __init__(self, size: int = 0, file: Any = None) -> None:
         self.file = BytesIO() if file is None else file
         self.start = self.file.tell()
         self.size = 0
@@ -195,7 +197,7 @@ class ByteArray:
         for _ in self.gen_set_size(size, init_byte):
             pass
 
-    def gen_set_size(self, size: int, init_byte: bytes = b"\0"):
+    def gen_set_size(self, size: int, init_byte: bytes = b"\0") -> Iterator[int]:
         """Grow the array to size bytes, yielding the number of bytes still
         to write after each chunk (so a caller can report progress)."""
         if size < self.size:
@@ -291,7 +293,7 @@ class Byte:
     value: int 0-255.
     """
 
-    def __init__(self, v):
+    def __init__(self, v: int | bytes | bytearray) -> None:
         if isinstance(v, byte_string) and len(v) == 1:
             v = v[0]
         if not isinstance(v, int) or not 0 <= v <= 255:
@@ -327,7 +329,7 @@ class BitArray:
     """An array of bits (ints 0 and 1) kept in a ByteArray, eight a byte,
     most significant first."""
 
-    def __init__(self, size: int, file=None):
+    def __init__(self, size: int, file: Any = None) -> None:
         self.byte_array = ByteArray(file=file)
         self.size = 0
         self.set_size(size)
@@ -397,8 +399,8 @@ class WordArray:
     are ignored.
     """
 
-    def __init__(self, file=None, bytes_per_word: int | None = None,
-                 number_of_words: int | None = None):
+    def __init__(self, file: Any = None, bytes_per_word: int | None = None,
+                 number_of_words: int | None = None) -> None:
         self.file = _start_array(file, lambda f: self.generate(
             f, _given(bytes_per_word, "bytes_per_word"),
             _given(number_of_words, "number_of_words"), b"\0"))
@@ -414,7 +416,8 @@ class WordArray:
         self.byte_array = ByteArray(bytes_per_word * number_of_words, file=self.file)
 
     @staticmethod
-    def generate(file, bytes_per_word: int, number_of_words: int, init_byte: bytes):
+    def generate(file: Any, bytes_per_word: int, number_of_words: int,
+                 init_byte: bytes) -> Iterator[int]:
         """Write a new word array at the end of file, every byte init_byte,
         yielding progress as ByteArray.gen_set_size does; the file is left
         at the array's start."""
@@ -452,8 +455,8 @@ class IntArray:
     is blank: get() answers the default for it.
     """
 
-    def __init__(self, file=None, number_of_ints: int | None = None,
-                 maximum_int: int | None = None):
+    def __init__(self, file: Any = None, number_of_ints: int | None = None,
+                 maximum_int: int | None = None) -> None:
         self.file = _start_array(file, lambda f: self.generate(
             f, _given(number_of_ints, "number_of_ints"), maximum_int))
         self.word_array = WordArray(self.file)
@@ -462,7 +465,7 @@ class IntArray:
         self._limit = 1 << (8 * width)  # every value is below
 
     @staticmethod
-    def generate(file, number_of_ints: int, maximum_int: int | None):
+    def generate(file: Any, number_of_ints: int, maximum_int: int | None) -> Iterator[int]:
         """Write a new, all blank, int array at the end of file, yielding
         progress as ByteArray.gen_set_size does."""
         if maximum_int is None:
@@ -475,7 +478,7 @@ class IntArray:
     def get_blank_value(self) -> int:
         return self._limit - 1
 
-    def get(self, j: int, default=None):
+    def get(self, j: int, default: Any = None) -> Any:
         """Return the int at j, or default if j is out of range or blank."""
         try:
             word = self.word_array[j]
@@ -498,7 +501,7 @@ class IntArray:
         for word in self.word_array:
             yield int.from_bytes(word, "big")
 
-    def items(self):
+    def items(self) -> Iterator[tuple[int, int]]:
         """Yield (index, int) for every word that is not blank."""
         for j, word in enumerate(self.word_array):
             if word != self.blank:
@@ -514,7 +517,7 @@ class IntSet:
     """A set of non-negative ints as a BitArray (in file, default a BytesIO)
     whose size follows the largest member."""
 
-    def __init__(self, size: int = 2 ** 10 - 1, file=None):
+    def __init__(self, size: int = 2 ** 10 - 1, file: Any = None) -> None:
         self.bit_array = BitArray(size=size, file=file)
 
     def add(self, n: int) -> None:

@@ -55,6 +55,7 @@ def backup(source: str, dest: str, replace: bool = False) -> Result:
     storage = _open_source(source)
     try:
         origin, end = storage.shelf.file, storage.shelf.end
+        assert isinstance(origin, File)  # _open_source opens a path: a File
         dest_size = os.path.getsize(dest) if os.path.exists(dest) else 0
         if dest_size:
             mismatch = _first_difference(origin, end, dest, dest_size)

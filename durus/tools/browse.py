@@ -16,7 +16,7 @@ from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import islice
 from logging import DEBUG, WARNING
-from typing import Any
+from typing import Any, Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 from durus.btree import BTree
@@ -59,7 +59,7 @@ class Browser:
     own, one at a time: storages are not thread-safe, and an SQLite one
     belongs to the thread that opened it. Use it through run()."""
 
-    def __init__(self, target: str):
+    def __init__(self, target: str) -> None:
         self.target = target
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="durus-browse-storage")
         try:
@@ -70,7 +70,7 @@ class Browser:
         self._file_stamp = self._stamp()
         self._census: dict | None = None
 
-    def run(self, function):
+    def run(self, function: Callable[["Browser"], Any]) -> Any:
         """Return function(self), called on the storage's thread once the
         storage shows what was committed since the last call."""
         return self._thread.submit(self._refreshed, function).result()
@@ -117,7 +117,7 @@ class Browser:
         self._thread.shutdown()
 
 
-def walk_btree(load, root: dict, at: list, step: int):
+def walk_btree(load: Callable[[Ref], dict], root: dict, at: list, step: int) -> Iterator[tuple[list[int], Any]]:
     """Yield (position, (key, value)) of a BTree's items from position at,
     ascending (step 1, the item at included) or descending (step -1, the
     item at excluded); load(Ref) returns a node's state.
@@ -302,7 +302,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, format: str, *args) -> None:
+    def log_message(self, format: str, *args: Any) -> None:
         log(DEBUG, "durus browse: " + format, *args)
 
 
@@ -312,7 +312,7 @@ class BrowseServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, browser: Browser, port: int = 0):
+    def __init__(self, browser: Browser, port: int = 0) -> None:
         super().__init__((HOST, port), _Handler)
         self.browser = browser
         self.token = secrets.token_urlsafe(24)

@@ -3,6 +3,7 @@ through html.escape; the pages carry no script."""
 
 from html import escape
 from urllib.parse import urlencode
+from typing import Any
 
 from durus.tools.raw_state import Placeholder, RawObject, Ref
 
@@ -53,7 +54,7 @@ def ref_link(ref: Ref) -> str:
         ref.oid, escape(short_name(ref.class_name)), ref.oid)
 
 
-def value_html(value, depth: int = 0) -> str:
+def value_html(value: Any, depth: int = 0) -> str:
     """Return value as HTML: Python-like text, each Ref a link."""
     if isinstance(value, Ref):
         return ref_link(value)

@@ -15,7 +15,7 @@ oid counter is then moved past them, so that new objects get new oids.
 
 import argparse
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from durus.file_storage import FileStorage
 from durus.relational import RelationalStorage
@@ -25,6 +25,7 @@ from durus.tools.progress import progress
 from durus.tools.target import open_target
 
 if TYPE_CHECKING:  # imported when used: PostgreSQL's brings psycopg
+    from durus.file import File
     from durus.postgres_storage import PostgresStorage
     from durus.sqlite_storage import SqliteStorage
 
@@ -59,7 +60,7 @@ def convert(source: str, dest: str, format: str | None = None) -> int:
     storage = open_target(source)
     count = 0
 
-    def counted():
+    def counted() -> Iterator[tuple[bytes, bytes]]:
         nonlocal count
         with progress("convert %s to %s" % (source, kind), _count(storage)) as advance:
             for item in storage.gen_oid_record(None, batch_size=BATCH):
@@ -95,7 +96,7 @@ def _write_file(dest: str, kind: str, records) -> None:
     else:
         from durus.file_storage2 import write_dfs20 as write
 
-    def fill(file) -> None:
+    def fill(file: File) -> None:
         for _ in write(file, records):
             pass  # the writer yields between steps, for a pack to interleave others' work
     write_new_file(dest, fill)

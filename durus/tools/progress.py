@@ -32,11 +32,11 @@ def progress(description: str, total: int | None = None, unit: str = "records",
 @contextmanager
 def _bar(description: str, total: int | None, unit: str):
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
-                               TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+                               Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn)
     from rich.text import Text
 
     class RateColumn(ProgressColumn):
-        def render(self, task) -> Text:
+        def render(self, task: Task) -> Text:
             return Text("%.0f %s/s" % (task.speed or 0, unit))
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

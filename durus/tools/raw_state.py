@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from io import BytesIO
 from pickle import Unpickler
 from zlib import decompress
+from typing import Any, Iterable
 
 from durus.record_format import split_oids, unpack_record
 from durus.utils import str_to_int8
@@ -48,7 +49,7 @@ class Placeholder:
         instance.items = []
         return instance
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass
 
     def __setstate__(self, state):
@@ -57,10 +58,10 @@ class Placeholder:
     def __setitem__(self, key, value):
         self.items.append((key, value))
 
-    def append(self, value):
+    def append(self, value: Any) -> None:
         self.items.append(value)
 
-    def extend(self, values):
+    def extend(self, values: Iterable[Any]) -> None:
         self.items.extend(values)
 
 
@@ -94,13 +95,13 @@ def _placeholder(module: str, name: str) -> type:
 
 
 class _RawUnpickler(Unpickler):
-    def find_class(self, module: str, name: str):
+    def find_class(self, module: str, name: str) -> Any:
         module = _RENAMED_MODULES.get(module, module)
         if (module, name) in _SAFE_CLASSES:
             return super().find_class(module, name)
         return _placeholder(module, name)
 
-    def persistent_load(self, pid) -> Ref:
+    def persistent_load(self, pid: bytes | tuple[bytes, Any]) -> Ref:
         # Our writers and Durus's store (oid, class); older ones the oid alone.
         oid, cls = pid if isinstance(pid, tuple) else (pid, None)
         return Ref(str_to_int8(oid), name_of(cls) if cls is not None else "?")

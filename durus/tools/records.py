@@ -8,7 +8,7 @@ from the root, the only records its protocol can list.
 """
 
 from collections.abc import Iterator
-from typing import cast
+from typing import Any, cast
 
 from durus.error import CorruptFileError
 from durus.file_storage import FileStorage
@@ -51,7 +51,7 @@ def relational(storage: Storage) -> RelationalStorage:
     return cast(RelationalStorage, storage)
 
 
-def query(storage: Storage, sql: str, params=()) -> list:
+def query(storage: Storage, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list:
     """Rows of sql ('?' parameters) run in a relational storage's snapshot."""
     return relational(storage).query(sql, params)
 

@@ -1,7 +1,11 @@
 """What the tools take as TARGET: a storage file of any format, a
 postgresql:// URI, or durus://HOST:PORT (a running server, as a client)."""
+from typing import TYPE_CHECKING
 
 from durus.storage import Storage
+
+if TYPE_CHECKING:
+    from durus.socket_address import SocketAddress
 
 SERVER_SCHEME = "durus://"
 
@@ -16,7 +20,7 @@ def open_target(target: str, readonly: bool = True) -> Storage:
     return get_storage(target, readonly=readonly)
 
 
-def server_address(target: str):
+def server_address(target: str) -> "SocketAddress":
     """Return the SocketAddress of a durus://HOST:PORT target (or
     durus:///PATH for a Unix-domain socket)."""
     from durus.socket_address import SocketAddress

@@ -13,6 +13,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any, Iterable
 
 from durus.error import CorruptFileError
 from durus.record_format import check_record, split_oids, unpack_record
@@ -56,16 +57,16 @@ class _Opaque:
     no application code and needs none installed: it takes whatever the
     pickle's opcodes hand an instance (arguments, state, items)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass
 
     def __setstate__(self, state) -> None:
         pass
 
-    def append(self, item) -> None:
+    def append(self, item: Any) -> None:
         pass
 
-    def extend(self, items) -> None:
+    def extend(self, items: Iterable[Any]) -> None:
         pass
 
     def __setitem__(self, key, value) -> None:
@@ -77,7 +78,7 @@ class _OpaqueReader(ObjectReader):
     decompression) that imports nothing and notes the oids of the
     persistent references it meets."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(None)
         self.references: set[bytes] = set()
         self._persistent_load = self._note_reference
