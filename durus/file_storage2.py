@@ -201,7 +201,7 @@ class Dfs20File:
             if error or (position + len(buffer) - end >= size and end < len(buffer)):
                 if (not error and marked is None and last is not None
                         and not self.file.pread(size - position, position).strip(b"\0")
-                        and self._zero_filled(*last, size)):
+                        and self._zero_filled(last[0], last[1], size)):
                     break  # zeros to the end (a count not a multiple of 4): checked below
                 reason = error or "it is cut off by the end of the file"
                 # Unless refused, the file now ends here (for this open).
