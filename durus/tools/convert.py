@@ -96,7 +96,7 @@ def _write_file(dest: str, kind: str, records) -> None:
     else:
         from durus.file_storage2 import write_dfs20 as write
 
-    def fill(file: File) -> None:
+    def fill(file: "File") -> None:
         for _ in write(file, records):
             pass  # the writer yields between steps, for a pack to interleave others' work
     write_new_file(dest, fill)
