@@ -8,7 +8,8 @@ from durus.error import (CommitTooLargeError, DurusKeyError, ProtocolError, Read
                          ReadOnlyError, SnapshotExpiredError, WriteConflictError)
 from durus.protocol import (BULK_LOAD, COMMIT, GOODBYE, LOAD, NEW_OIDS, PACK, PROTOCOL, QUIT,
                             SNAPSHOT_PROTOCOL, STATUS_EXPIRED, STATUS_INVALID, STATUS_KEYERROR,
-                            STATUS_OKAY, STATUS_REFUSED, SYNC, VERSION, commit_payload)
+                            STATUS_OKAY, STATUS_REFUSED, SYNC, VERSION, commit_payload,
+                            split_read_ahead)
 from durus.record_cache import ReadAheadQueue, RecordCache
 from durus.record_format import split_oids
 from durus.socket_address import DEFAULT_HOST, DEFAULT_PORT, HostPortAddress, SocketAddress
@@ -196,8 +197,8 @@ class ClientStorage(Storage):
         else:
             # Read ahead in the same round trip: the answers stay snapshots.
             wanted = self._read_ahead.wanted_after(oid) if self.cache.max_bytes else []
-            self.link.request(LOAD + oid + (BULK_LOAD + int4_to_str(len(wanted)) + join_bytes(wanted)
-                                        if wanted else b""))
+            bulk = BULK_LOAD + int4_to_str(len(wanted)) + join_bytes(wanted) if wanted else b""
+            self.link.request(LOAD + oid + bulk)
             record = self._receive_load_response(oid)
             self._note_read_ahead(record)
             self._receive_read_ahead()
@@ -214,14 +215,9 @@ class ClientStorage(Storage):
 
     def _receive_read_ahead(self) -> None:
         """Cache the records that follow a protocol 3 load's answer."""
-        block = self.link.receive(self.link.receive_int4())
-        position = 0
-        while position < len(block):
-            end = position + 4 + str_to_int4(block[position:position + 4])
-            record = block[position + 4:end]
+        for record in split_read_ahead(self.link.receive(self.link.receive_int4())):
             self.cache.put(record[:8], record)
             self._read_ahead.note(record)
-            position = end
 
     def _receive_load_response(self, oid: bytes) -> bytes | Exception:
         """Return the record in a load reply (and cache it), or the error it

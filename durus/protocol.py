@@ -74,6 +74,24 @@ def commit_payload(records: Iterable[tuple[bytes, bytes]]) -> bytes:
     return join_bytes(int4_to_str(8 + len(record)) + oid + record for oid, record in records)
 
 
+def read_ahead_block(records: Iterable[bytes]) -> bytes:
+    """Return the block that follows a protocol 3 load's answer: int4 n, then
+    n bytes of records, each int4 length + record."""
+    frames = join_bytes(int4_to_str(len(record)) + record for record in records)
+    return int4_to_str(len(frames)) + frames
+
+
+def split_read_ahead(frames: bytes) -> list[bytes]:
+    """Return the records of a read-ahead block's n bytes."""
+    records = []
+    position = 0
+    while position < len(frames):
+        end = position + 4 + str_to_int4(frames[position:position + 4])
+        records.append(frames[position + 4:end])
+        position = end
+    return records
+
+
 def split_commit_payload(payload: bytes) -> list[tuple[bytes, bytes]]:
     """Return [(oid, record)] of a commit payload; raise ValueError, saying
     what is wrong, unless it is whole and each record is well formed."""

@@ -25,7 +25,7 @@ from durus.packing import Packing
 from durus.protocol import (BULK_LOAD, CHANGING_COMMANDS, COMMIT, GOODBYE, LOAD, NEW_OID,
                             NEW_OIDS, PACK, PROTOCOL, QUIT, SNAPSHOT_PROTOCOL, STATUS_EXPIRED,
                             STATUS_INVALID, STATUS_KEYERROR, STATUS_OKAY, STATUS_REFUSED, SYNC,
-                            VERSION, oid_list, split_commit_payload)
+                            VERSION, oid_list, read_ahead_block, split_commit_payload)
 from durus.record_format import split_oids, unpack_record
 from durus.serialize import extract_class_name
 from durus.snapshots import LOST, OldRecord, SnapshotExpired, SnapshotHistory
@@ -282,49 +282,48 @@ class Session:
             raise KeyError(oid)
         return record
 
-    def _load_answer(self, oid: bytes) -> bytes:
+    def _load_answer(self, oid: bytes) -> tuple[bytes, bytes | None]:
+        """Return (the answer to a load of oid, the record it carries or None)."""
         try:
             record = self._record(oid)
         except SnapshotExpired as exc:
             reason = str(exc).encode("utf-8")
-            return STATUS_EXPIRED + int4_to_str(len(reason)) + reason
+            return STATUS_EXPIRED + int4_to_str(len(reason)) + reason, None
         except ReadConflictError:
             self.shared.metrics.conflict("load")
-            return STATUS_INVALID
+            return STATUS_INVALID, None
         except KeyError:
-            return STATUS_KEYERROR
-        return STATUS_OKAY + int4_to_str(len(record)) + record
+            return STATUS_KEYERROR, None
+        return STATUS_OKAY + int4_to_str(len(record)) + record, record
 
     def _load(self):
         oid = yield 8
         self.shared.metrics.loaded(1)
-        answer = self._load_answer(oid)
+        answer, record = self._load_answer(oid)
         if self.snapshots:
-            answer += self._prefetched(oid, answer)
+            answer += read_ahead_block(self._read_ahead(oid, record))
         self.send(answer)
 
-    def _prefetched(self, oid: bytes, answer: bytes) -> bytes:
-        """Protocol 3: the block that follows a load's answer: int4 n, then n
-        bytes of records (int4 length + record each) the loaded one refers to
-        and this client was not sent yet, up to about PREFETCH_BYTES."""
+    def _read_ahead(self, oid: bytes, record: bytes | None) -> list[bytes]:
+        """Protocol 3: the records that the loaded record refers to and this
+        client was not sent yet, up to about PREFETCH_BYTES."""
         if len(self._sent) > _SENT_LIMIT:
             self._sent.clear()
         self._sent.add(oid)
-        pieces, size = [], 0
-        if answer[:1] == STATUS_OKAY:
-            for ref in split_oids(unpack_record(answer[5:])[2]):
-                if size >= PREFETCH_BYTES:
-                    break
-                if ref in self._sent:
-                    continue
-                try:
-                    record = self._record(ref)
-                except (KeyError, ReadConflictError, SnapshotExpired):
-                    continue
-                self._sent.add(ref)
-                pieces.append(int4_to_str(len(record)) + record)
-                size += len(record) + 4
-        return int4_to_str(size) + join_bytes(pieces)
+        found: list[bytes] = []
+        size = 0
+        for ref in split_oids(unpack_record(record)[2]) if record is not None else ():
+            if size >= PREFETCH_BYTES:
+                break
+            if ref in self._sent:
+                continue
+            try:
+                found.append(self._record(ref))
+            except (KeyError, ReadConflictError, SnapshotExpired):
+                continue
+            self._sent.add(ref)
+            size += len(found[-1]) + 4
+        return found
 
     def _bulk_load(self):
         count = str_to_int4((yield 4))
@@ -334,7 +333,7 @@ class Session:
                               % (8 * count, limit))
         self.shared.metrics.loaded(count)
         for oid in split_oids((yield 8 * count)) if count else ():
-            self.send(self._load_answer(oid))
+            self.send(self._load_answer(oid)[0])
             # The server goes on once the replies fit its output buffer.
             yield Wait.OUTPUT_DRAINED
 
