@@ -1,22 +1,21 @@
 """Decoding records without importing the application's classes: each class
 a pickle names becomes a Placeholder subclass recording its module and name
 (a few plain standard-library classes excepted), each reference to a
-persistent object a Ref."""
+persistent object a Ref. durus browse shows what it decodes; durus verify
+checks that every state decodes and what it references."""
 
 import importlib
 from dataclasses import dataclass
-from io import BytesIO
-from pickle import Unpickler
-from zlib import decompress
 from typing import Any, Iterable
 
 from durus.record_format import split_oids, unpack_record
+from durus.serialize import ObjectReader
 from durus.utils import str_to_int8
 
 # Classes whose pickled instances are plain values, safe to rebuild as they
 # are. Protocol 2 pickles bytes as _codecs.encode(str, 'latin1').
 _SAFE_CLASSES = {
-    ("_codecs", "encode"), ("builtins", "set"), ("builtins", "frozenset"),
+    ("_codecs", "encode"), ("codecs", "encode"), ("builtins", "set"), ("builtins", "frozenset"),
     ("builtins", "bytearray"), ("builtins", "complex"),
     ("collections", "OrderedDict"), ("collections", "deque"), ("decimal", "Decimal"),
     ("datetime", "date"), ("datetime", "datetime"), ("datetime", "time"),
@@ -94,16 +93,28 @@ def _placeholder(module: str, name: str) -> type:
     return cls
 
 
-class _RawUnpickler(Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
+class RawReader(ObjectReader):
+    """An ObjectReader (the same split of class and state pickles, the same
+    decompression) that imports no application class and turns persistent
+    references into Refs, noting their oids in references."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.references: set[bytes] = set()
+        self._persistent_load = self._reference
+
+    def _find_class(self, module: str, name: str) -> type:
         module = _RENAMED_MODULES.get(module, module)
         if (module, name) in _SAFE_CLASSES:
-            return super().find_class(module, name)
+            return super()._find_class(module, name)
         return _placeholder(module, name)
 
-    def persistent_load(self, pid: bytes | tuple[bytes, Any]) -> Ref:
+    def _reference(self, pid: bytes | tuple[bytes, Any]) -> Ref:
         # Our writers and Durus's store (oid, class); older ones the oid alone.
         oid, cls = pid if isinstance(pid, tuple) else (pid, None)
+        if not isinstance(oid, bytes) or len(oid) != 8:
+            raise ValueError("a persistent reference to %r, not an oid" % (oid,))
+        self.references.add(oid)
         return Ref(str_to_int8(oid), name_of(cls) if cls is not None else "?")
 
 
@@ -116,23 +127,14 @@ def name_of(cls: type) -> str:
 
 def decode_class_name(data: bytes) -> str:
     """Return 'module.Name' of the class a record's data names."""
-    return name_of(_RawUnpickler(BytesIO(data)).load())
+    return name_of(RawReader().get_class(data))
 
 
 def decode_record(record: bytes) -> RawObject:
     """Decode a whole record (oid + int4 + data + refs) into a RawObject."""
     oid, data, refs = unpack_record(record)
-    buffer = BytesIO(data)
-    cls = _RawUnpickler(buffer).load()
-    class_end = buffer.tell()
-    state = data[class_end:]
-    if state[:1] != b"\x80":  # not a protocol 2 pickle: compressed
-        state = decompress(state)
-    # One unpickler for both pickles: the state's may refer to the class
-    # through the memo, as the writer's one pickler wrote them.
-    unpickler = _RawUnpickler(BytesIO(data[:class_end] + state))
-    unpickler.load()
-    return RawObject(str_to_int8(oid), name_of(cls), unpickler.load(),
+    reader = RawReader()
+    return RawObject(str_to_int8(oid), name_of(reader.get_class(data)), reader.get_state(data),
                      [str_to_int8(ref) for ref in split_oids(refs)], len(record))
 
 

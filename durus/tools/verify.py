@@ -13,13 +13,12 @@ import re
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
 
 from durus.error import CorruptFileError
 from durus.record_format import check_record, split_oids, unpack_record
-from durus.serialize import ObjectReader
 from durus.storage import ROOT_OID, Storage
 from durus.tools.progress import progress
+from durus.tools.raw_state import RawReader
 from durus.tools.records import SERVER, gen_records, record_total, storage_format
 from durus.tools.target import open_target
 from durus.utils import str_to_int8
@@ -47,60 +46,13 @@ class Report:
     unreachable: list[bytes] = field(default_factory=list)
 
 
-# How protocol 2 pickles bytes (an oid among them): a call of this function
-# of the standard library, imported as the real reader imports it.
-_BYTES_MAKERS = {("_codecs", "encode"), ("codecs", "encode")}
-
-
-class _Opaque:
-    """Stands for every class a pickle names, so that decoding a state runs
-    no application code and needs none installed: it takes whatever the
-    pickle's opcodes hand an instance (arguments, state, items)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __setstate__(self, state) -> None:
-        pass
-
-    def append(self, item: Any) -> None:
-        pass
-
-    def extend(self, items: Iterable[Any]) -> None:
-        pass
-
-    def __setitem__(self, key, value) -> None:
-        pass
-
-
-class _OpaqueReader(ObjectReader):
-    """An ObjectReader (the same split of class and state pickles, the same
-    decompression) that imports nothing and notes the oids of the
-    persistent references it meets."""
-
-    def __init__(self) -> None:
-        super().__init__(None)
-        self.references: set[bytes] = set()
-        self._persistent_load = self._note_reference
-
-    def _find_class(self, module: str, name: str):
-        if (module, name) in _BYTES_MAKERS:
-            return super()._find_class(module, name)
-        return _Opaque
-
-    def _note_reference(self, persistent_id) -> _Opaque:
-        oid = persistent_id[0] if isinstance(persistent_id, tuple) else persistent_id
-        if not isinstance(oid, bytes) or len(oid) != 8:
-            raise ValueError("a persistent reference to %r, not an oid" % (oid,))
-        self.references.add(oid)
-        return _Opaque()
-
-    def state_references(self, data: bytes) -> set[bytes]:
-        """Decode the class and state of a record's data; return the oids its
-        state references. Raises whatever a damaged pickle makes it raise."""
-        self.references = set()
-        self.get_state(data)
-        return self.references
+def state_references(reader: RawReader, data: bytes) -> set[bytes]:
+    """Decode the class and state of a record's data, importing no
+    application class; return the oids its state references. Raises
+    whatever a damaged pickle makes it raise."""
+    reader.references = set()
+    reader.get_state(data)
+    return reader.references
 
 
 def main(argv: list) -> None:
@@ -135,7 +87,7 @@ def _byte_offset(message: str) -> int | None:
 def verify(storage: Storage) -> Report:
     """Check every record of storage (a file or relational storage), with a progress bar."""
     report = Report()
-    reader = _OpaqueReader()
+    reader = RawReader()
     refs_of: dict[bytes, list[bytes]] = {}
     offsets: dict[bytes, int | None] = {}
     with progress("verify", record_total(storage)) as advance:
@@ -159,7 +111,7 @@ def verify(storage: Storage) -> Report:
     return report
 
 
-def _check(reader: _OpaqueReader, oid: bytes, record, refs_of: dict) -> str | None:
+def _check(reader: RawReader, oid: bytes, record, refs_of: dict) -> str | None:
     """Why record (of oid) is bad, or None; note its references in refs_of."""
     if isinstance(record, CorruptFileError):
         return "unreadable: %s" % record
@@ -170,7 +122,7 @@ def _check(reader: _OpaqueReader, oid: bytes, record, refs_of: dict) -> str | No
     except ValueError as error:
         return "malformed record: %s" % error
     try:
-        found = reader.state_references(data)
+        found = state_references(reader, data)
     except Exception as error:  # any exception: the pickle is damaged
         return "its state does not decode (%s: %s)" % (type(error).__name__, error)
     found.discard(oid)
