@@ -28,7 +28,7 @@ from durus.protocol import (BULK_LOAD, CHANGING_COMMANDS, COMMIT, GOODBYE, LOAD,
                             VERSION, oid_list, read_ahead_block, split_commit_payload)
 from durus.record_format import split_oids, unpack_record
 from durus.serialize import extract_class_name
-from durus.snapshots import LOST, OldRecord, SnapshotExpired, SnapshotHistory
+from durus.snapshots import LOST, OldRecord, SnapshotExpired, SnapshotHistory, entry_bytes
 from durus.storage import Storage
 from durus.utils import int4_to_str, join_bytes, str_to_int4, str_to_int8
 
@@ -110,10 +110,8 @@ class SharedState:
         kept: dict[bytes, OldRecord] = {}
         budget = history.max_bytes - history.bytes
         for oid in removed:
-            record = load(oid) if budget > 0 else LOST
-            if record is not LOST:
-                budget -= len(record)
-            kept[oid] = record
+            kept[oid] = record = load(oid) if budget > 0 else LOST
+            budget -= entry_bytes(record)
         tid = history.note_commit(kept, "a pack removed a record it needs, beyond what the "
                                         "server keeps for snapshots (snapshot_bytes)")
         # Sessions learn of them when the storage reports them (sync_storage):

@@ -37,6 +37,11 @@ OldRecord = bytes | None | _Lost
 ENTRY_BYTES = 200
 
 
+def entry_bytes(record: OldRecord) -> int:
+    """Return the memory an entry of record costs, as max_bytes counts it."""
+    return ENTRY_BYTES + (len(record) if isinstance(record, bytes) else 0)
+
+
 class SnapshotExpired(Exception):
     """The record a snapshot needs is no longer kept; str() says why."""
 
@@ -69,8 +74,7 @@ class SnapshotHistory:
         self.tid += 1
         if not old_records:
             return self.tid
-        size = sum(ENTRY_BYTES + (len(record) if isinstance(record, bytes) else 0)
-                   for record in old_records.values())
+        size = sum(map(entry_bytes, old_records.values()))
         for oid, record in old_records.items():
             self._versions.setdefault(oid, []).append((self.tid, record))
         self._log.append((self.tid, list(old_records), size))
