@@ -55,6 +55,7 @@ static PyObject *str_p_oid;
 static PyObject *str_p_connection;
 static PyObject *str_p_status;
 static PyObject *str_key;
+static PyObject *str_new_oid;
 static PyObject *ghost_status;   /* the int GHOST */
 static PyObject *base_note_access;   /* ConnectionBase.note_access */
 
@@ -589,16 +590,54 @@ m_hasattribute(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_FALSE;
 }
 
+/* persistent_reference(connection, refs, new_objects, obj): see persistent.py. */
 static PyObject *
-m_call_if_persistent(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+m_persistent_reference(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (!check_nargs("call_if_persistent", nargs, 2)) {
+    PyObject *connection, *refs, *new_objects, *oid;
+    PersistentBaseObject *obj;
+    if (!check_nargs("persistent_reference", nargs, 4)) {
         return NULL;
     }
-    if (PyObject_TypeCheck(args[1], &PersistentBase_Type)) {
-        return PyObject_CallOneArg(args[0], args[1]);
+    if (!PyObject_TypeCheck(args[3], &PersistentBase_Type)) {
+        Py_RETURN_NONE;
     }
-    Py_RETURN_NONE;
+    connection = args[0];
+    refs = args[1];
+    new_objects = args[2];
+    obj = (PersistentBaseObject *)args[3];
+    if (!PySet_Check(refs) || !PyList_Check(new_objects)) {
+        PyErr_SetString(PyExc_TypeError, "persistent_reference() needs a set and a list");
+        return NULL;
+    }
+    if (obj->oid == NULL) {
+        /* Listed first: whatever is interrupted after this, a failed commit
+         * finds the object there to undo. */
+        if (PyList_Append(new_objects, (PyObject *)obj) < 0) {
+            return NULL;
+        }
+        oid = PyObject_CallMethodNoArgs(connection, str_new_oid);
+        if (oid == NULL) {
+            return NULL;
+        }
+        set_object_field(&obj->oid, oid);
+        Py_DECREF(oid);
+        set_object_field(&obj->connection, connection);
+    }
+    else if (obj->connection != connection) {
+        PyErr_Format(PyExc_ValueError,
+                     "%R belongs to a different connection and cannot be stored here", obj);
+        return NULL;
+    }
+    oid = obj->oid;
+    if (oid == NULL) {
+        PyErr_SetString(PyExc_TypeError, "new_oid() returned None");
+        return NULL;
+    }
+    if (PySet_Add(refs, oid) < 0) {
+        return NULL;
+    }
+    return PyTuple_Pack(2, oid, (PyObject *)Py_TYPE(obj));
 }
 
 /* cached_or_ghost(objects, ref_type, on_death, connection, (oid, cls)):
@@ -714,8 +753,9 @@ static PyMethodDef module_methods[] = {
     {"cached_or_ghost", (PyCFunction)(void (*)(void))m_cached_or_ghost, METH_FASTCALL,
      "cached_or_ghost(objects, ref_type, on_death, connection, (oid, cls)) -> the\n"
      "cached object of oid if it is a cls, else a new ghost, filed in objects."},
-    {"call_if_persistent", (PyCFunction)(void (*)(void))m_call_if_persistent, METH_FASTCALL,
-     "call_if_persistent(f, x): f(x) if x is persistent, else None."},
+    {"persistent_reference", (PyCFunction)(void (*)(void))m_persistent_reference, METH_FASTCALL,
+     "persistent_reference(connection, refs, new_objects, obj) -> the pickler's\n"
+     "persistent id of obj, None if it is not persistent (see persistent.py)."},
     {NULL}
 };
 
@@ -739,10 +779,11 @@ intern_names(void)
     str_p_connection = PyUnicode_InternFromString("_p_connection");
     str_p_status = PyUnicode_InternFromString("_p_status");
     str_key = PyUnicode_InternFromString("key");
+    str_new_oid = PyUnicode_InternFromString("new_oid");
     ghost_status = PyLong_FromLong(GHOST);
     return (str_p_load_state && str_p_note_change && str_note_access
             && str_transaction_serial && str___new__ && str_p_oid && str_p_connection
-            && str_p_status && str_key && ghost_status) ? 0 : -1;
+            && str_p_status && str_key && str_new_oid && ghost_status) ? 0 : -1;
 }
 
 PyMODINIT_FUNC

@@ -6,7 +6,7 @@ the first attribute access loads it through its connection).
 
 PersistentBase and ConnectionBase hold the hot path: every attribute access
 goes through them. The C extension durus._persistent replaces them (and
-cached_or_ghost, call_if_persistent, fill_instance_dict and the _*attribute
+cached_or_ghost, persistent_reference, fill_instance_dict and the _*attribute
 helpers) as durus.accelerator chooses; both implementations behave the same,
 and the Python ones stay importable as <name>_py (PersistentBase_py, ...).
 """
@@ -173,11 +173,29 @@ class PersistentBase:
         _setattribute(self, name, value)
 
 
-def call_if_persistent(f: Callable[[Any], Any], x: Any) -> Any:
-    """Return f(x) if x is a persistent object, else None (the pickler's persistent_id hook)."""
-    if isinstance(x, PersistentBase_py):
-        return f(x)
-    return None
+def persistent_reference(connection: Any, refs: set, new_objects: list, obj: Any) -> tuple | None:
+    """The pickler's persistent id of obj as connection stores it: None if
+    obj is not persistent, else (oid, class), its oid added to refs. An
+    object without an oid gets one from connection.new_oid(), and this
+    connection, after being appended to new_objects (so that a failed commit
+    finds it there to undo). An object of another connection is refused."""
+    # The base bound by accelerate() below, so that this twin works on C objects too.
+    if not isinstance(obj, PersistentBase):
+        return None
+    if not isinstance(refs, set) or not isinstance(new_objects, list):
+        raise TypeError("persistent_reference() needs a set and a list")
+    if _getattribute(obj, "_p_oid") is None:
+        new_objects.append(obj)
+        _setattribute(obj, "_p_oid", connection.new_oid())
+        _setattribute(obj, "_p_connection", connection)
+    elif _getattribute(obj, "_p_connection") is not connection:
+        raise ValueError(
+            "%r belongs to a different connection and cannot be stored here" % obj)
+    oid = _getattribute(obj, "_p_oid")
+    if oid is None:
+        raise TypeError("new_oid() returned None")
+    refs.add(oid)
+    return oid, type(obj)
 
 
 def cached_or_ghost(objects: dict, ref_type: type, on_death: Callable[[Any], Any], connection: "ConnectionBase", oid_class: tuple[bytes, type]) -> Any:
@@ -218,7 +236,7 @@ def fill_instance_dict(instance_dict: dict, state: Mapping[Any, Any]) -> None:
 # The one rule of placement: after every Python twin, before the first class
 # built on PersistentBase (which must get the base the switch chose).
 accelerate(globals(), "durus._persistent", (
-    "ConnectionBase", "PersistentBase", "cached_or_ghost", "call_if_persistent",
+    "ConnectionBase", "PersistentBase", "cached_or_ghost", "persistent_reference",
     "fill_instance_dict", "_setattribute", "_getattribute", "_delattribute", "_hasattribute"))
 
 

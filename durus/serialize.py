@@ -12,7 +12,7 @@ from types import MethodType
 from zlib import compress, decompress, error as ZlibError
 from typing import Any, Callable, IO, Iterator
 
-from durus.persistent import call_if_persistent
+from durus.persistent import persistent_reference
 # Durus 4.3 has these here; they belong to the record format.
 from durus.record_format import pack_record, split_oids, unpack_record  # noqa: F401
 
@@ -68,30 +68,17 @@ class ObjectWriter:
         self.new_objects: list[Any] = []
         self._taken = 0
         self._generated = False
+        # {class: its pickle}: the same bytes for every object of a class.
+        self.class_pickles: dict[type, bytes] = {}
         self._reset_pickler()
 
     def _reset_pickler(self):
         self.pieces = _Pieces()
-        # The pickler asks about every object it meets: keep the common "not
-        # persistent" answer in C, calling Python only for persistent objects.
-        self.pickler = _Pickler(self.pieces, partial(call_if_persistent, self._persistent_id))
+        # The pickler asks about every object it meets: answered in C, which
+        # gives new objects an oid and records every reference in refs.
+        self.pickler = _Pickler(self.pieces, partial(
+            persistent_reference, self.connection, self.refs, self.new_objects))
         self.bytes_written = 0
-
-    def _persistent_id(self, obj) -> tuple:
-        """Return the persistent id (oid, class) of a referenced object,
-        giving it an oid and this connection if it has none."""
-        connection = obj._p_connection
-        if obj._p_oid is None:
-            # Listed first: whatever is interrupted after this, a failed
-            # commit finds the object here to undo.
-            self.new_objects.append(obj)
-            obj._p_oid = self.connection.new_oid()
-            obj._p_connection = self.connection
-        elif connection is not self.connection:
-            raise ValueError(
-                "%r belongs to a different connection and cannot be stored here" % obj)
-        self.refs.add(obj._p_oid)
-        return obj._p_oid, type(obj)
 
     def take_new_objects(self) -> list:
         """Return the objects that got an oid since the last call."""
@@ -123,7 +110,7 @@ class ObjectWriter:
             self.pickler.clear_memo()
         pieces = self.pieces
         pieces.clear()
-        self.pickler.dump(type(obj))
+        self._dump_class(type(obj))
         class_end = len(pieces)
         self.refs.clear()
         self.pickler.dump(obj.__getstate__())
@@ -134,6 +121,17 @@ class ObjectWriter:
         self.bytes_written += len(data)
         self.refs.discard(obj._p_oid)
         return data, b"".join(sorted(self.refs))
+
+    def _dump_class(self, cls: type) -> None:
+        """Write the pickle of cls, leaving cls in the (cleared) memo as
+        dumping it does, so that the state pickle is byte for byte the same."""
+        known = self.class_pickles.get(cls)
+        if known is None:
+            self.pickler.dump(cls)
+            self.class_pickles[cls] = self.pieces[-1]
+        else:
+            self.pieces.append(known)
+            self.pickler.memo = {id(cls): (0, cls)}
 
     def close(self) -> None:
         self.pickler = None

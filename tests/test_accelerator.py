@@ -255,6 +255,49 @@ def test_cached_or_ghost_in_both_implementations(cached_or_ghost):
     assert list(objects) == [oid] and objects[oid]() is fresh
 
 
+@pytest.fixture(params=["python", "c"])
+def persistent_reference(request):
+    """persistent_reference of each implementation (the Python one works on
+    objects of either base; the C one knows only its own)."""
+    if request.param == "python":
+        return durus.persistent.persistent_reference_py
+    if durus.persistent.PersistentBase is durus.persistent.PersistentBase_py:
+        pytest.skip("pure Python objects, which the C function does not take")
+    return c_extension("durus._persistent").persistent_reference
+
+
+def test_persistent_reference_in_both_implementations(persistent_reference):
+    connection = Connection(MemoryStorage())
+    root = connection.get_root()
+    refs, new_objects = set(), []
+    assert persistent_reference(connection, refs, new_objects, 7) is None
+    assert persistent_reference(connection, refs, new_objects, [root]) is None
+    assert refs == set() and new_objects == []
+    assert persistent_reference(connection, refs, new_objects, root) == (root._p_oid, type(root))
+    assert refs == {root._p_oid} and new_objects == []
+    new = Node()
+    oid, cls = persistent_reference(connection, refs, new_objects, new)
+    assert cls is Node and oid == new._p_oid and len(oid) == 8 and oid != root._p_oid
+    assert new._p_connection is connection and new_objects == [new] and refs == {root._p_oid, oid}
+    assert persistent_reference(connection, refs, new_objects, new) == (oid, Node)
+    assert new_objects == [new]  # an oid once
+    with pytest.raises(ValueError, match="different connection"):
+        persistent_reference(Connection(MemoryStorage()), refs, new_objects, root)
+    for bad_refs, bad_list in [([], []), (set(), ()), (frozenset(), [])]:
+        with pytest.raises(TypeError):
+            persistent_reference(connection, bad_refs, bad_list, root)
+    assert refs == {root._p_oid, oid} and new_objects == [new]
+
+
+def test_persistent_reference_refuses_a_missing_oid(persistent_reference):
+    connection = Connection(MemoryStorage())
+    connection.new_oid = lambda: None
+    new_objects = []
+    with pytest.raises(TypeError, match="new_oid"):
+        persistent_reference(connection, set(), new_objects, Node())
+    assert len(new_objects) == 1  # listed first, for the failed commit to undo
+
+
 def _result(scanned):
     end, oids, positions, empty_run_start, error, needed = scanned
     return end, list(oids), list(positions), empty_run_start, error, needed

@@ -34,7 +34,7 @@ from server_processes import connect
 
 # The functions a commit runs through, below the user's code.
 COMMIT_PATH = [Connection.commit, Connection._store_changes, Connection._mark_saved,
-               Connection._finish_forgetting, ObjectWriter._persistent_id,
+               Connection._finish_forgetting, ObjectWriter.get_state,
                ObjectWriter.take_new_objects, FileStorage.end, FileStorage.new_oid,
                Shelf.append, Shelf.next_free_oid, Shelf.gen_free_oids,
                PositionIndex.update, PositionIndex._grow_for, File._call]

@@ -81,13 +81,12 @@ def test_writer_refs_leave_out_the_object_itself(connection, writer):
     assert writer.get_state(root)[1] == b""
 
 
-def test_persistent_id_refuses_an_object_of_another_connection(connection, writer):
+def test_writer_refuses_an_object_of_another_connection(connection, writer):
     other = Connection(MemoryStorage())
     stranger = other.get_root()
-    assert writer._persistent_id(connection.get_root()) == (ROOT_OID, PersistentDict)
-    with pytest.raises(ValueError):
-        writer._persistent_id(stranger)
     connection.get_root()["stranger"] = stranger
+    with pytest.raises(ValueError, match="different connection"):
+        writer.get_state(connection.get_root())
     with pytest.raises(ValueError):
         connection.commit()
 
