@@ -55,31 +55,40 @@ key_at(PyObject *items, Py_ssize_t i)
     return key;
 }
 
-/* bisect_left of key among the items' keys, or -1 on error. */
+/* bisect_left (bisect_right if after) of key among the items' keys, as
+ * Python's bisect with key=itemgetter(0) compares; -1 on error. */
 static Py_ssize_t
-position_of(PyObject *items, PyObject *key, Py_ssize_t length)
+bisect_keys(PyObject *items, PyObject *key, Py_ssize_t length, int after)
 {
     Py_ssize_t low = 0, high = length;
     while (low < high) {
         Py_ssize_t middle = low + (high - low) / 2;
         PyObject *item_key = key_at(items, middle);
-        int less;
+        int before;  /* whether key goes before the middle item */
         if (item_key == NULL) {
             return -1;
         }
-        less = PyObject_RichCompareBool(item_key, key, Py_LT);
+        before = after ? PyObject_RichCompareBool(key, item_key, Py_LT)
+                       : !PyObject_RichCompareBool(item_key, key, Py_LT);
         Py_DECREF(item_key);
-        if (less < 0) {
+        if (PyErr_Occurred()) {
             return -1;
         }
-        if (less) {
-            low = middle + 1;
+        if (before) {
+            high = middle;
         }
         else {
-            high = middle;
+            low = middle + 1;
         }
     }
     return low;
+}
+
+/* bisect_left of key among the items' keys, or -1 on error. */
+static Py_ssize_t
+position_of(PyObject *items, PyObject *key, Py_ssize_t length)
+{
+    return bisect_keys(items, key, length, 0);
 }
 
 /* 1 if items[i][0] == key (by ==, as Python's _search compares), 0 if not, -1 on error. */
@@ -493,12 +502,421 @@ tree_contains(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyBool_FromLong(item != Py_None);
 }
 
+/* ---- _walk: the items under a node, in key order, as durus.btree._walk_py. ---- */
+
+enum { PART_ITEM = 0, PART_KEY = 1, PART_VALUE = 2 };
+
+/* A node on the path down to the leaf being walked: nodes[i] is the child
+ * last descended into (ascending: items[i] comes next; descending:
+ * items[i - 1] does). */
+typedef struct {
+    PyObject *items;
+    PyObject *nodes;
+    Py_ssize_t i;
+} Frame;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *node;         /* to descend into at the next step, or NULL */
+    PyObject *leaf;         /* iterator over the leaf's items being walked, or NULL */
+    Frame *path;
+    Py_ssize_t depth;
+    Py_ssize_t capacity;
+    PyObject *start_key;    /* NULL: from the first (last) item */
+    int start_closed;       /* whether the item with the start key is walked */
+    PyObject *end_key;      /* NULL: to the end */
+    int end_closed;
+    int descending;         /* -1: decided at the first step, by start <= end */
+    int part;
+    int started;
+    int child_pending;      /* go down into the top frame's nodes[i] next */
+    int running;
+    int finished;
+} WalkObject;
+
+static PyTypeObject Walk_Type;
+
+/* Where to start in items on the way down, as the Python twin's position
+ * functions: the first step's start, else 0 (ascending) or len(items). */
+static Py_ssize_t
+start_position(WalkObject *walk, PyObject *items, int first)
+{
+    Py_ssize_t length;
+    if (!first || walk->start_key == NULL) {
+        return walk->descending ? PyObject_Length(items) : 0;
+    }
+    length = PyObject_Length(items);
+    if (length < 0) {
+        return -1;
+    }
+    /* Ascending, a closed start begins at its key; descending, just after it. */
+    return bisect_keys(items, walk->start_key, length, walk->start_closed == walk->descending);
+}
+
+static int
+push_frame(WalkObject *walk, PyObject *items, PyObject *nodes, Py_ssize_t i)
+{
+    if (walk->depth == walk->capacity) {
+        Py_ssize_t capacity = walk->capacity ? 2 * walk->capacity : 8;
+        Frame *path = PyMem_Realloc(walk->path, capacity * sizeof(Frame));
+        if (path == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        walk->path = path;
+        walk->capacity = capacity;
+    }
+    Py_INCREF(items);
+    Py_INCREF(nodes);
+    walk->path[walk->depth].items = items;
+    walk->path[walk->depth].nodes = nodes;
+    walk->path[walk->depth].i = i;
+    walk->depth++;
+    return 0;
+}
+
+static void
+pop_frame(WalkObject *walk)
+{
+    Frame *frame = &walk->path[--walk->depth];
+    Py_CLEAR(frame->items);
+    Py_CLEAR(frame->nodes);
+}
+
+/* An iterator over a leaf's items: items itself from position 0, else a
+ * copy of the part walked (reversed when descending), as the Python twin. */
+static PyObject *
+leaf_iterator(WalkObject *walk, PyObject *items, Py_ssize_t i)
+{
+    PyObject *part, *iterator;
+    if (!walk->descending) {
+        part = i ? PySequence_GetSlice(items, i, PY_SSIZE_T_MAX) : Py_NewRef(items);
+        iterator = part == NULL ? NULL : PyObject_GetIter(part);
+    }
+    else {
+        part = PySequence_GetSlice(items, 0, i);
+        iterator = part == NULL ? NULL
+                   : PyObject_CallOneArg((PyObject *)&PyReversed_Type, part);
+    }
+    Py_XDECREF(part);
+    return iterator;
+}
+
+/* Go down from walk->node to a leaf, leaving walk->leaf set: 0, or -1 on error. */
+static int
+descend(WalkObject *walk)
+{
+    int first = !walk->started;
+    walk->started = 1;
+    while (1) {
+        PyObject *node = walk->node, *items, *nodes, *child;
+        Py_ssize_t i;
+        items = PyObject_GetAttr(node, str_items);
+        if (items == NULL) {
+            return -1;
+        }
+        nodes = PyObject_GetAttr(node, str_nodes);
+        if (nodes == NULL) {
+            Py_DECREF(items);
+            return -1;
+        }
+        i = start_position(walk, items, first);
+        if (i < 0) {
+            Py_DECREF(items);
+            Py_DECREF(nodes);
+            return -1;
+        }
+        if (nodes == Py_None) {
+            Py_DECREF(nodes);
+            Py_CLEAR(walk->node);
+            walk->leaf = leaf_iterator(walk, items, i);
+            Py_DECREF(items);
+            return walk->leaf == NULL ? -1 : 0;
+        }
+        if (push_frame(walk, items, nodes, i) < 0) {
+            Py_DECREF(items);
+            Py_DECREF(nodes);
+            return -1;
+        }
+        child = item_at(nodes, i);
+        Py_DECREF(items);
+        Py_DECREF(nodes);
+        if (child == NULL) {
+            return -1;
+        }
+        Py_SETREF(walk->node, child);
+    }
+}
+
+/* The next item from the path above the leaf, setting walk->node to the
+ * child to go down into after it; NULL without an error when done. */
+static PyObject *
+climb(WalkObject *walk)
+{
+    while (walk->depth > 0) {
+        Frame *frame = &walk->path[walk->depth - 1];
+        PyObject *item;
+        if (!walk->descending) {
+            Py_ssize_t length = PyObject_Length(frame->items);
+            if (length < 0) {
+                return NULL;
+            }
+            if (frame->i < length) {
+                item = item_at(frame->items, frame->i);
+                frame->i++;
+                return item;
+            }
+        }
+        else if (frame->i) {
+            frame->i--;
+            return item_at(frame->items, frame->i);
+        }
+        pop_frame(walk);
+    }
+    return NULL;
+}
+
+/* Whether item's key is within the end bound: 1, 0 (past it), -1 on error. */
+static int
+within_end(WalkObject *walk, PyObject *item)
+{
+    PyObject *key;
+    int within;
+    if (walk->end_key == NULL) {
+        return 1;
+    }
+    key = item_at(item, 0);
+    if (key == NULL) {
+        return -1;
+    }
+    within = walk->descending ? PyObject_RichCompareBool(walk->end_key, key, Py_LT)
+                              : PyObject_RichCompareBool(key, walk->end_key, Py_LT);
+    if (within == 0 && walk->end_closed) {
+        within = PyObject_RichCompareBool(key, walk->end_key, Py_EQ);
+    }
+    Py_DECREF(key);
+    return within;
+}
+
+/* The part of item wanted (item, its key or its value); steals item. A
+ * failure here leaves the walk going on, as map() in the Python twin does. */
+static PyObject *
+item_part(WalkObject *walk, PyObject *item)
+{
+    PyObject *part;
+    if (walk->part == PART_ITEM) {
+        return item;
+    }
+    part = item_at(item, walk->part == PART_KEY ? 0 : 1);
+    Py_DECREF(item);
+    return part;
+}
+
+static PyObject *
+next_item(WalkObject *walk)
+{
+    PyObject *item;
+    if (walk->descending < 0) {
+        int ascending = PyObject_RichCompareBool(walk->start_key, walk->end_key, Py_LE);
+        if (ascending < 0) {
+            return NULL;
+        }
+        walk->descending = !ascending;
+    }
+    while (1) {
+        if (walk->leaf != NULL) {
+            item = PyIter_Next(walk->leaf);
+            if (item != NULL || PyErr_Occurred()) {
+                return item;
+            }
+            Py_CLEAR(walk->leaf);
+        }
+        else if (walk->node != NULL) {
+            if (descend(walk) < 0) {
+                return NULL;
+            }
+        }
+        else if (walk->child_pending) {
+            /* The child after the item climbed to, fetched once it was taken. */
+            Frame *frame = &walk->path[walk->depth - 1];
+            walk->child_pending = 0;
+            walk->node = item_at(frame->nodes, frame->i);
+            if (walk->node == NULL) {
+                return NULL;
+            }
+        }
+        else {
+            item = climb(walk);
+            walk->child_pending = item != NULL;
+            return item;
+        }
+    }
+}
+
+static void
+finish(WalkObject *walk)
+{
+    walk->finished = 1;
+    Py_CLEAR(walk->node);
+    Py_CLEAR(walk->leaf);
+    while (walk->depth > 0) {
+        pop_frame(walk);
+    }
+}
+
+static PyObject *
+walk_iternext(WalkObject *walk)
+{
+    PyObject *item;
+    int within;
+    if (walk->finished) {
+        return NULL;
+    }
+    if (walk->running) {
+        /* Loading a node ran code that asked this walk for its next item. */
+        PyErr_SetString(PyExc_ValueError, "generator already executing");
+        return NULL;
+    }
+    walk->running = 1;
+    item = next_item(walk);
+    walk->running = 0;
+    if (item == NULL) {
+        finish(walk);
+        return NULL;
+    }
+    within = within_end(walk, item);
+    if (within <= 0) {
+        Py_DECREF(item);
+        finish(walk);
+        return NULL;
+    }
+    return item_part(walk, item);
+}
+
+static int
+walk_traverse(WalkObject *walk, visitproc visit, void *arg)
+{
+    Py_ssize_t i;
+    Py_VISIT(walk->node);
+    Py_VISIT(walk->leaf);
+    Py_VISIT(walk->start_key);
+    Py_VISIT(walk->end_key);
+    for (i = 0; i < walk->depth; i++) {
+        Py_VISIT(walk->path[i].items);
+        Py_VISIT(walk->path[i].nodes);
+    }
+    return 0;
+}
+
+static int
+walk_clear(WalkObject *walk)
+{
+    finish(walk);
+    Py_CLEAR(walk->start_key);
+    Py_CLEAR(walk->end_key);
+    return 0;
+}
+
+static void
+walk_dealloc(WalkObject *walk)
+{
+    PyObject_GC_UnTrack(walk);
+    walk_clear(walk);
+    PyMem_Free(walk->path);
+    PyObject_GC_Del(walk);
+}
+
+static PyTypeObject Walk_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "durus._btree.Walk",
+    .tp_basicsize = sizeof(WalkObject),
+    .tp_dealloc = (destructor)walk_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "An iterator over the items under a BNode (see durus.btree._walk).",
+    .tp_traverse = (traverseproc)walk_traverse,
+    .tp_clear = (inquiry)walk_clear,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)walk_iternext,
+};
+
+/* Unpacks a (key, flag) bound, or None, into *key (borrowed) and *flag. */
+static int
+unpack_bound(const char *name, PyObject *bound, PyObject **key, int *flag)
+{
+    if (bound == Py_None) {
+        *key = NULL;
+        return 0;
+    }
+    if (!PyTuple_Check(bound) || PyTuple_GET_SIZE(bound) != 2) {
+        PyErr_Format(PyExc_TypeError, "_walk() %s must be None or (key, flag), not %R",
+                     name, bound);
+        return -1;
+    }
+    *key = PyTuple_GET_ITEM(bound, 0);
+    *flag = PyObject_IsTrue(PyTuple_GET_ITEM(bound, 1));
+    return *flag < 0 ? -1 : 0;
+}
+
+/* _walk(node, descending, start, part, end): see durus.btree._walk_py. */
+static PyObject *
+walk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    WalkObject *walk;
+    PyObject *start_key, *end_key;
+    int start_closed = 0, end_closed = 0, descending = -1;
+    long part;
+    if (!check_nargs("_walk", nargs, 5, 5)
+            || unpack_bound("start", args[2], &start_key, &start_closed) < 0
+            || unpack_bound("end", args[4], &end_key, &end_closed) < 0) {
+        return NULL;
+    }
+    part = PyLong_AsLong(args[3]);
+    if (part == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (part < PART_ITEM || part > PART_VALUE) {
+        PyErr_Format(PyExc_ValueError, "_walk() part must be 0, 1 or 2, not %ld", part);
+        return NULL;
+    }
+    if (args[1] != Py_None) {
+        descending = PyObject_IsTrue(args[1]);
+        if (descending < 0) {
+            return NULL;
+        }
+    }
+    else if (start_key == NULL || end_key == NULL) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_walk() needs a start and an end to choose the direction");
+        return NULL;
+    }
+    walk = PyObject_GC_New(WalkObject, &Walk_Type);
+    if (walk == NULL) {
+        return NULL;
+    }
+    walk->node = Py_NewRef(args[0]);
+    walk->leaf = NULL;
+    walk->path = NULL;
+    walk->depth = walk->capacity = 0;
+    walk->start_key = Py_XNewRef(start_key);
+    walk->start_closed = start_closed;
+    walk->end_key = Py_XNewRef(end_key);
+    walk->end_closed = end_closed;
+    walk->descending = descending;
+    walk->part = (int)part;
+    walk->started = walk->child_pending = walk->running = walk->finished = 0;
+    PyObject_GC_Track(walk);
+    return (PyObject *)walk;
+}
+
 static PyMethodDef module_methods[] = {
     {"_search", (PyCFunction)(void (*)(void))search, METH_FASTCALL,
      "_search(node, key) -> the (key, value) item with this key under node, or None,\n"
      "as durus.btree._search_py."},
     {"_insert", (PyCFunction)(void (*)(void))insert, METH_FASTCALL,
      "_insert(node, items, item, full): add item under node, as durus.btree._insert_py."},
+    {"_walk", (PyCFunction)(void (*)(void))walk, METH_FASTCALL,
+     "_walk(node, descending, start, part, end) -> an iterator over the items under\n"
+     "node, as durus.btree._walk_py."},
     {NULL}
 };
 
@@ -568,6 +986,9 @@ PyInit__btree(void)
 {
     PyObject *module;
     if (intern_names() < 0) {
+        return NULL;
+    }
+    if (PyType_Ready(&Walk_Type) < 0) {
         return NULL;
     }
     module = PyModule_Create(&module_def);

@@ -90,6 +90,47 @@ def _descending(node, start_position=len):
             return
 
 
+# What _walk generates of each item.
+ITEM, KEY, VALUE = 0, 1, 2
+
+
+def _walk(node, descending: bool | None, start: tuple | None, part: int, end: tuple | None):
+    """Generate the items under node (or their keys or values: part) in key
+    order, or descending. start is None (from the first item) or
+    (key, closed): from key, the item with key itself walked if closed. end
+    is None or (key, closed): up to key, the item with key walked if closed.
+    descending None: ascending if start's key <= end's key, decided at the
+    first step."""
+    if part not in (ITEM, KEY, VALUE):
+        raise ValueError("_walk() part must be 0, 1 or 2, not %r" % (part,))
+    if descending is None:
+        if start is None or end is None:
+            raise TypeError("_walk() needs a start and an end to choose the direction")
+        return _walk_range(node, start, part, end)
+    if start is None:
+        position = len if descending else _first_position
+    else:
+        # Ascending, a closed start begins at its key; descending, just after it.
+        position = _position_of(start[0], after=bool(start[1]) == descending)
+    steps = (_descending if descending else _ascending)(node, position)
+    if end is not None:
+        steps = _until(steps, end[0], bool(end[1]), descending)
+    return steps if part == ITEM else map(itemgetter(part - 1), steps)
+
+
+def _walk_range(node, start: tuple, part: int, end: tuple):
+    yield from _walk(node, not start[0] <= end[0], start, part, end)
+
+
+def _until(steps, end, closed: bool, descending: bool):
+    """The items of steps up to the key end (and at it, if closed)."""
+    for item in steps:
+        key = item[0]
+        if not ((end < key if descending else key < end) or (closed and key == end)):
+            return
+        yield item
+
+
 def _every_node(node: "BNode"):
     """Generate node and every node below it, in no particular order."""
     stack = [node]
@@ -197,7 +238,7 @@ def _tree_contains(tree: "BTree", key) -> bool:
 # methods, which bind as these functions do.
 accelerate(globals(), "durus._btree", (
     "_search", "_insert", "_tree_add", "_tree_setitem", "_tree_getitem", "_tree_get",
-    "_tree_contains"))
+    "_tree_contains", "_walk"))
 
 
 def _delete(node: "BNode", key, t: int, present: bool = False):
@@ -285,18 +326,18 @@ class BNode(PersistentObject):
         return bisect_left(self.items, key, key=_key_of)
 
     def __iter__(self):
-        return _ascending(self)
+        return _walk(self, False, None, ITEM, None)
 
     def __reversed__(self):
-        return _descending(self)
+        return _walk(self, True, None, ITEM, None)
 
     def iter_from(self, key: Any) -> Iterator[tuple]:
         """Generate the items here and below with keys >= key, ascending."""
-        return _ascending(self, _position_of(key, after=False))
+        return _walk(self, False, (key, True), ITEM, None)
 
     def iter_backward_from(self, key: Any) -> Iterator[tuple]:
         """Generate the items here and below with keys < key, descending."""
-        return _descending(self, _position_of(key, after=False))
+        return _walk(self, True, (key, False), ITEM, None)
 
     def search(self, key: Any) -> tuple | None:
         """(key) -> (key, value) | None: the item with this key here or below."""
@@ -485,27 +526,24 @@ class BTree(PersistentObject, MutableMapping):
     get = _tree_get
 
     def __iter__(self):
-        for item in _ascending(self.root):
-            yield item[0]
+        return _walk(self.root, False, None, KEY, None)
 
     def __reversed__(self):
-        for item in _descending(self.root):
-            yield item[0]
+        return _walk(self.root, True, None, KEY, None)
 
     def iteritems(self) -> Iterator[tuple]:
         """Generate all (key, value) items in ascending key order."""
-        return _ascending(self.root)
+        return _walk(self.root, False, None, ITEM, None)
 
     def iterkeys(self) -> Iterator:
         return iter(self)
 
     def itervalues(self) -> Iterator:
-        for item in _ascending(self.root):
-            yield item[1]
+        return _walk(self.root, False, None, VALUE, None)
 
     # Lists, not views, as Durus 4.3 returns.
     def items(self) -> list:  # type: ignore[override]
-        return list(_ascending(self.root))
+        return list(self.iteritems())
 
     def keys(self) -> list:  # type: ignore[override]
         return list(self)
@@ -515,15 +553,15 @@ class BTree(PersistentObject, MutableMapping):
 
     def items_backward(self) -> Iterator[tuple]:
         """Generate all (key, value) items in descending key order."""
-        return _descending(self.root)
+        return _walk(self.root, True, None, ITEM, None)
 
     def items_from(self, key: Any, closed: bool = True) -> Iterator[tuple]:
         """Generate, ascending, the items with keys >= key (> key if not closed)."""
-        return _ascending(self.root, _position_of(key, after=not closed))
+        return _walk(self.root, False, (key, closed), ITEM, None)
 
     def items_backward_from(self, key: Any, closed: bool = False) -> Iterator[tuple]:
         """Generate, descending, the items with keys < key (<= key if closed)."""
-        return _descending(self.root, _position_of(key, after=closed))
+        return _walk(self.root, True, (key, closed), ITEM, None)
 
     def items_range(self, start: Any, end: Any, closed_start: bool = True,
                     closed_end: bool = False) -> Iterator[tuple]:
@@ -531,18 +569,7 @@ class BTree(PersistentObject, MutableMapping):
         start <= end, else descending. closed_start and closed_end tell
         whether the items with the key start and the key end are included.
         """
-        if start <= end:
-            for item in self.items_from(start, closed=closed_start):
-                if item[0] < end or (closed_end and item[0] == end):
-                    yield item
-                else:
-                    return
-        else:
-            for item in self.items_backward_from(start, closed=closed_start):
-                if end < item[0] or (closed_end and item[0] == end):
-                    yield item
-                else:
-                    return
+        return _walk(self.root, None, (start, closed_start), ITEM, (end, closed_end))
 
     def get_min_item(self) -> tuple:
         """Return the (key, value) item with the least key."""

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(not C_BOUND, reason="pure Python is chosen: no C
 
 # The module functions that have a C version, and the BTree methods among them.
 TWINS = ("_search", "_insert", "_tree_add", "_tree_setitem", "_tree_getitem", "_tree_get",
-         "_tree_contains")
+         "_tree_contains", "_walk")
 METHODS = {"add": "_tree_add", "__setitem__": "_tree_setitem", "__getitem__": "_tree_getitem",
            "get": "_tree_get", "__contains__": "_tree_contains"}
 
@@ -71,10 +71,22 @@ def apply(tree: BTree, pure: bool, operation: tuple):
     name, *args = operation
     with bound(pure):
         if name == "range":
-            key = args[0]
-            return (list(tree.items_from(key)), list(tree.items_backward_from(key)),
-                    list(tree.items_range(key, key + 20)), list(tree.items_range(key, key - 20)))
+            return walks(tree, args[0])
         return outcome(lambda: getattr(tree, name)(*args))
+
+
+def walks(tree: BTree, key) -> list:
+    """What every way of walking tree from (or to) key generates."""
+    return [outcome(lambda: list(walk)) for walk in (
+        tree.items_from(key), tree.items_from(key, closed=False),
+        tree.items_backward_from(key), tree.items_backward_from(key, closed=True),
+        tree.items_range(key, key + 20), tree.items_range(key, key - 20),
+        tree.items_range(key, key + 9, closed_start=False, closed_end=True),
+        tree.items_range(key, key - 9, closed_start=False, closed_end=True),
+        tree.items_range(key, key), tree.items_range(key, key, True, True),
+        iter(tree), reversed(tree), tree.itervalues(), tree.iteritems(), tree.items_backward(),
+        tree.root.iter_from(key), tree.root.iter_backward_from(key), iter(tree.root),
+        reversed(tree.root))]
 
 
 @settings(max_examples=150, deadline=None)
@@ -132,3 +144,80 @@ def test_errors_from_comparing_keys_pass_through_alike():
         results.append([apply(tree, pure, (name, Touchy(), 0)) for name in ("add", "get")]
                        + [apply(tree, pure, ("__contains__", Touchy()))])
     assert results[0] == results[1] == [("raised", ZeroDivisionError)] * 3
+
+
+def walk_while_changing(tree: BTree, pure: bool, start: int, descending: bool, changes: list):
+    """The items (or error) a walk from start meets while each step makes
+    the next change (key: add it; -key - 100: delete key) to the tree."""
+    seen = []
+    with bound(pure):
+        walk = tree.items_backward_from(start) if descending else tree.items_from(start)
+        changes = iter(changes)
+        try:
+            for item in walk:
+                seen.append(item)
+                change = next(changes, None)
+                if change is not None and change >= 0:
+                    tree[change] = change
+                elif change is not None and change + 100 in tree:
+                    del tree[change + 100]
+        except Exception as error:
+            seen.append(type(error))
+    return seen
+
+
+@settings(max_examples=100, deadline=None)
+@given(initial=st.lists(st.integers(0, 80), unique=True, max_size=70), start=st.integers(0, 80),
+       descending=st.booleans(),
+       changes=st.lists(st.one_of(st.integers(0, 80), st.integers(-180, -100)), max_size=40))
+def test_walks_meet_changes_alike(initial, start, descending, changes):
+    trees = [BTree(BNode4), BTree(BNode4)]
+    for tree in trees:
+        for key in initial:
+            tree[key] = key
+    assert (walk_while_changing(trees[0], False, start, descending, changes)
+            == walk_while_changing(trees[1], True, start, descending, changes))
+    assert shape(trees[0].root) == shape(trees[1].root)
+
+
+def test_walks_are_lazy_and_refuse_bad_arguments_alike():
+    tree = BTree()
+    tree[1] = 1
+    for pure in (False, True):
+        with bound(pure):
+            walk = tree.items_range(1, "a")  # compared at the first step, as a generator
+            with pytest.raises(TypeError):
+                next(walk)
+            assert list(walk) == []
+            for args, error in [((None, None, 0, None), TypeError), ((False, None, 3, None), ValueError),
+                                ((None, (1, True), 0, None), TypeError)]:
+                with pytest.raises(error):
+                    btree._walk(tree.root, *args)
+
+
+def test_a_walk_asked_for_its_next_item_while_taking_one_refuses_alike():
+    class Reentrant(int):
+        def __gt__(self, other):  # what item_key < key asks first, of an int subclass
+            return next(walks_of[0]) if walks_of else int.__gt__(self, other)
+
+    tree = BTree()
+    for key in range(40):
+        tree[key] = key
+    for pure in (False, True):
+        walks_of = []
+        with bound(pure):
+            walk = tree.items_from(Reentrant(5))
+            walks_of.append(walk)
+            with pytest.raises(ValueError, match="already executing"):
+                next(walk)
+
+
+def test_items_too_short_for_their_part_raise_alike():
+    for pure in (False, True):
+        tree = BTree()
+        tree.root.items = [(1,), (2, 2)]
+        with bound(pure):
+            values = tree.itervalues()
+            with pytest.raises(IndexError):
+                next(values)
+            assert list(values) == [2]  # the walk goes on, as map() does
