@@ -8,13 +8,19 @@ from durus.persistent import Persistent
 from durus.persistent_dict import PersistentDict as Mapping
 from durus.persistent_list import PersistentList as List
 
-__all__ = ["BTree", "ConflictError", "Item", "List", "Mapping", "Session", "open_storage"]
+__all__ = ["BTree", "ConflictError", "Item", "List", "Mapping", "Session", "open_storage",
+           "range_items"]
 
 
 class Item(Persistent):
     def __init__(self, n):
         self.n = n
         self.name = "item %d" % n
+
+
+def range_items(tree, low, high):
+    """The (key, value) items of tree with low <= key < high, ascending."""
+    return tree.items_range(low, high)
 
 
 def open_storage(db: str, options: dict):

@@ -9,7 +9,7 @@ from ZODB import DB
 from ZODB.FileStorage import FileStorage
 from ZODB.POSException import ConflictError
 
-__all__ = ["BTree", "ConflictError", "Item", "List", "Mapping", "Session"]
+__all__ = ["BTree", "ConflictError", "Item", "List", "Mapping", "Session", "range_items"]
 
 # Big enough for every object of a run, as durus's default cache is.
 CACHE_SIZE = 100000
@@ -19,6 +19,11 @@ class Item(Persistent):
     def __init__(self, n):
         self.n = n
         self.name = "item %d" % n
+
+
+def range_items(tree, low, high):
+    """The (key, value) items of tree with low <= key < high, ascending."""
+    return tree.items(low, high, excludemax=True)
 
 
 def _relstorage(dsn: str, read_only: bool):

@@ -8,6 +8,7 @@ the table gives medians over --rounds rounds (objects/second unless noted):
   warm_read                reading them again after making them ghosts
   hot_read                 reading them in memory, each first touched in a new transaction
   btree_lookup             looking up N keys of the BTree
+  btree_range              walking the middle half of its keys in order, in memory (items/s)
   open_ms, open_peak_mb    opening a file of --big objects (unpacked and packed) in a new process
   server_*                 the same through each one's server (ZEO for ZODB), small
                            commits from 1 and 4 concurrent clients, and a cold walk of

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+from collections import deque
 
 
 def rate(count: int, started: float) -> float:
@@ -68,7 +69,8 @@ def read_all(items) -> None:
 
 
 def read(api, db: str, n: int, options: dict) -> dict:
-    """cold read (this is a new process), warm read (ghosts), hot read, BTree lookup."""
+    """cold read (this is a new process), warm read (ghosts), hot read, BTree
+    lookup, then walks of half the BTree's keys (its nodes loaded by then)."""
     session = api.Session(db, dict(options, readonly=True))
     objects = list(session.root["items"].values())
     started = time.perf_counter()
@@ -91,6 +93,10 @@ def read(api, db: str, n: int, options: dict) -> dict:
     for key in range(n):
         tree[key]
     result["btree_lookup"] = rate(n, started)
+    started = time.perf_counter()
+    for _ in range(5):
+        deque(api.range_items(tree, n // 4, n - n // 4), maxlen=0)
+    result["btree_range"] = rate(5 * (n - 2 * (n // 4)), started)
     return result
 
 
