@@ -2,7 +2,7 @@
 elsewhere (a server, a database), least recently used out first."""
 
 from collections import OrderedDict
-from typing import Container, Iterable
+from typing import Iterable
 
 from durus.record_format import split_oids, unpack_record
 
@@ -49,36 +49,6 @@ class RecordCache:
         self.bytes = 0
 
 
-class ReadAhead:
-    """The records a storage read ahead of use, and what to read next.
-
-    A reader that uses a record read ahead has started on what was read with
-    it (the next level of a tree, a container's items): the time to read
-    ahead, in one request, what all of those refer to, up to limit records.
-    frontier: {oid}, records read ahead and not used yet.
-    """
-
-    def __init__(self, cache: RecordCache, limit: int) -> None:
-        self.cache = cache
-        self.limit = limit
-        self.frontier: set[bytes] = set()
-
-    def take_wanted(self, skip: Container[bytes] = ()) -> list:
-        """Return up to limit oids, not cached and not in skip, that the
-        frontier's records refer to; the frontier is then empty."""
-        frontier, self.frontier = self.frontier, set()
-        cached = self.cache.records
-        wanted: dict[bytes, None] = {}  # ordered, without repeats
-        for oid in frontier:
-            record = cached.get(oid)
-            if record is not None:
-                wanted.update((ref, None) for ref in split_oids(unpack_record(record)[2])
-                              if ref not in cached and ref not in skip)
-            if len(wanted) >= self.limit:
-                break
-        return list(wanted)[:self.limit]
-
-
 class ReadAheadQueue:
     """The oids that records a storage received refer to and that it has not
     got, in the order they came: what a reader walking the data asks for
@@ -87,14 +57,15 @@ class ReadAheadQueue:
     (its siblings, then their cousins); a miss on any other oid is a lookup.
 
     queued: {oid: None}, in order, at most size of them: when full, newer
-    ones are not queued (a walk asks for the older first).
+    ones are not queued (a walk asks for the older first), except those of a
+    record about to be used, which go first (see note_used).
     """
 
     def __init__(self, cache: RecordCache, limit: int, size: int) -> None:
         self.cache = cache
         self.limit = limit
         self.size = size
-        self.queued: dict[bytes, None] = {}
+        self.queued: OrderedDict[bytes, None] = OrderedDict()
 
     def note(self, record: bytes) -> None:
         """Note a record the storage received (and cached)."""
@@ -108,6 +79,18 @@ class ReadAheadQueue:
             if ref not in cached and ref not in queued:
                 queued[ref] = None
                 room -= 1
+
+    def note_used(self, record: bytes) -> None:
+        """Note a record about to be used (a cached one asked for): what it
+        refers to and the cache lacks is what comes next, so it goes first in
+        the queue, in order, even if that pushes the newest oids out."""
+        queued, cached = self.queued, self.cache.records
+        refs = [ref for ref in split_oids(unpack_record(record)[2]) if ref not in cached]
+        for ref in reversed(refs[:self.size]):
+            queued[ref] = None
+            queued.move_to_end(ref, last=False)
+        while len(queued) > self.size:
+            queued.popitem()
 
     def wanted_after(self, oid: bytes) -> list:
         """Return up to limit uncached oids queued after oid, taken from the

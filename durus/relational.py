@@ -29,7 +29,7 @@ from typing import Any, Iterable, Iterator
 
 from durus.error import DurusKeyError, ReadConflictError, ReadOnlyError, WriteConflictError
 from durus.logger import log
-from durus.record_cache import ReadAhead, RecordCache
+from durus.record_cache import ReadAheadQueue, RecordCache
 from durus.record_format import check_record, pack_record, split_oids, unpack_record
 from durus.storage import ROOT_OID, InvalidationHandler, Storage
 from durus.utils import int8_to_str, str_to_int8
@@ -64,6 +64,8 @@ class RelationalStorage(Storage):
     # How many of the objects a loaded record refers to are read with it
     # (where a query costs a round trip over the network; 0: none).
     read_ahead = 0
+    # Cache bytes for each oid the read-ahead queue may hold.
+    read_ahead_queue_bytes = 128
 
     def __init__(self, readonly: bool, cache_bytes: int) -> None:
         if not isinstance(cache_bytes, int) or cache_bytes < 0:
@@ -78,7 +80,8 @@ class RelationalStorage(Storage):
         self._new: set = set()  # oid numbers handed out by new_oid(), not committed yet
         self._last_tid = 0
         self._lost = False  # the connection broke: the next operation reconnects
-        self._read_ahead = ReadAhead(self.cache, self.read_ahead)
+        self._read_ahead = ReadAheadQueue(self.cache, self.read_ahead,
+                                          cache_bytes // self.read_ahead_queue_bytes)
         self._db = self._connect()
         if not readonly and not all(map(self._table_exists, _TABLES)):
             self._create_tables(self._db)
@@ -263,39 +266,39 @@ class RelationalStorage(Storage):
     def load(self, oid: bytes) -> bytes:
         record = self.cache.get(oid)
         if record is not None:
-            if oid in self._read_ahead.frontier:
-                self._read_ahead_next()
+            if self.read_ahead:
+                self._read_ahead.note_used(record)
             return record
         self._check_open()
         if oid in self.invalid:
             raise ReadConflictError([oid])
         record = None
-        for number, data, refs in self._load_rows(self._db, str_to_int8(oid)):
+        for number, data, refs in self._missed_rows(oid):
             row_oid = int8_to_str(number)
+            if row_oid in self.invalid and row_oid != oid:
+                continue  # never a record past the snapshot
             row_record = pack_record(row_oid, bytes(data), bytes(refs))
+            self.cache.put(row_oid, row_record)
             if row_oid == oid:
                 record = row_record
-            elif row_oid in self.invalid:
-                continue  # never a record past the snapshot
-            else:
-                self._read_ahead.frontier.add(row_oid)
-            self.cache.put(row_oid, row_record)
+            elif self.read_ahead:
+                self._read_ahead.note(row_record)
         if record is None:
             raise DurusKeyError(oid)
+        if self.read_ahead:
+            self._read_ahead.note_used(record)
         return record
 
-    def _read_ahead_next(self) -> None:
-        """A record read ahead is being used: read ahead, in one query, what
-        all the records read ahead with it refer to (the next level of a
-        tree, a container's items), up to read_ahead objects."""
-        wanted = self._read_ahead.take_wanted(skip=self.invalid)
-        if not wanted:
-            return
-        self._check_open()
-        for number, data, refs in self._rows(self._db, [str_to_int8(oid) for oid in wanted]):
-            oid = int8_to_str(number)
-            self._read_ahead.frontier.add(oid)
-            self.cache.put(oid, pack_record(oid, bytes(data), bytes(refs)))
+    def _missed_rows(self, oid: bytes) -> list:
+        """The rows to read for a load of oid that missed the cache: if a
+        record read before refers to it, it and up to read_ahead of the
+        objects referred to after it (the rest of a walk, in one query); else
+        it and what the engine reads ahead with it."""
+        wanted = self._read_ahead.wanted_after(oid) if self.read_ahead else []
+        wanted = [str_to_int8(ref) for ref in wanted if ref not in self.invalid]
+        if wanted:
+            return self._rows(self._db, [str_to_int8(oid)] + wanted)
+        return self._load_rows(self._db, str_to_int8(oid))
 
     def _load_rows(self, db, number: int) -> list:
         """Rows (id, data, refs) of the object numbered number, if it has a

@@ -7,7 +7,8 @@ import time
 import pytest
 
 from durus.client_storage import ClientStorage
-from durus.record_cache import RecordCache
+from durus.record_cache import ReadAheadQueue, RecordCache
+from durus.record_format import pack_record
 from durus.connection import Connection
 from durus.error import ConflictError
 from durus.persistent import Persistent
@@ -127,6 +128,24 @@ def test_record_cache_keeps_the_most_recently_used_within_its_budget():
     assert cache.get(b"\xbb" * 8) is None
     cache.discard_all([b"\xaa" * 8, b"\xcc" * 8])
     assert cache.get(b"\xaa" * 8) is None and cache.bytes == sum(map(len, cache.records.values()))
+
+
+def oid(n: int) -> bytes:
+    return n.to_bytes(8, "big")
+
+
+def test_a_record_used_puts_what_it_refers_to_first_in_the_read_ahead_queue():
+    cache = RecordCache(10000)
+    queue = ReadAheadQueue(cache, limit=3, size=5)
+    queue.note(pack_record(oid(1), b"x", b"".join(oid(n) for n in range(10, 17))))
+    assert list(queue.queued) == [oid(n) for n in range(10, 15)]  # full: the newer wait
+    cache.put(oid(21), b"cached")
+    queue.note_used(pack_record(oid(2), b"x", b"".join(oid(n) for n in (20, 21, 22, 12))))
+    # Its uncached refs go first, in order; the newest queued are pushed out.
+    assert list(queue.queued) == [oid(20), oid(22), oid(12), oid(10), oid(11)]
+    assert queue.wanted_after(oid(20)) == [oid(22), oid(12), oid(10)]
+    assert list(queue.queued) == [oid(11)]
+    assert queue.wanted_after(oid(99)) == [] and list(queue.queued) == [oid(11)]
 
 
 def test_clients_of_a_new_database_share_the_root_one_creates(server):

@@ -140,3 +140,39 @@ def test_tls_through_libpq_sslmode(postgres, postgres_dsn, tmp_path):
     stranger = Authority(tmp_path, "Another CA")
     with pytest.raises(ConnectionError, match="certificate verify failed"):
         PostgresStorage(postgres_dsn + "?sslmode=verify-full&sslrootcert=" + stranger.cafile)
+
+
+class CountingStorage(PostgresStorage):
+    """A PostgresStorage that counts the queries it sends to the server."""
+
+    def __init__(self, *args, **kwargs):
+        self.queries = 0
+        super().__init__(*args, **kwargs)
+
+    def _execute(self, db, sql: str, params=()):
+        self.queries += 1
+        return super()._execute(db, sql, params)
+
+
+class SmallBatches(CountingStorage):
+    read_ahead = 300
+
+
+def test_a_walk_bigger_than_the_read_ahead_queue_reads_in_batches(postgres_dsn):
+    from durus.persistent_list import PersistentList
+    from lifecycle import Item
+    writer = Connection(PostgresStorage(postgres_dsn))
+    lists, per_list = 12, 500
+    for c in range(lists):
+        writer.get_root()[c] = PersistentList(Item(c * per_list + i) for i in range(per_list))
+        writer.commit()
+    writer.get_storage().close()
+    # A queue of 1,000 oids and batches of 300: neither holds a whole walk.
+    storage = SmallBatches(postgres_dsn, readonly=True, cache_bytes=128 * 1000)
+    reader = Connection(storage)
+    before = storage.queries
+    values = [item.value for c in range(lists) for item in reader.get_root()[c]]
+    assert values == list(range(lists * per_list))
+    # One query per batch of 300 and per list, give or take: not one per object.
+    assert storage.queries - before < lists * per_list // 300 + 3 * lists
+    storage.close()

@@ -25,7 +25,7 @@ STORAGE_PATH = [RelationalStorage.end, RelationalStorage._commit, RelationalStor
                 RelationalStorage._collect_log, RelationalStorage._new_snapshot,
                 RelationalStorage._finish, RelationalStorage.sync, RelationalStorage.load,
                 RelationalStorage.new_oid, RelationalStorage._check_open,
-                RelationalStorage._read_ahead_next, RelationalStorage._store_rows,
+                RelationalStorage._missed_rows, RelationalStorage._store_rows,
                 SqliteStorage._begin_write, SqliteStorage._reserve_oids,
                 PostgresStorage._store_rows, PostgresStorage._load_rows,
                 PostgresStorage._begin_write, PostgresStorage._check_open,
