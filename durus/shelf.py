@@ -49,6 +49,7 @@ _CHECKSUM_DATA_HEAD = pickle.dumps(object, 2) + b"\x80\x02\x8a\x05"
 _CHECKSUM_DATA_LENGTH = len(_CHECKSUM_DATA_HEAD) + 6
 
 
+_CHUNK_SHIFT = shelf_index.CHUNK_SHIFT
 # Bytes of the offset map read at once.
 _MAP_PAGE_BYTES = 1 << 16
 # Bytes read at once from a record's position: the file stays unchanged up to
@@ -201,12 +202,12 @@ class SavedPositionIndex(PositionIndex):
         self._checked = saved.checked
 
     def get(self, n: int) -> int | None:
-        if n < len(self.dense):
-            chunk = n >> shelf_index.CHUNK_SHIFT
-            if not (self._checked[chunk] or self._saved.check(chunk)):
+        dense = self.dense
+        if n < len(dense):
+            if not self._checked[n >> _CHUNK_SHIFT] and not self._saved.check(n >> _CHUNK_SHIFT):
                 self._fall_back()
                 return self.get(n)  # a plain PositionIndex's now
-            return self.dense[n] or None
+            return dense[n] or None
         return self.sparse.get(n)
 
     def writable_dense(self) -> array:

@@ -361,6 +361,16 @@ def test_a_shelf_dropped_unclosed_is_freed_at_once(tmp_path):
     assert dropped() is None
 
 
+def test_an_index_that_cannot_be_mapped_is_read(tmp_path):
+    name = str(tmp_path / "db")
+    values = write_shelf_with_index(name)
+    with mock.patch.object(shelf_index.mmap, "mmap", side_effect=OSError("no mmap here")):
+        shelf = Shelf(name, readonly=True)
+    assert shelf.index_end == os.path.getsize(name)
+    check_values(shelf, values)
+    shelf.close()
+
+
 def test_an_index_written_and_read_big_endian_round_trips(tmp_path):
     name = str(tmp_path / "db")
     with mock.patch.object(sys, "byteorder", "big"):
