@@ -22,10 +22,11 @@ at work: a commit in flight, which readers leave out and the next writer drops.
 import os
 import pickle
 import struct
+import weakref
 import zlib
 from array import array
 from logging import WARNING
-from typing import IO, Any, Iterable, Iterator, Protocol
+from typing import IO, Any, Callable, Iterable, Iterator, Protocol
 
 from durus import shelf_index
 from durus.accelerator import accelerate
@@ -48,6 +49,7 @@ _CHECKSUM_DATA_HEAD = pickle.dumps(object, 2) + b"\x80\x02\x8a\x05"
 _CHECKSUM_DATA_LENGTH = len(_CHECKSUM_DATA_HEAD) + 6
 
 
+_CHUNK_SHIFT = shelf_index.CHUNK_SHIFT
 # Bytes of the offset map read at once.
 _MAP_PAGE_BYTES = 1 << 16
 # Bytes read at once from a record's position: the file stays unchanged up to
@@ -86,9 +88,7 @@ class PositionIndex:
     Oids are allocated densely, so most live in an array of 8 bytes per oid;
     the rare oid far beyond the others goes to a dict instead of growing it.
     Each oid has one home: the dict holds only oids beyond the array's end,
-    and growing the array moves the ones it now reaches into it. The array
-    may start as a read-only view (of a persisted index), copied at the
-    first change: a reader never pays for the copy.
+    and growing the array moves the ones it now reaches into it.
     """
 
     # The dense array may reach this many slots beyond twice its entries.
@@ -98,15 +98,6 @@ class PositionIndex:
         self.dense = array("q")
         self.sparse: dict[int, int] = {}
         self.count = 0
-
-    @classmethod
-    def from_parts(cls, dense: "array[int] | memoryview", sparse: dict, count: int) -> "PositionIndex":
-        """The index of a dense array ("q", or a read-only memoryview of one), the sparse {oid number: position}
-        beyond its end, and the count of their nonzero entries."""
-        index = cls()
-        # A read-only view stands in for the array until writable_dense() copies it.
-        index.dense, index.sparse, index.count = dense, sparse, count  # type: ignore[assignment]
-        return index
 
     def get(self, n: int) -> int | None:
         if n < len(self.dense):
@@ -120,12 +111,11 @@ class PositionIndex:
         return self.count
 
     def writable_dense(self) -> array:
-        """The dense array, copied out of a read-only view at the first change."""
-        view = self.dense
-        if not isinstance(view, array):
-            self.dense = array("q")
-            self.dense.frombytes(memoryview(view).cast("B"))
+        """The dense array, to be changed in place."""
         return self.dense
+
+    def close(self) -> None:
+        """Let go of what the index holds beyond its memory (here, nothing)."""
 
     def _grow_for(self, n: int, count: int) -> bool:
         """Make the dense array reach n if that keeps it dense enough for
@@ -157,9 +147,10 @@ class PositionIndex:
             self.sparse[n] = position
 
     def discard(self, n: int) -> None:
-        if n < len(self.dense):
-            if self.dense[n]:
-                self.writable_dense()[n] = 0
+        dense = self.writable_dense()
+        if n < len(dense):
+            if dense[n]:
+                dense[n] = 0
                 self.count -= 1
         elif self.sparse.pop(n, None) is not None:
             self.count -= 1
@@ -191,6 +182,62 @@ class PositionIndex:
             if position:
                 yield n, position
         yield from list(self.sparse.items())
+
+
+class SavedPositionIndex(PositionIndex):
+    """A PositionIndex read in place from a persisted index (a
+    shelf_index.Saved), so that an open reads none of its positions: each
+    chunk of the dense array is checked the first time a lookup needs it.
+
+    It becomes a plain PositionIndex at the first change (with a copy of
+    the dense array, all checked first), or as soon as a chunk fails its
+    check: then of the positions rescan() finds by scanning the file, so
+    that a damaged index is never used.
+    """
+
+    def __init__(self, saved: shelf_index.Saved, rescan: Callable[[], PositionIndex]) -> None:
+        self.dense, self.sparse, self.count = saved.dense, saved.sparse, saved.count  # type: ignore[assignment]
+        # Weakly: a shelf dropped unclosed is freed at once, its file closed.
+        self._saved, self._rescan = saved, weakref.WeakMethod(rescan)
+        self._checked = saved.checked
+
+    def get(self, n: int) -> int | None:
+        dense = self.dense
+        if n < len(dense):
+            if not self._checked[n >> _CHUNK_SHIFT] and not self._saved.check(n >> _CHUNK_SHIFT):
+                self._fall_back()
+                return self.get(n)  # a plain PositionIndex's now
+            return dense[n] or None
+        return self.sparse.get(n)
+
+    def writable_dense(self) -> array:
+        if self._saved.check_all():
+            dense = array("q")
+            dense.frombytes(memoryview(self.dense).cast("B"))
+            self._become(dense, self.sparse, self.count)
+        else:
+            self._fall_back()
+        return self.dense
+
+    def items(self) -> Iterator[tuple[int, int]]:
+        if not self._saved.check_all():
+            self._fall_back()
+        return PositionIndex.items(self)
+
+    def close(self) -> None:
+        self._saved.release()
+
+    def _fall_back(self) -> None:
+        fresh = self._rescan()()  # type: ignore[misc]
+        self._become(fresh.dense, fresh.sparse, fresh.count)
+
+    def _become(self, dense: array, sparse: dict, count: int) -> None:
+        """Turn into a plain PositionIndex of these, the persisted index let go
+        (unmapped once nothing uses it: an iteration under way may)."""
+        del self._saved, self._rescan, self._checked
+        self.dense, self.sparse, self.count = dense, sparse, count
+        # The checks leave the lookups of this object, wherever it is held.
+        self.__class__ = PositionIndex  # type: ignore[assignment]
 
 
 def is_new_file(file: "File | StreamFile", header: bytes, repair: bool, writer_marked: bool) -> bool:
@@ -326,7 +373,11 @@ class Shelf:
         """Index every transaction after the offset map (those the persisted
         index covers, from it); return the end of the last good one."""
         size = self.file.size()
-        position = self._load_index(size)
+        return self._scan(self._load_index(size), size, repair, writer_marked)
+
+    def _scan(self, position: int, size: int, repair: bool, writer_marked: bool) -> int:
+        """Index the transactions from position up to size; return the end
+        of the last good one."""
         # Where the run of empty transactions just before position starts, or
         # -1: Durus writes a zero length first and the real one last, so a
         # crash can leave an empty transaction followed by the records it counts.
@@ -339,7 +390,7 @@ class Shelf:
                 reason = ("its length field is cut off" if size - position < 8 else
                           "it claims %d bytes but the file ends first" % needed)
                 return self._handle_torn(empty_run_start, position, size, reason, repair)
-            buffer = self.file.pread(max(_SCAN_CHUNK, needed), position)
+            buffer = self.file.pread(min(max(_SCAN_CHUNK, needed), size - position), position)
             end, oids, positions, run_start, error, needed = scan_buffer(buffer, position)
             self.index.update(oids, positions)
             # A run that starts where this buffer does goes on from the one before it.
@@ -358,9 +409,24 @@ class Shelf:
         saved = shelf_index.load(self, size)
         if saved is None:
             return self.map_end
-        self.index_end, dense, sparse, count = saved
-        self.index = PositionIndex.from_parts(dense, sparse, count)
-        return self.index_end
+        self.index_end = saved.end
+        self.index = SavedPositionIndex(saved, self._rescan)
+        return saved.end
+
+    def _rescan(self) -> PositionIndex:
+        """The positions of the records up to self.end, by scanning the file:
+        what stands in for a persisted index found damaged (which a writer's
+        close then replaces). Raises CorruptFileError if the file is damaged."""
+        log(WARNING, "%s is damaged: the positions in %r are found by scanning it instead"
+            % (shelf_index.index_path(self.file.get_name()), self.file.get_name()))
+        saved, self.index = self.index, PositionIndex()
+        try:
+            self._scan(self.map_end, self.end, False, False)
+            fresh = self.index
+        finally:
+            self.index = saved
+        self.index_end = None
+        return fresh
 
     def save_index(self) -> None:
         """Persist the index beside the file (a File this shelf writes, which
@@ -664,6 +730,7 @@ class Shelf:
 
     def close(self) -> None:
         self.file.close()
+        self.index.close()
 
 
 def read_transaction_offsets(file: File | IO[bytes], repair: bool = False) -> dict | None:
