@@ -12,7 +12,7 @@ from types import MethodType
 from zlib import compress, decompress, error as ZlibError
 from typing import Any, Callable, IO, Iterator
 
-from durus.persistent import call_if_persistent
+from durus.persistent import call_if_persistent, persistent_class
 # Durus 4.3 has these here; they belong to the record format.
 from durus.record_format import pack_record, split_oids, unpack_record  # noqa: F401
 
@@ -91,7 +91,7 @@ class ObjectWriter:
             raise ValueError(
                 "%r belongs to a different connection and cannot be stored here" % obj)
         self.refs.add(obj._p_oid)
-        return obj._p_oid, type(obj)
+        return obj._p_oid, persistent_class(obj)
 
     def take_new_objects(self) -> list:
         """Return the objects that got an oid since the last call."""
@@ -123,7 +123,7 @@ class ObjectWriter:
             self.pickler.clear_memo()
         pieces = self.pieces
         pieces.clear()
-        self.pickler.dump(type(obj))
+        self.pickler.dump(persistent_class(obj))
         class_end = len(pieces)
         self.refs.clear()
         self.pickler.dump(obj.__getstate__())
