@@ -5,6 +5,7 @@ durus.persistent.watched_class). Run in both modes like the whole suite."""
 import copy
 import pickle
 
+from durus.btree import BNode4, BTree
 from durus.connection import Connection
 from durus.file_storage import FileStorage
 from durus.persistent import (GHOST, Persistent, PersistentObject, persistent_class, watch,
@@ -152,6 +153,7 @@ def test_durus_4_3_reads_what_watched_objects_wrote(tmp_path, run_peer):
     connection.commit()
     connection.get_storage().close()
     out = run_peer("""
+from durus.btree import BNode4, BTree
 from durus.connection import Connection
 from durus.file_storage import FileStorage
 root = Connection(FileStorage("w.durus", readonly=True)).get_root()
@@ -215,3 +217,20 @@ def test_the_cache_size_holds_with_a_working_set_larger_than_the_cache(tmp_path)
     for _ in range(3):
         connection.commit()
     assert sum(not items[n]._p_is_ghost() for n in range(count)) <= size
+
+
+def test_a_tree_whose_nodes_are_watched_grows_nodes_of_their_class(tmp_path):
+    connection = _stored(tmp_path, tree=BTree(BNode4))
+    tree = connection.get_root()["tree"]
+    for n in range(200):
+        watch(tree.root)
+        tree.add(n, n)
+    nodes, new = [tree.root], []
+    while nodes:
+        node = nodes.pop()
+        if node._p_oid is None:  # made by a split or a growth: its type, before any read
+            new.append(type(node))
+        nodes.extend(node.nodes or ())
+    assert set(new) == {BNode4} and len(new) > 20
+    connection.commit()
+    assert sorted(tree.keys()) == list(range(200))
