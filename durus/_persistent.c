@@ -285,6 +285,22 @@ set_type(PyObject *obj, PyTypeObject *cls)
     }
 }
 
+static PyObject *pb_watched_getattribute(PersistentBaseObject *self, PyObject *name);
+static PyObject *str___getattr__;
+
+/* A twin's __getattribute__ entry reaches the hook through the generic slot
+ * and a method call; without a __getattr__ (which that slot must call after
+ * it), the slot can be the hook itself. Any later change to the class makes
+ * CPython derive the slot again from the entry: correct, only slower. */
+static void
+install_hook_slot(PyTypeObject *watched)
+{
+    if (watched->tp_getattro != (getattrofunc)pb_watched_getattribute
+            && _PyType_Lookup(watched, str___getattr__) == NULL) {
+        watched->tp_getattro = (getattrofunc)pb_watched_getattribute;
+    }
+}
+
 /* Make obj watched (see watch in persistent.py); -1 on error. */
 static int
 watch_object(PyObject *obj)
@@ -319,6 +335,7 @@ watch_object(PyObject *obj)
         Py_DECREF(watched);
         return -1;
     }
+    install_hook_slot((PyTypeObject *)watched);
     set_type(obj, (PyTypeObject *)watched);
     Py_DECREF(watched);
     return 0;
@@ -942,11 +959,13 @@ intern_names(void)
     str_p_watched_class = PyUnicode_InternFromString("_p_watched_class");
     str___getattribute__ = PyUnicode_InternFromString("__getattribute__");
     str_watched_class = PyUnicode_InternFromString("watched_class");
+    str___getattr__ = PyUnicode_InternFromString("__getattr__");
     ghost_status = PyLong_FromLong(GHOST);
     return (str_p_load_state && str_p_note_change && str_note_access
             && str_transaction_serial && str___new__ && str_p_oid && str_p_connection
             && str_p_status && str_key && ghost_status && str_p_real_class
-            && str_p_watched_class && str___getattribute__ && str_watched_class) ? 0 : -1;
+            && str_p_watched_class && str___getattribute__ && str_watched_class
+            && str___getattr__) ? 0 : -1;
 }
 
 PyMODINIT_FUNC
