@@ -21,6 +21,7 @@ static PyObject *str_minimum_degree;
 static PyObject *str_p_note_change;
 static PyObject *str_split_child;
 static PyObject *str_add;
+static PyObject *str___class__;
 static PyObject *add_method;   /* the exported _tree_add, to spot an override */
 
 /* New reference to sequence[i], through the list and tuple fast paths. */
@@ -337,8 +338,11 @@ full_size(PyObject *node)
 static PyObject *
 grow(PyObject *tree, PyObject **root)
 {
-    PyObject *new_root = PyObject_CallNoArgs((PyObject *)Py_TYPE(*root));
+    /* __class__, not the type: a watched root's type is its class's twin. */
+    PyObject *cls = PyObject_GetAttr(*root, str___class__);
+    PyObject *new_root = cls == NULL ? NULL : PyObject_CallNoArgs(cls);
     PyObject *nodes;
+    Py_XDECREF(cls);
     if (new_root == NULL) {
         return NULL;
     }
@@ -953,8 +957,9 @@ intern_names(void)
     str_p_note_change = PyUnicode_InternFromString("_p_note_change");
     str_split_child = PyUnicode_InternFromString("split_child");
     str_add = PyUnicode_InternFromString("add");
+    str___class__ = PyUnicode_InternFromString("__class__");
     return (str_items && str_nodes && str_root && str_minimum_degree && str_p_note_change
-            && str_split_child && str_add) ? 0 : -1;
+            && str_split_child && str_add && str___class__) ? 0 : -1;
 }
 
 /* Adds each of tree_methods to module as an instance method. */

@@ -1,8 +1,11 @@
 /* durus._persistent: the hot path of durus.persistent in C.
  *
- * PersistentBase intercepts attribute access: the first access of an object
- * in a transaction loads it if it is a ghost and records the access with its
- * connection; setting an attribute notes the change. ConnectionBase holds
+ * PersistentBase does not intercept reads (CPython's fast paths apply); a
+ * ghost or watched object's type is its class's watched twin (see
+ * watched_class in persistent.py), whose __getattribute__ is
+ * pb_watched_getattribute: it loads a ghost, records the access with the
+ * connection and gives the object its class back. Setting an attribute
+ * notes the change. ConnectionBase holds
  * the transaction serial and the dict of recently accessed objects, so the
  * access bookkeeping needs no call into Python. Behaviour matches the
  * pure-Python classes in persistent.py exactly.
@@ -56,6 +59,10 @@ static PyObject *str_p_connection;
 static PyObject *str_p_status;
 static PyObject *str_key;
 static PyObject *str_new_oid;
+static PyObject *str_p_real_class;
+static PyObject *str_p_watched_class;
+static PyObject *str___getattribute__;
+static PyObject *str_watched_class;
 static PyObject *ghost_status;   /* the int GHOST */
 static PyObject *base_note_access;   /* ConnectionBase.note_access */
 
@@ -248,14 +255,141 @@ before_access(PersistentBaseObject *self)
     return status;
 }
 
-static PyObject *
-pb_getattro(PersistentBaseObject *self, PyObject *name)
+/* The persistent class of obj: the base of a watched twin, else its type.
+ * Borrowed. NULL (no error set) never. */
+static PyTypeObject *
+persistent_class(PyObject *obj)
 {
-    if (!is_exempt_name(name) && before_access(self) < 0) {
+    PyTypeObject *type = Py_TYPE(obj);
+    PyObject *real;
+    if (type->tp_dict == NULL || !(type->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+        return type;
+    }
+    real = PyDict_GetItemWithError(type->tp_dict, str_p_real_class);
+    if (real == NULL || !PyType_Check(real)) {
+        PyErr_Clear();  /* a lookup error only means: not a twin */
+        return type;
+    }
+    return (PyTypeObject *)real;
+}
+
+/* Give obj the type cls (same layout, both heap types): the object owns a
+ * reference to its heap type. */
+static void
+set_type(PyObject *obj, PyTypeObject *cls)
+{
+    PyTypeObject *old = Py_TYPE(obj);
+    if (old != cls) {
+        Py_INCREF(cls);
+        Py_SET_TYPE(obj, cls);
+        Py_DECREF(old);
+    }
+}
+
+static PyObject *pb_watched_getattribute(PersistentBaseObject *self, PyObject *name);
+static PyObject *str___getattr__;
+
+/* A twin's __getattribute__ entry reaches the hook through the generic slot
+ * and a method call; without a __getattr__ (which that slot must call after
+ * it), the slot can be the hook itself. Any later change to the class makes
+ * CPython derive the slot again from the entry: correct, only slower. */
+static void
+install_hook_slot(PyTypeObject *watched)
+{
+    if (watched->tp_getattro != (getattrofunc)pb_watched_getattribute
+            && _PyType_Lookup(watched, str___getattr__) == NULL) {
+        watched->tp_getattro = (getattrofunc)pb_watched_getattribute;
+    }
+}
+
+/* Make obj watched (see watch in persistent.py); -1 on error. */
+static int
+watch_object(PyObject *obj)
+{
+    PyTypeObject *type = Py_TYPE(obj);
+    PyObject *watched, *module;
+    if (type == &PersistentBase_Type || persistent_class(obj) != type) {
+        return 0;
+    }
+    watched = PyDict_GetItemWithError(type->tp_dict, str_p_watched_class);
+    if (watched != NULL) {
+        Py_INCREF(watched);
+    }
+    else {
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+        /* Made once per class, by the one factory of both implementations. */
+        module = PyImport_ImportModule("durus.persistent");
+        if (module == NULL) {
+            return -1;
+        }
+        watched = PyObject_CallMethodOneArg(module, str_watched_class, (PyObject *)type);
+        Py_DECREF(module);
+        if (watched == NULL) {
+            return -1;
+        }
+    }
+    if (!PyType_Check(watched) || ((PyTypeObject *)watched)->tp_base != type
+            || ((PyTypeObject *)watched)->tp_basicsize != type->tp_basicsize) {
+        PyErr_Format(PyExc_TypeError, "%R is not a watched twin of %R", watched, type);
+        Py_DECREF(watched);
+        return -1;
+    }
+    install_hook_slot((PyTypeObject *)watched);
+    set_type(obj, (PyTypeObject *)watched);
+    Py_DECREF(watched);
+    return 0;
+}
+
+/* PersistentBase._p_watched_getattribute(name): see persistent.py. */
+static PyObject *
+pb_watched_getattribute(PersistentBaseObject *self, PyObject *name)
+{
+    PyTypeObject *cls;
+    PyObject *getattribute, *result;
+    descrgetfunc get;
+    if (is_exempt_name(name)) {
+        if (PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, "__class__") == 0) {
+            return Py_NewRef((PyObject *)persistent_class((PyObject *)self));
+        }
+        return PyObject_GenericGetAttr((PyObject *)self, name);
+    }
+    if (before_access(self) < 0) {
         return NULL;
     }
-    return PyObject_GenericGetAttr((PyObject *)self, name);
+    cls = persistent_class((PyObject *)self);
+    set_type((PyObject *)self, cls);
+    /* The class's own __getattribute__ (its __getattr__, if any, runs once:
+     * the watched class's slot calls it after this). */
+    getattribute = _PyType_Lookup(cls, str___getattribute__);
+    if (getattribute == NULL
+            || (Py_IS_TYPE(getattribute, &PyWrapperDescr_Type)
+                && ((PyWrapperDescrObject *)getattribute)->d_wrapped
+                   == (void *)PyObject_GenericGetAttr)) {
+        return PyObject_GenericGetAttr((PyObject *)self, name);
+    }
+    Py_INCREF(getattribute);
+    get = Py_TYPE(getattribute)->tp_descr_get;
+    if (get == NULL) {
+        result = PyObject_CallFunctionObjArgs(getattribute, (PyObject *)self, name, NULL);
+    }
+    else {
+        PyObject *bound = get(getattribute, (PyObject *)self, (PyObject *)cls);
+        result = bound == NULL ? NULL : PyObject_CallOneArg(bound, name);
+        Py_XDECREF(bound);
+    }
+    Py_DECREF(getattribute);
+    return result;
 }
+
+static PyMethodDef pb_methods[] = {
+    {"_p_watched_getattribute", (PyCFunction)pb_watched_getattribute, METH_O,
+     "The __getattribute__ of watched classes: a ghost loads its state, the\n"
+     "access is recorded with the connection, and the object becomes an\n"
+     "instance of its persistent class again, which answers."},
+    {NULL}
+};
 
 static int
 pb_setattro(PersistentBaseObject *self, PyObject *name, PyObject *value)
@@ -352,7 +486,36 @@ pb_set_oid(PersistentBaseObject *self, PyObject *value, void *closure)
     return 0;
 }
 
+static PyObject *
+pb_get_status(PersistentBaseObject *self, void *closure)
+{
+    return PyLong_FromLong(self->status);
+}
+
+/* Setting GHOST, however it is done, makes the object watched. */
+static int
+pb_set_status(PersistentBaseObject *self, PyObject *value, void *closure)
+{
+    long status;
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "can't delete _p_status");
+        return -1;
+    }
+    status = PyLong_AsLong(value);
+    if (status == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (status < INT_MIN || status > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "_p_status out of range");
+        return -1;
+    }
+    self->status = (int)status;
+    return status == GHOST ? watch_object((PyObject *)self) : 0;
+}
+
 static PyGetSetDef pb_getset[] = {
+    {"_p_status", (getter)pb_get_status, (setter)pb_set_status,
+     "UNSAVED (1), SAVED (0) or GHOST (-1); setting GHOST makes the object watched.", NULL},
     {"_p_connection", (getter)pb_get_connection, (setter)pb_set_connection,
      "The Connection that stores this object, or None.", NULL},
     {"_p_oid", (getter)pb_get_oid, (setter)pb_set_oid,
@@ -361,8 +524,6 @@ static PyGetSetDef pb_getset[] = {
 };
 
 static PyMemberDef pb_members[] = {
-    {"_p_status", T_INT, offsetof(PersistentBaseObject, status), 0,
-     "UNSAVED (1), SAVED (0) or GHOST (-1)."},
     {"_p_serial", T_LONGLONG, offsetof(PersistentBaseObject, serial), 0,
      "The connection's transaction serial at this object's last access."},
     {NULL}
@@ -373,13 +534,14 @@ static PyTypeObject PersistentBase_Type = {
     .tp_name = "durus._persistent.PersistentBase",
     .tp_basicsize = sizeof(PersistentBaseObject),
     .tp_dealloc = (destructor)pb_dealloc,
-    .tp_getattro = (getattrofunc)pb_getattro,
     .tp_setattro = (setattrofunc)pb_setattro,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "The slots and attribute hooks every persistent object has.",
+    .tp_doc = "The slots and the setattr hook every persistent object has; reads\n"
+              "are not intercepted (see _p_watched_getattribute).",
     .tp_traverse = (traverseproc)pb_traverse,
     .tp_clear = (inquiry)pb_clear,
     .tp_members = pb_members,
+    .tp_methods = pb_methods,
     .tp_getset = pb_getset,
     .tp_new = pb_new,
 };
@@ -448,6 +610,37 @@ cb_note_access(ConnectionBaseObject *self, PyObject *obj)
     Py_RETURN_NONE;
 }
 
+static int watch_object(PyObject *obj);
+
+static PyObject *
+cb_watch_touched(ConnectionBaseObject *self, PyObject *unused)
+{
+    PyObject *touched = PyList_New(0);
+    Link *link;
+    Py_ssize_t i;
+    if (touched == NULL) {
+        return NULL;
+    }
+    for (link = self->held.prev; link != &self->held; link = link->prev) {
+        if (OBJECT_OF(link)->serial != self->transaction_serial) {
+            break;
+        }
+        if (PyList_Append(touched, (PyObject *)OBJECT_OF(link)) < 0) {
+            Py_DECREF(touched);
+            return NULL;
+        }
+    }
+    /* Apart from the walk: making a twin class may run any code. */
+    for (i = 0; i < PyList_GET_SIZE(touched); i++) {
+        if (watch_object(PyList_GET_ITEM(touched, i)) < 0) {
+            Py_DECREF(touched);
+            return NULL;
+        }
+    }
+    Py_DECREF(touched);
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 cb_hold_loaded(ConnectionBaseObject *self, PyObject *obj)
 {
@@ -495,6 +688,9 @@ static PyMethodDef cb_methods[] = {
      "note_access(obj): record that obj is used in the current transaction:\n"
      "set its _p_serial and hold it as the most recently used object (another\n"
      "connection holding it lets go of it)."},
+    {"watch_touched", (PyCFunction)cb_watch_touched, METH_NOARGS,
+     "watch_touched(): make watched every held object used in the current\n"
+     "transaction, so that the next transaction sees its first read of each."},
     {"hold_loaded", (PyCFunction)cb_hold_loaded, METH_O,
      "hold_loaded(obj): hold a just-loaded obj, as the least recently used, if this\n"
      "connection does not hold it (another connection holding it lets go of it)."},
@@ -637,7 +833,22 @@ m_persistent_reference(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     if (PySet_Add(refs, oid) < 0) {
         return NULL;
     }
-    return PyTuple_Pack(2, oid, (PyObject *)Py_TYPE(obj));
+    return PyTuple_Pack(2, oid, (PyObject *)persistent_class((PyObject *)obj));
+}
+
+static PyObject *
+m_persistent_class(PyObject *module, PyObject *obj)
+{
+    return Py_NewRef((PyObject *)persistent_class(obj));
+}
+
+static PyObject *
+m_watch(PyObject *module, PyObject *obj)
+{
+    if (as_persistent(obj) == NULL || watch_object(obj) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 /* cached_or_ghost(objects, ref_type, on_death, connection, (oid, cls)):
@@ -674,7 +885,7 @@ m_cached_or_ghost(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_INCREF(ref);
         obj = PyObject_CallNoArgs(ref);
         Py_DECREF(ref);
-        if (obj == NULL || (obj != Py_None && (PyObject *)Py_TYPE(obj) == cls)) {
+        if (obj == NULL || (obj != Py_None && (PyObject *)persistent_class(obj) == cls)) {
             goto done;
         }
         Py_CLEAR(obj);
@@ -756,6 +967,11 @@ static PyMethodDef module_methods[] = {
     {"persistent_reference", (PyCFunction)(void (*)(void))m_persistent_reference, METH_FASTCALL,
      "persistent_reference(connection, refs, new_objects, obj) -> the pickler's\n"
      "persistent id of obj, None if it is not persistent (see persistent.py)."},
+    {"persistent_class", (PyCFunction)m_persistent_class, METH_O,
+     "persistent_class(obj) -> the class of obj, the persistent class C if obj\n"
+     "is watched (its type is C's watched twin)."},
+    {"watch", (PyCFunction)m_watch, METH_O,
+     "watch(obj): make the persistent obj watched (its next read is seen)."},
     {NULL}
 };
 
@@ -780,10 +996,17 @@ intern_names(void)
     str_p_status = PyUnicode_InternFromString("_p_status");
     str_key = PyUnicode_InternFromString("key");
     str_new_oid = PyUnicode_InternFromString("new_oid");
+    str_p_real_class = PyUnicode_InternFromString("_p_real_class");
+    str_p_watched_class = PyUnicode_InternFromString("_p_watched_class");
+    str___getattribute__ = PyUnicode_InternFromString("__getattribute__");
+    str_watched_class = PyUnicode_InternFromString("watched_class");
+    str___getattr__ = PyUnicode_InternFromString("__getattr__");
     ghost_status = PyLong_FromLong(GHOST);
     return (str_p_load_state && str_p_note_change && str_note_access
             && str_transaction_serial && str___new__ && str_p_oid && str_p_connection
-            && str_p_status && str_key && str_new_oid && ghost_status) ? 0 : -1;
+            && str_p_status && str_key && ghost_status && str_p_real_class
+            && str_p_watched_class && str___getattribute__ && str_watched_class
+            && str___getattr__ && str_new_oid) ? 0 : -1;
 }
 
 PyMODINIT_FUNC

@@ -18,7 +18,7 @@ from operator import itemgetter
 from typing import Any, ClassVar
 
 from durus.accelerator import accelerate
-from durus.persistent import PersistentObject
+from durus.persistent import PersistentObject, persistent_class
 
 _key_of = itemgetter(0)
 
@@ -202,7 +202,7 @@ def _tree_add(tree: "BTree", key, value=True):
     full = 2 * root.minimum_degree - 1
     if len(items) == full:
         # The tree grows at the top: a new root above the old one split in two.
-        new_root = type(root)()
+        new_root = persistent_class(root)()
         new_root.nodes = [root]
         new_root.split_child(0, root)
         tree.root = root = new_root
@@ -363,7 +363,7 @@ class BNode(PersistentObject):
         t = child.minimum_degree
         child_items = child.items
         child_nodes = child.nodes
-        upper = type(child)()
+        upper = persistent_class(child)()
         upper.items = child_items[t:]
         child.items = child_items[:t - 1]
         if child_nodes is not None:
@@ -620,7 +620,7 @@ class BTree(PersistentObject, MutableMapping):
             root.nodes = child.nodes
 
     def clear(self) -> None:
-        self.root = type(self.root)()
+        self.root = persistent_class(self.root)()
 
     def note_change_of_bnode_containing_key(self, key: Any) -> None:
         """Mark changed the node holding key, so that the next commit stores

@@ -13,7 +13,8 @@ from weakref import ref as weak_ref
 
 from durus.error import (ConflictError, DurusKeyError, ReadConflictError, SnapshotExpiredError,
                          WriteConflictError)
-from durus.persistent import GHOST, SAVED, ConnectionBase, PersistentObject, cached_or_ghost
+from durus.persistent import (GHOST, SAVED, ConnectionBase, PersistentObject, cached_or_ghost,
+                              persistent_class, watch)
 from durus.persistent_dict import PersistentDict
 from durus.serialize import ObjectReader, ObjectWriter, pack_record, unpack_record
 from durus.storage import ROOT_OID, Storage
@@ -67,9 +68,9 @@ class Connection(ConnectionBase):
         self.root = self.get(ROOT_OID)
         if self.root is None:
             self.root = self._create_root(root_class or PersistentDict)
-        if root_class is not None and type(self.root) is not root_class:
+        if root_class is not None and persistent_class(self.root) is not root_class:
             raise TypeError("the root is a %s, not a %s"
-                            % (type(self.root).__name__, root_class.__name__))
+                            % (persistent_class(self.root).__name__, root_class.__name__))
 
     def _create_root(self, root_class):
         oid = self.storage.new_oid()
@@ -243,7 +244,16 @@ class Connection(ConnectionBase):
                 obj._p_set_status_ghost()
                 self.changed.pop(oid, None)
         self._sync()
+        self._end_transaction()
+
+    def _end_transaction(self) -> None:
+        """Shrink the cache and start a new transaction. Where other clients
+        commit, what this one read is watched again, so that the next one
+        sees its reads (a conflict is an object it read that another client
+        changed); elsewhere objects stay unwatched across transactions."""
         self.shrink_cache()
+        if self.storage.others_commit:
+            self.watch_touched()
         self.transaction_serial += 1
 
     def commit(self) -> None:
@@ -259,8 +269,7 @@ class Connection(ConnectionBase):
             self._store_changes()
         else:
             self._sync()
-        self.shrink_cache()
-        self.transaction_serial += 1
+        self._end_transaction()
 
     def _store_changes(self) -> None:
         """Write the changed objects and the new objects they reference as one
@@ -300,6 +309,10 @@ class Connection(ConnectionBase):
         longer changed (each one left changed is stored again next time)."""
         for obj in objects:
             obj._p_set_status_saved()
+            # The commit read it (held, as Durus holds it), and its next read
+            # is seen: a new object has a connection now.
+            watch(obj)
+            self.note_access(obj)
             self.changed.pop(obj._p_oid, None)
 
     def _store(self, writer: ObjectWriter, obj) -> None:
@@ -319,13 +332,16 @@ class Connection(ConnectionBase):
 
     def _handle_invalidations(self, oids, read_oid: bytes | None = None) -> None:
         """Ghost objects others changed; raise a conflict if any was used in this
-        transaction (ReadConflictError if this happened while loading read_oid)."""
+        transaction (ReadConflictError if this happened while loading read_oid).
+        An object read since the cache last looked at it (not watched) may
+        have been read in this transaction: it counts as used."""
         conflicts = []
         for oid in oids:
             obj = self.cache.get(oid)
             if obj is None:
                 continue
-            if obj._p_serial == self.transaction_serial or oid in self.changed:
+            if (obj._p_serial == self.transaction_serial or oid in self.changed
+                    or persistent_class(obj) is type(obj)):
                 conflicts.append(oid)
                 self.invalid_oids.add(oid)
             elif obj._p_status != GHOST:
@@ -457,20 +473,29 @@ class Cache:
                 yield obj
 
     def shrink(self, connection: "Connection") -> None:
-        """Ghost and let go of held objects, least recently used first, while
-        the cache is beyond its size; objects used in the current transaction
-        are kept."""
+        """While the cache is beyond its size, look at the oldest held object
+        (a CLOCK): one read since it was last looked at (not watched) gets a
+        second chance, watched again at the newest end; a watched one not used
+        in the current transaction is ghosted (if saved) and let go of. The
+        held list is ordered by _p_serial, so this ends at the first object
+        stamped with the current transaction."""
         while len(self.objects) > self.size:
             if not self._let_go_of_oldest(connection):
                 break
 
     @staticmethod
     def _let_go_of_oldest(connection) -> bool:
-        """Ghost (if saved) and release the oldest held object; False if none
-        is older than the current transaction."""
+        """Look at the oldest held object, as shrink() says; False if none is
+        older than the current transaction."""
         obj = connection.oldest_held()
         if obj is None or obj._p_serial == connection.transaction_serial:
             return False
+        if persistent_class(obj) is type(obj):
+            # Its reads since were not seen: it counts as used now, so that
+            # what this transaction touched is never ghosted.
+            watch(obj)
+            connection.note_access(obj)
+            return True
         if obj._p_status == SAVED:
             obj._p_set_status_ghost()
         connection.release(obj)

@@ -38,6 +38,8 @@ class FileStorage(Storage):
     # (oid, record) pairs (as write_shelf).
     _format_class = Shelf
     _write_format = staticmethod(write_shelf)
+    # sync() reports only what a pack removed: no other client commits here.
+    others_commit = False
 
     def __init__(self, filename: str | File | None = None, readonly: bool = False,
                  repair: bool = False, fsync: bool = True) -> None:

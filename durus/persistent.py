@@ -4,9 +4,16 @@ An instance is UNSAVED (its state is here and not yet stored), SAVED (its
 state is here and equals the stored state) or GHOST (its state is not loaded;
 the first attribute access loads it through its connection).
 
-PersistentBase and ConnectionBase hold the hot path: every attribute access
-goes through them. The C extension durus._persistent replaces them (and
-cached_or_ghost, persistent_reference, fill_instance_dict and the _*attribute
+Reads of a persistent class C are not intercepted (CPython's own fast paths
+apply). An object that must notice its next read, a ghost or one the cache
+has not seen used lately ("watched"), has the type watched_class(C) instead:
+a hidden subclass of C with the same layout, name and module, whose
+__getattribute__ loads the state if needed, records the access with the
+connection, and turns the object back into a C (see persistent_class).
+
+PersistentBase and ConnectionBase hold the hot path. The C extension
+durus._persistent replaces them (and cached_or_ghost, persistent_reference,
+persistent_class, watch, fill_instance_dict and the _*attribute
 helpers) as durus.accelerator chooses; both implementations behave the same,
 and the Python ones stay importable as <name>_py (PersistentBase_py, ...).
 """
@@ -28,6 +35,7 @@ GHOST = -1
 _setattribute = object.__setattr__
 _delattribute = object.__delattr__
 _getattribute = object.__getattribute__
+_object_setattr = object.__setattr__
 
 # Names a ghost answers without loading its state.
 _GHOST_SAFE_NAMES = frozenset(("__class__", "__repr__", "__setstate__"))
@@ -73,6 +81,56 @@ def _data_slot_names(cls: type) -> tuple:
     return names
 
 
+class _NoInitSubclass:
+    """A first base that keeps type.__new__ from calling the persistent
+    class's __init_subclass__ for its watched twin (a registry would see it)."""
+
+    __slots__ = ()
+
+    def __init_subclass__(cls, **kwargs):
+        pass
+
+
+def watched_class(cls: type) -> type:
+    """Return the watched twin of the persistent class cls (made once, kept
+    in cls.__dict__ as _p_watched_class): a subclass with __slots__ = () and
+    cls's name, qualified name, module and doc, whose __getattribute__ is
+    PersistentBase._p_watched_getattribute. Neither cls's metaclass's
+    __new__/__init__ nor __init_subclass__ run for it."""
+    watched = cls.__dict__.get("_p_watched_class")
+    if watched is None:
+        namespace = {"__slots__": (), "__module__": cls.__module__,
+                     "__qualname__": cls.__qualname__, "__doc__": cls.__doc__,
+                     "__getattribute__": _base_of(cls).__dict__["_p_watched_getattribute"],
+                     "_p_real_class": cls}
+        watched = type.__new__(type(cls), cls.__name__, (_NoInitSubclass, cls), namespace)
+        type.__setattr__(watched, "__bases__", (cls,))
+        type.__setattr__(cls, "_p_watched_class", watched)
+    return watched
+
+
+def _base_of(cls: type) -> type:
+    # The C base when cls is built on it, as the switch may have bound either.
+    return PersistentBase if issubclass(cls, PersistentBase) else PersistentBase_py
+
+
+def persistent_class(obj: Any) -> type:
+    """Return the class of obj, the persistent class C if obj is watched
+    (its type is watched_class(C)): what is stored and compared."""
+    cls = type(obj)
+    return cls.__dict__.get("_p_real_class", cls)
+
+
+def watch(obj: Any) -> None:
+    """Make the persistent object obj watched: its next read goes through
+    PersistentBase._p_watched_getattribute. A bare PersistentBase (no
+    state to load) stays as it is."""
+    _check_persistent(obj)
+    cls = type(obj)
+    if cls is not _base_of(cls) and "_p_real_class" not in cls.__dict__:
+        _object_setattr(obj, "__class__", watched_class(cls))
+
+
 class ConnectionBase:
     """Base of Connection: the transaction serial, and strong references to
     the objects used lately ("held"), least recently used first. An object
@@ -102,6 +160,19 @@ class ConnectionBase:
         held, key = self._held, id(obj)
         held[key] = obj  # a no-op, but after an interrupted _hold()
         held.move_to_end(key)
+
+    def watch_touched(self) -> None:
+        """Make watched every held object used in the current transaction
+        (the newest end of the held list), so that the next transaction
+        sees its first read of each."""
+        serial = self.transaction_serial
+        touched = []
+        for obj in reversed(self._held.values()):
+            if _getattribute(obj, "_p_serial") != serial:
+                break
+            touched.append(obj)
+        for obj in touched:  # apart: making a twin class may run any code
+            watch(obj)
 
     def hold_loaded(self, obj: Any) -> None:
         """Hold a just-loaded obj, as the least recently used, if this
@@ -135,9 +206,11 @@ class ConnectionBase:
 
 
 class PersistentBase:
-    """The slots and attribute hooks every persistent object has.
+    """The slots and the setattr hook every persistent object has. Reads are
+    not intercepted: a ghost or watched object's type is watched_class(C),
+    whose __getattribute__ is _p_watched_getattribute.
 
-    _p_status: UNSAVED | SAVED | GHOST
+    _p_status: UNSAVED | SAVED | GHOST; setting GHOST makes the object watched.
     _p_serial: int, the connection's transaction_serial at the last access.
     _p_connection: the Connection that stores this object, or None.
     _p_oid: bytes (8) | None, assigned when the object is first stored.
@@ -146,6 +219,11 @@ class PersistentBase:
     """
 
     __slots__ = ("_p_status", "_p_serial", "_p_connection", "_p_oid", "_p_holder")
+    _p_status: int
+    _p_serial: int
+    _p_connection: Any
+    _p_oid: Any  # bytes (8) | None
+    _p_holder: Any
 
     def __new__(cls, *args, **kwargs):
         instance = object.__new__(cls)
@@ -156,21 +234,46 @@ class PersistentBase:
         _setattribute(instance, "_p_holder", None)
         return instance
 
-    def __getattribute__(self, name):
-        if name[:3] != "_p_" and name not in _GHOST_SAFE_NAMES:
-            if _getattribute(self, "_p_status") == GHOST:
-                self._p_load_state()
-            connection = _getattribute(self, "_p_connection")
-            if (connection is not None
-                    and _getattribute(self, "_p_serial") != connection.transaction_serial):
-                # Looked up on the class, as the C accelerator does.
-                type(connection).note_access(connection, self)
-        return _getattribute(self, name)
+    def _p_watched_getattribute(self, name):
+        """The __getattribute__ of watched classes: a ghost loads its state,
+        the access is recorded with the connection, and the object becomes
+        an instance of its persistent class again, which answers."""
+        if name[:3] == "_p_" or name in _GHOST_SAFE_NAMES:
+            if name == "__class__":
+                return persistent_class(self)
+            return _getattribute(self, name)
+        if _getattribute(self, "_p_status") == GHOST:
+            self._p_load_state()
+        connection = _getattribute(self, "_p_connection")
+        if (connection is not None
+                and _getattribute(self, "_p_serial") != connection.transaction_serial):
+            # Looked up on the class, as the C accelerator does.
+            type(connection).note_access(connection, self)
+        cls = persistent_class(self)
+        _object_setattr(self, "__class__", cls)
+        # The class's own __getattribute__ (its __getattr__, if any, runs
+        # once: the watched class's slot calls it after this).
+        return cls.__getattribute__(self, name)
 
     def __setattr__(self, name, value):
         if name[:3] != "_p_" and name not in _GHOST_SAFE_NAMES:
             self._p_note_change()
         _setattribute(self, name, value)
+
+
+_status_slot = PersistentBase.__dict__["_p_status"]
+
+
+def _set_status(obj, status) -> None:
+    _status_slot.__set__(obj, status)
+    if status == GHOST:
+        watch(obj)
+
+
+# Setting _p_status to GHOST, however it is done, makes the object watched,
+# as the C accelerator's _p_status does.
+setattr(PersistentBase, "_p_status", property(_status_slot.__get__, _set_status,
+                                             doc="UNSAVED (1), SAVED (0) or GHOST (-1)."))
 
 
 def persistent_reference(connection: Any, refs: set, new_objects: list, obj: Any) -> tuple | None:
@@ -195,12 +298,13 @@ def persistent_reference(connection: Any, refs: set, new_objects: list, obj: Any
     if oid is None:
         raise TypeError("new_oid() returned None")
     refs.add(oid)
-    return oid, type(obj)
+    return oid, persistent_class(obj)
 
 
 def cached_or_ghost(objects: dict, ref_type: type, on_death: Callable[[Any], Any], connection: "ConnectionBase", oid_class: tuple[bytes, type]) -> Any:
     """Return the object of oid_class = (oid, cls) that objects holds if it is
-    a cls, else a new ghost of cls for connection, which objects then holds.
+    a cls (persistent_class), else a new ghost of cls for connection (an
+    instance of watched_class(cls)), which objects then holds.
 
     objects: {oid: weak reference}; ref_type: the weakref.ref subclass to file
     new objects under (created with the callback on_death, and given the oid
@@ -209,7 +313,7 @@ def cached_or_ghost(objects: dict, ref_type: type, on_death: Callable[[Any], Any
     oid, cls = oid_class
     ref = objects.get(oid)
     obj = None if ref is None else ref()
-    if obj is None or type(obj) is not cls:
+    if obj is None or persistent_class(obj) is not cls:
         obj = cls.__new__(cls)  # type: ignore[call-overload]  # a persistent class, not type
         _setattribute(obj, "_p_oid", oid)
         _setattribute(obj, "_p_connection", connection)
@@ -237,7 +341,8 @@ def fill_instance_dict(instance_dict: dict, state: Mapping[Any, Any]) -> None:
 # built on PersistentBase (which must get the base the switch chose).
 accelerate(globals(), "durus._persistent", (
     "ConnectionBase", "PersistentBase", "cached_or_ghost", "persistent_reference",
-    "fill_instance_dict", "_setattribute", "_getattribute", "_delattribute", "_hasattribute"))
+    "fill_instance_dict", "persistent_class", "watch", "_setattribute", "_getattribute",
+    "_delattribute", "_hasattribute"))
 
 
 class PersistentObject(PersistentBase):

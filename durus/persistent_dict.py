@@ -5,7 +5,7 @@ from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any
 
 
-from durus.persistent import PersistentObject
+from durus.persistent import PersistentObject, persistent_class
 
 
 class PersistentDict(PersistentObject, MutableMapping):
@@ -95,7 +95,7 @@ class PersistentDict(PersistentObject, MutableMapping):
     def __ror__(self, other):
         if not isinstance(other, dict):
             return NotImplemented
-        return type(self)(other | self.data)
+        return persistent_class(self)(other | self.data)
 
     # Mutations note the change first, so that a partial failure (say, of
     # update() from a generator that raises) is still committed.

@@ -3,7 +3,7 @@
 from collections.abc import Callable, Iterable, MutableSequence
 from typing import Any
 
-from durus.persistent import PersistentObject
+from durus.persistent import PersistentObject, persistent_class
 
 
 def _unwrap(other):
@@ -66,17 +66,17 @@ class PersistentList(PersistentObject, MutableSequence):
         return self.data.index(item, *bounds)
 
     def copy(self) -> "PersistentList":
-        return type(self)(self.data)
+        return persistent_class(self)(self.data)
 
     def __add__(self, other) -> "PersistentList":
         # Any iterable will do, as in Durus, not only another list.
-        return type(self)([*self.data, *other])
+        return persistent_class(self)([*self.data, *other])
 
     def __radd__(self, other) -> "PersistentList":
-        return type(self)([*other, *self.data])
+        return persistent_class(self)([*other, *self.data])
 
     def __mul__(self, n: int) -> "PersistentList":
-        return type(self)(self.data * n)
+        return persistent_class(self)(self.data * n)
 
     __rmul__ = __mul__
 

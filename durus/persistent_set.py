@@ -3,7 +3,7 @@
 from collections.abc import Iterable, MutableSet
 from typing import Any
 
-from durus.persistent import PersistentObject
+from durus.persistent import PersistentObject, persistent_class
 
 
 def _unwrap(other):
@@ -67,43 +67,43 @@ class PersistentSet(PersistentObject, MutableSet):
         return item in self.s
 
     def copy(self) -> "PersistentSet":
-        return type(self)(self.s)
+        return persistent_class(self)(self.s)
 
     def __and__(self, other) -> "PersistentSet":
-        return type(self)(self.s & _unwrap(other))
+        return persistent_class(self)(self.s & _unwrap(other))
 
     def __or__(self, other) -> "PersistentSet":
-        return type(self)(self.s | _unwrap(other))
+        return persistent_class(self)(self.s | _unwrap(other))
 
     def __sub__(self, other) -> "PersistentSet":
-        return type(self)(self.s - _unwrap(other))
+        return persistent_class(self)(self.s - _unwrap(other))
 
     def __xor__(self, other) -> "PersistentSet":
-        return type(self)(self.s ^ _unwrap(other))
+        return persistent_class(self)(self.s ^ _unwrap(other))
 
     def __rand__(self, other) -> "PersistentSet":
-        return type(self)(other & self.s)
+        return persistent_class(self)(other & self.s)
 
     def __ror__(self, other) -> "PersistentSet":
-        return type(self)(other | self.s)
+        return persistent_class(self)(other | self.s)
 
     def __rsub__(self, other) -> "PersistentSet":
-        return type(self)(other - self.s)
+        return persistent_class(self)(other - self.s)
 
     def __rxor__(self, other) -> "PersistentSet":
-        return type(self)(other ^ self.s)
+        return persistent_class(self)(other ^ self.s)
 
     def union(self, *others: Iterable) -> "PersistentSet":
-        return type(self)(self.s.union(*map(_unwrap, others)))
+        return persistent_class(self)(self.s.union(*map(_unwrap, others)))
 
     def intersection(self, *others: Iterable) -> "PersistentSet":
-        return type(self)(self.s.intersection(*map(_unwrap, others)))
+        return persistent_class(self)(self.s.intersection(*map(_unwrap, others)))
 
     def difference(self, *others: Iterable) -> "PersistentSet":
-        return type(self)(self.s.difference(*map(_unwrap, others)))
+        return persistent_class(self)(self.s.difference(*map(_unwrap, others)))
 
     def symmetric_difference(self, other: Iterable) -> "PersistentSet":
-        return type(self)(self.s.symmetric_difference(_unwrap(other)))
+        return persistent_class(self)(self.s.symmetric_difference(_unwrap(other)))
 
     def issubset(self, other: Iterable) -> bool:
         return self.s.issubset(_unwrap(other))

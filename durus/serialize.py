@@ -12,7 +12,7 @@ from types import MethodType
 from zlib import compress, decompress, error as ZlibError
 from typing import Any, Callable, IO, Iterator
 
-from durus.persistent import persistent_reference
+from durus.persistent import persistent_class, persistent_reference
 # Durus 4.3 has these here; they belong to the record format.
 from durus.record_format import pack_record, split_oids, unpack_record  # noqa: F401
 
@@ -110,7 +110,7 @@ class ObjectWriter:
             self.pickler.clear_memo()
         pieces = self.pieces
         pieces.clear()
-        self._dump_class(type(obj))
+        self._dump_class(persistent_class(obj))
         class_end = len(pieces)
         self.refs.clear()
         self.pickler.dump(obj.__getstate__())

@@ -23,6 +23,10 @@ class Storage:
     """
 
     closed = False
+    # Whether sync() can report commits of other clients: if not, no
+    # conflict can arise, and a connection need not see which objects each
+    # transaction reads (see Connection.commit).
+    others_commit = True
 
     def __init__(self) -> None:
         raise RuntimeError("Storage is abstract")

@@ -19,7 +19,7 @@ from durus.accelerator import SWITCH
 from durus.connection import Connection
 from durus.file_storage import FileStorage
 from durus.persistent import (Persistent, PersistentBase, PersistentObject, _getattribute,
-                              _setattribute)
+                              _setattribute, persistent_class, watched_class)
 from durus.storage import MemoryStorage
 
 EXTENSIONS = ("durus._persistent", "durus._shelf", "durus._btree")
@@ -235,19 +235,20 @@ def test_cached_or_ghost_in_both_implementations(cached_or_ghost):
     objects, dead = {}, []
     oid = b"\0" * 7 + b"\x09"
     ghost = cached_or_ghost(objects, _OidRef, dead.append, connection, (oid, Node))
-    assert type(ghost) is Node and ghost._p_status == GHOST
+    assert persistent_class(ghost) is Node and ghost._p_status == GHOST
+    assert type(ghost) is watched_class(Node)  # a ghost is watched
     assert ghost._p_oid == oid and ghost._p_connection is connection
     assert type(objects[oid]) is _OidRef and objects[oid].key == oid and objects[oid]() is ghost
     assert cached_or_ghost(objects, _OidRef, dead.append, connection, [oid, Node]) is ghost
     other = cached_or_ghost(objects, _OidRef, dead.append, connection, (oid, Marker))
-    assert type(other) is Marker and objects[oid]() is other  # another class replaces it
+    assert persistent_class(other) is Marker and objects[oid]() is other  # another class replaces it
     ref = objects[oid]
     del ghost, other
     gc.collect()
     assert dead == [ref] and ref() is None
     Counted.made.clear()
     fresh = cached_or_ghost(objects, _OidRef, dead.append, connection, (oid, Counted))
-    assert type(fresh) is Counted and Counted.made == [()]  # cls.__new__(cls), no more
+    assert persistent_class(fresh) is Counted and Counted.made == [()]  # cls.__new__(cls), no more
     for bad, error in [((oid,), ValueError), ((oid, Node, 1), ValueError), (5, TypeError),
                        (([], Node), TypeError), ((b"x" * 8, "not a class"), TypeError)]:
         with pytest.raises(error):
@@ -273,7 +274,8 @@ def test_persistent_reference_in_both_implementations(persistent_reference):
     assert persistent_reference(connection, refs, new_objects, 7) is None
     assert persistent_reference(connection, refs, new_objects, [root]) is None
     assert refs == set() and new_objects == []
-    assert persistent_reference(connection, refs, new_objects, root) == (root._p_oid, type(root))
+    assert persistent_reference(connection, refs, new_objects, root) == (
+        root._p_oid, durus.persistent.persistent_class(root))
     assert refs == {root._p_oid} and new_objects == []
     new = Node()
     oid, cls = persistent_reference(connection, refs, new_objects, new)
@@ -367,7 +369,7 @@ def test_a_connection_that_lets_go_of_an_object_while_asked_about_it(run_ours):
     the object's (only) reference to it: a use after free in C (issue 10)."""
     out = run_ours("""
 import gc
-from durus.persistent import Persistent
+from durus.persistent import Persistent, watch
 
 class Node(Persistent):
     pass
@@ -392,6 +394,7 @@ for i in range(200):
     node = Node()
     node.__dict__["x"] = i
     node._p_connection = OddConnection(node)
+    watch(node)  # so that its next read is seen
     assert node.x == i
     assert node._p_connection is None
 print(len(OddConnection.noted), OddConnection.noted[-1])

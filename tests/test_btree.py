@@ -10,7 +10,7 @@ from durus.btree import (BNode, BNode4, BNode8, BNode16, BNode32, BNode64, BNode
                          BNode256, BNode512, BTree)
 from durus.connection import Connection
 from durus.file_storage import FileStorage
-from durus.persistent import Persistent, PersistentObject
+from durus.persistent import Persistent, PersistentObject, persistent_class
 from durus.storage import MemoryStorage
 
 from container_checks import outcome
@@ -492,7 +492,7 @@ def test_round_trip_through_a_file_with_a_small_cache(tmp_path):
     storage = FileStorage(path, readonly=True)
     connection = Connection(storage, cache_size=20)
     loaded = connection.get_root()["tree"]
-    assert type(loaded) is BTree and type(loaded.root) is BNode4
+    assert persistent_class(loaded) is BTree and persistent_class(loaded.root) is BNode4
     expected = sorted(model.items())
     assert loaded.items() == expected
     connection.abort()  # shrinks the cache: nodes turn into ghosts

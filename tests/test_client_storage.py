@@ -17,7 +17,7 @@ from durus import client_storage
 from durus.client_storage import ClientStorage
 from durus.connection import Connection
 from durus.error import CommitTooLargeError, DurusKeyError, ReadConflictError, WriteConflictError
-from durus.persistent import Persistent
+from durus.persistent import Persistent, persistent_class
 from durus.persistent_dict import PersistentDict
 from durus.serialize import pack_record
 from durus.utils import int4_to_str, int8_to_str
@@ -184,7 +184,7 @@ def test_oids_freed_by_a_pack_are_reused_safely(server):
     c2.commit()
     assert c2.get(a_oid) is r2["b"]["new"]
     c1.abort()
-    assert type(r1["b"]["new"]) is Persistent and r1["b"]["new"]._p_oid == a_oid
+    assert persistent_class(r1["b"]["new"]) is Persistent and r1["b"]["new"]._p_oid == a_oid
 
 
 def test_no_server_gives_connection_error_naming_the_address(tmp_path):

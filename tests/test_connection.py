@@ -7,7 +7,7 @@ import pytest
 from durus.connection import Connection, gen_every_instance, touch_every_reference
 from durus.error import ReadConflictError
 from durus.file_storage import FileStorage
-from durus.persistent import Persistent
+from durus.persistent import Persistent, persistent_class
 from durus.persistent_dict import PersistentDict
 from durus.persistent_list import PersistentList
 from durus.storage import MemoryStorage
@@ -27,7 +27,7 @@ class OtherRoot(Persistent):
 def test_new_database_has_persistent_dict_root(tmp_path):
     connection = Connection(FileStorage(str(tmp_path / "a.durus")))
     root = connection.get_root()
-    assert type(root) is PersistentDict and root._p_oid == int8_to_str(0)
+    assert persistent_class(root) is PersistentDict and root._p_oid == int8_to_str(0)
     assert root._p_is_saved()
 
 
@@ -45,8 +45,8 @@ def test_connection_rejects_non_storage():
 def test_root_class_is_created_and_checked():
     storage = MemoryStorage()
     root = Connection(storage, root_class=OtherRoot).get_root()
-    assert type(root) is OtherRoot and root.made
-    assert type(Connection(storage, root_class=OtherRoot).get_root()) is OtherRoot
+    assert persistent_class(root) is OtherRoot and root.made
+    assert persistent_class(Connection(storage, root_class=OtherRoot).get_root()) is OtherRoot
     with pytest.raises(TypeError):
         Connection(storage, root_class=PersistentDict)
 

@@ -111,7 +111,9 @@ def _connection_with_child():
     connection = Connection(MemoryStorage())
     connection.get_root()["child"] = Persistent()
     connection.commit()
-    return connection, connection.get_root()["child"]
+    child = connection.get_root()["child"]
+    child.__dict__  # a read: the connection holds it
+    return connection, child
 
 
 def test_recent_objects_are_the_connection_held_objects():

@@ -18,7 +18,7 @@ import pytest
 from durus.connection import Connection
 from durus.error import ConflictError
 from durus.file_storage import FileStorage
-from durus.persistent import Persistent
+from durus.persistent import Persistent, persistent_class
 
 from server_processes import connect
 
@@ -168,7 +168,7 @@ def test_retry_after_a_new_object_fails_stores_its_siblings(any_database):
     holder = Connection(storage).get_root()["h"]
     assert (holder.value, holder.sibling.value, holder.other.value) == \
         ("holder", "sibling", "other")
-    assert type(holder.fragile) is Fragile and holder.fragile.__dict__ == {}
+    assert persistent_class(holder.fragile) is Fragile and holder.fragile.__dict__ == {}
     storage.close()
 
 

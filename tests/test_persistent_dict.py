@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from durus.connection import Connection
 from durus.file_storage import FileStorage
-from durus.persistent import Persistent
+from durus.persistent import Persistent, persistent_class
 from durus.persistent_dict import PersistentDict
 
 from container_checks import assert_change_committed, assert_left_saved, outcome, stored
@@ -245,8 +245,8 @@ def test_round_trip_through_a_file(tmp_path):
 
     storage = FileStorage(path, readonly=True)
     loaded = Connection(storage).get_root()["pd"]
-    assert type(loaded) is PersistentDict
+    assert persistent_class(loaded) is PersistentDict
     assert loaded.keys() == [1, (2, 3), "inner", "added"]
     assert loaded[(2, 3)] == [4] and loaded["added"] is None
-    assert type(loaded["inner"]) is PersistentDict and loaded["inner"].data == {"deep": True}
+    assert persistent_class(loaded["inner"]) is PersistentDict and loaded["inner"].data == {"deep": True}
     storage.close()

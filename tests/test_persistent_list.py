@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from durus.connection import Connection
 from durus.file_storage import FileStorage
-from durus.persistent import Persistent
+from durus.persistent import Persistent, persistent_class
 from durus.persistent_list import PersistentList
 
 from container_checks import assert_change_committed, assert_left_saved, outcome, stored
@@ -256,6 +256,6 @@ def test_round_trip_through_a_file(tmp_path):
 
     storage = FileStorage(path, readonly=True)
     loaded = Connection(storage).get_root()["pl"]
-    assert type(loaded) is PersistentList and loaded[:4] == [0.5, 1, "two", (3,)]
-    assert type(loaded[4]) is PersistentList and loaded[4] is loaded[5] and loaded[4] == [None]
+    assert persistent_class(loaded) is PersistentList and loaded[:4] == [0.5, 1, "two", (3,)]
+    assert persistent_class(loaded[4]) is PersistentList and loaded[4] is loaded[5] and loaded[4] == [None]
     storage.close()

@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from durus.connection import Connection
 from durus.file_storage import FileStorage
-from durus.persistent import Persistent
+from durus.persistent import Persistent, persistent_class
 from durus.persistent_set import PersistentSet
 
 from container_checks import assert_change_committed, assert_left_saved, outcome, stored
@@ -247,5 +247,5 @@ def test_round_trip_through_a_file(tmp_path):
 
     storage = FileStorage(path, readonly=True)
     loaded = Connection(storage).get_root()["ps"]
-    assert type(loaded) is PersistentSet and loaded.s == {"two", (3, 4), frozenset([5])}
+    assert persistent_class(loaded) is PersistentSet and loaded.s == {"two", (3, 4), frozenset([5])}
     storage.close()

@@ -7,7 +7,7 @@ import zlib
 import pytest
 
 from durus.connection import Connection
-from durus.persistent import Persistent
+from durus.persistent import Persistent, persistent_class
 from durus.persistent_dict import PersistentDict
 from durus.serialize import (COMPRESSED_START_BYTE, ObjectReader, ObjectWriter,
                              extract_class_name, pack_record, split_oids, unpack_record)
@@ -135,7 +135,7 @@ def test_reader_loads_what_the_writer_wrote(connection):
     assert state["data"]["leaf"] is leaf  # references resolve through the cache
     assert pickle.loads(reader.get_state_pickle(leaf_data)) == {"text": "y" * 500}
     ghost = reader.get_ghost(leaf_data)
-    assert type(ghost) is Leaf and ghost._p_is_ghost()
+    assert persistent_class(ghost) is Leaf and ghost._p_is_ghost()
     assert reader.get_load_count() == 2
 
 
@@ -145,7 +145,7 @@ def test_reader_without_a_cache_still_makes_ghosts(connection, writer):
 
     data, _ = writer.get_state(connection.get_root())
     ghost = ObjectReader(NoCache()).get_ghost(data)
-    assert type(ghost) is PersistentDict and ghost._p_is_ghost()
+    assert persistent_class(ghost) is PersistentDict and ghost._p_is_ghost()
 
 
 def test_reader_accepts_any_class_pickle_form(connection):
