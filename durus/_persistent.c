@@ -786,6 +786,19 @@ m_hasattribute(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_FALSE;
 }
 
+/* call_if_persistent(f, x): see persistent.py (Durus's name, kept for its users). */
+static PyObject *
+m_call_if_persistent(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!check_nargs("call_if_persistent", nargs, 2)) {
+        return NULL;
+    }
+    if (PyObject_TypeCheck(args[1], &PersistentBase_Type)) {
+        return PyObject_CallOneArg(args[0], args[1]);
+    }
+    Py_RETURN_NONE;
+}
+
 /* persistent_reference(connection, refs, new_objects, obj): see persistent.py. */
 static PyObject *
 m_persistent_reference(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -967,6 +980,8 @@ static PyMethodDef module_methods[] = {
     {"persistent_reference", (PyCFunction)(void (*)(void))m_persistent_reference, METH_FASTCALL,
      "persistent_reference(connection, refs, new_objects, obj) -> the pickler's\n"
      "persistent id of obj, None if it is not persistent (see persistent.py)."},
+    {"call_if_persistent", (PyCFunction)(void (*)(void))m_call_if_persistent, METH_FASTCALL,
+     "call_if_persistent(f, x): f(x) if x is persistent, else None."},
     {"persistent_class", (PyCFunction)m_persistent_class, METH_O,
      "persistent_class(obj) -> the class of obj, the persistent class C if obj\n"
      "is watched (its type is C's watched twin)."},

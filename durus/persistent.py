@@ -12,8 +12,8 @@ __getattribute__ loads the state if needed, records the access with the
 connection, and turns the object back into a C (see persistent_class).
 
 PersistentBase and ConnectionBase hold the hot path. The C extension
-durus._persistent replaces them (and cached_or_ghost, persistent_reference,
-persistent_class, watch, fill_instance_dict and the _*attribute
+durus._persistent replaces them (and cached_or_ghost, call_if_persistent,
+persistent_reference, persistent_class, watch, fill_instance_dict and the _*attribute
 helpers) as durus.accelerator chooses; both implementations behave the same,
 and the Python ones stay importable as <name>_py (PersistentBase_py, ...).
 """
@@ -276,6 +276,14 @@ setattr(PersistentBase, "_p_status", property(_status_slot.__get__, _set_status,
                                              doc="UNSAVED (1), SAVED (0) or GHOST (-1)."))
 
 
+def call_if_persistent(f: Callable[[Any], Any], x: Any) -> Any:
+    """Return f(x) if x is a persistent object, else None (Durus's
+    persistent_id hook, kept for its users; commits use persistent_reference)."""
+    if isinstance(x, PersistentBase_py):
+        return f(x)
+    return None
+
+
 def persistent_reference(connection: Any, refs: set, new_objects: list, obj: Any) -> tuple | None:
     """The pickler's persistent id of obj as connection stores it: None if
     obj is not persistent, else (oid, class), its oid added to refs. An
@@ -340,8 +348,8 @@ def fill_instance_dict(instance_dict: dict, state: Mapping[Any, Any]) -> None:
 # The one rule of placement: after every Python twin, before the first class
 # built on PersistentBase (which must get the base the switch chose).
 accelerate(globals(), "durus._persistent", (
-    "ConnectionBase", "PersistentBase", "cached_or_ghost", "persistent_reference",
-    "fill_instance_dict", "persistent_class", "watch", "_setattribute", "_getattribute",
+    "ConnectionBase", "PersistentBase", "cached_or_ghost", "call_if_persistent",
+    "persistent_reference", "fill_instance_dict", "persistent_class", "watch", "_setattribute", "_getattribute",
     "_delattribute", "_hasattribute"))
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from durus.connection import Connection
 from durus.persistent import (GHOST, SAVED, UNSAVED, ComputedAttribute, Persistent,
-                              PersistentObject)
+                              PersistentObject, call_if_persistent)
 from durus.storage import MemoryStorage
 from durus.utils import int8_to_str
 
@@ -121,6 +121,11 @@ def test_computed_attribute_caches_and_invalidates(connection):
     assert c._p_is_unsaved()
     assert c.get(lambda: 7) == 7
     assert c.__getstate__() is None
+
+
+def test_call_if_persistent():
+    assert call_if_persistent(lambda x: "yes", Point()) == "yes"
+    assert call_if_persistent(lambda x: "yes", object()) is None
 
 
 def test_format_oid(connection):
