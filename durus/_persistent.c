@@ -302,42 +302,54 @@ install_hook_slot(PyTypeObject *watched)
     }
 }
 
-/* Make obj watched (see watch in persistent.py); -1 on error. */
-static int
-watch_object(PyObject *obj)
+/* The watched twin of the persistent class type (see watched_class in
+ * persistent.py), made on first need; a new reference, NULL on error. */
+static PyTypeObject *
+watched_twin(PyTypeObject *type)
 {
-    PyTypeObject *type = Py_TYPE(obj);
     PyObject *watched, *module;
-    if (type == &PersistentBase_Type || persistent_class(obj) != type) {
-        return 0;
-    }
     watched = PyDict_GetItemWithError(type->tp_dict, str_p_watched_class);
     if (watched != NULL) {
         Py_INCREF(watched);
     }
     else {
         if (PyErr_Occurred()) {
-            return -1;
+            return NULL;
         }
         /* Made once per class, by the one factory of both implementations. */
         module = PyImport_ImportModule("durus.persistent");
         if (module == NULL) {
-            return -1;
+            return NULL;
         }
         watched = PyObject_CallMethodOneArg(module, str_watched_class, (PyObject *)type);
         Py_DECREF(module);
         if (watched == NULL) {
-            return -1;
+            return NULL;
         }
     }
     if (!PyType_Check(watched) || ((PyTypeObject *)watched)->tp_base != type
             || ((PyTypeObject *)watched)->tp_basicsize != type->tp_basicsize) {
         PyErr_Format(PyExc_TypeError, "%R is not a watched twin of %R", watched, type);
         Py_DECREF(watched);
-        return -1;
+        return NULL;
     }
     install_hook_slot((PyTypeObject *)watched);
-    set_type(obj, (PyTypeObject *)watched);
+    return (PyTypeObject *)watched;
+}
+
+/* Make obj watched (see watch in persistent.py); -1 on error. */
+static int
+watch_object(PyObject *obj)
+{
+    PyTypeObject *type = Py_TYPE(obj), *watched;
+    if (type == &PersistentBase_Type || persistent_class(obj) != type) {
+        return 0;
+    }
+    watched = watched_twin(type);
+    if (watched == NULL) {
+        return -1;
+    }
+    set_type(obj, watched);
     Py_DECREF(watched);
     return 0;
 }
@@ -864,6 +876,42 @@ m_watch(PyObject *module, PyObject *obj)
     Py_RETURN_NONE;
 }
 
+/* A new ghost of cls for connection: cls.__new__(cls) with the oid, the
+ * connection and the status GHOST set as attributes (which makes it watched).
+ * A class that keeps PersistentBase's __new__ gets the same made directly,
+ * an instance of its watched twin from the start. */
+static PyObject *
+new_ghost(PyObject *cls, PyObject *oid, PyObject *connection)
+{
+    PyTypeObject *watched;
+    PersistentBaseObject *ghost;
+    PyObject *obj;
+    if (PyType_Check(cls) && ((PyTypeObject *)cls)->tp_new == pb_new
+            && PyType_IsSubtype((PyTypeObject *)cls, &PersistentBase_Type)
+            && (PyObject *)cls != (PyObject *)&PersistentBase_Type) {
+        watched = watched_twin((PyTypeObject *)cls);
+        if (watched == NULL) {
+            return NULL;
+        }
+        ghost = (PersistentBaseObject *)pb_new(watched, NULL, NULL);
+        Py_DECREF(watched);
+        if (ghost != NULL) {
+            ghost->status = GHOST;
+            set_object_field(&ghost->oid, oid);
+            set_object_field(&ghost->connection, connection);
+        }
+        return (PyObject *)ghost;
+    }
+    obj = PyObject_CallMethodOneArg(cls, str___new__, cls);
+    if (obj == NULL
+            || PyObject_GenericSetAttr(obj, str_p_oid, oid) < 0
+            || PyObject_GenericSetAttr(obj, str_p_connection, connection) < 0
+            || PyObject_GenericSetAttr(obj, str_p_status, ghost_status) < 0) {
+        Py_CLEAR(obj);
+    }
+    return obj;
+}
+
 /* cached_or_ghost(objects, ref_type, on_death, connection, (oid, cls)):
  * see persistent.py. */
 static PyObject *
@@ -903,12 +951,8 @@ m_cached_or_ghost(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         Py_CLEAR(obj);
     }
-    obj = PyObject_CallMethodOneArg(cls, str___new__, cls);
-    if (obj == NULL
-            || PyObject_GenericSetAttr(obj, str_p_oid, oid) < 0
-            || PyObject_GenericSetAttr(obj, str_p_connection, args[3]) < 0
-            || PyObject_GenericSetAttr(obj, str_p_status, ghost_status) < 0) {
-        Py_CLEAR(obj);
+    obj = new_ghost(cls, oid, args[3]);
+    if (obj == NULL) {
         goto done;
     }
     ref = PyObject_CallFunctionObjArgs(args[1], obj, args[2], NULL);

@@ -68,8 +68,8 @@ class ObjectWriter:
         self.new_objects: list[Any] = []
         self._taken = 0
         self._generated = False
-        # {class: its pickle}: the same bytes for every object of a class.
-        self.class_pickles: dict[type, bytes] = {}
+        # {class: (its pickle, the memo after it)}: the same for every object of a class.
+        self.class_pickles: dict[type, tuple[bytes, dict]] = {}
         self._reset_pickler()
 
     def _reset_pickler(self):
@@ -123,15 +123,17 @@ class ObjectWriter:
         return data, b"".join(sorted(self.refs))
 
     def _dump_class(self, cls: type) -> None:
-        """Write the pickle of cls, leaving cls in the (cleared) memo as
-        dumping it does, so that the state pickle is byte for byte the same."""
+        """Write the pickle of cls, leaving the (cleared) memo as dumping it
+        does (one entry for a plain class, more for a nested one), so that
+        the state pickle is byte for byte the same."""
         known = self.class_pickles.get(cls)
         if known is None:
             self.pickler.dump(cls)
-            self.class_pickles[cls] = self.pieces[-1]
+            self.class_pickles[cls] = (self.pieces[-1], self.pickler.memo.copy())
         else:
-            self.pieces.append(known)
-            self.pickler.memo = {id(cls): (0, cls)}
+            pickle, memo = known
+            self.pieces.append(pickle)
+            self.pickler.memo = memo
 
     def close(self) -> None:
         self.pickler = None
