@@ -222,6 +222,14 @@ def check_values(shelf: Shelf, values: dict) -> None:
     assert sorted(oid for oid, _ in shelf.iterindex()) == sorted(values)
 
 
+def check_index_used(shelf: Shelf, name: str, values: dict) -> None:
+    """shelf, just opened on the file name, took its positions from the saved
+    index and reads values back; it is closed after."""
+    assert shelf.index_end == os.path.getsize(name)
+    check_values(shelf, values)
+    shelf.close()
+
+
 @pytest.mark.parametrize("chunk", [0, 1, 3])  # first, middle, last (a part)
 def test_a_damaged_chunk_is_found_when_first_used_and_the_file_scanned(tmp_path, chunk):
     name = str(tmp_path / "db")
@@ -288,10 +296,7 @@ def test_a_writer_works_on_from_the_scan_and_replaces_a_damaged_index(tmp_path):
     assert type(shelf.index) is PositionIndex and shelf.index_end is None
     shelf.save_index()
     shelf.close()
-    shelf = Shelf(name, readonly=True)
-    assert shelf.index_end == os.path.getsize(name)
-    check_values(shelf, values)
-    shelf.close()
+    check_index_used(Shelf(name, readonly=True), name, values)
 
 
 def test_an_index_of_the_previous_format_is_ignored_then_replaced(tmp_path):
@@ -366,9 +371,7 @@ def test_an_index_that_cannot_be_mapped_is_read(tmp_path):
     values = write_shelf_with_index(name)
     with mock.patch.object(shelf_index.mmap, "mmap", side_effect=OSError("no mmap here")):
         shelf = Shelf(name, readonly=True)
-    assert shelf.index_end == os.path.getsize(name)
-    check_values(shelf, values)
-    shelf.close()
+    check_index_used(shelf, name, values)
 
 
 def test_an_index_written_and_read_big_endian_round_trips(tmp_path):
