@@ -80,6 +80,12 @@ class ObjectWriter:
             persistent_reference, self.connection, self.refs, self.new_objects))
         self.bytes_written = 0
 
+    def _persistent_id(self, obj: Any) -> tuple | None:
+        """The persistent id (oid, class) the pickler writes for obj, giving a
+        new object an oid and this connection (None if obj is not persistent).
+        Durus's name for the pickler's hook, which Durus's own tests call."""
+        return persistent_reference(self.connection, self.refs, self.new_objects, obj)
+
     def take_new_objects(self) -> list:
         """Return the objects that got an oid since the last call."""
         found = self.new_objects[self._taken:]

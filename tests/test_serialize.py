@@ -84,6 +84,10 @@ def test_writer_refs_leave_out_the_object_itself(connection, writer):
 def test_writer_refuses_an_object_of_another_connection(connection, writer):
     other = Connection(MemoryStorage())
     stranger = other.get_root()
+    assert writer._persistent_id(connection.get_root()) == (ROOT_OID, PersistentDict)
+    assert writer._persistent_id(5) is None
+    with pytest.raises(ValueError, match="different connection"):
+        writer._persistent_id(stranger)
     connection.get_root()["stranger"] = stranger
     with pytest.raises(ValueError, match="different connection"):
         writer.get_state(connection.get_root())
