@@ -35,6 +35,7 @@ GHOST = -1
 _setattribute = object.__setattr__
 _delattribute = object.__delattr__
 _getattribute = object.__getattribute__
+# object's own, which accelerate() never rebinds (it rebinds _setattribute).
 _object_setattr = object.__setattr__
 
 # Names a ghost answers without loading its state.

@@ -137,8 +137,8 @@ class ObjectWriter:
             self.pickler.dump(cls)
             self.class_pickles[cls] = (self.pieces[-1], self.pickler.memo.copy())
         else:
-            pickle, memo = known
-            self.pieces.append(pickle)
+            class_pickle, memo = known
+            self.pieces.append(class_pickle)
             self.pickler.memo = memo
 
     def close(self) -> None:

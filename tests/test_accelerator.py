@@ -220,12 +220,18 @@ class Counted(Persistent):
         return super().__new__(cls)
 
 
+def implementation(name: str, pure: bool):
+    """durus.persistent's function name: its Python twin if pure, else the
+    C extension's (the test is skipped if that is not built)."""
+    if pure:
+        return getattr(durus.persistent, name + "_py")
+    return getattr(c_extension("durus._persistent"), name)
+
+
 @pytest.fixture(params=["python", "c"])
 def cached_or_ghost(request):
     """cached_or_ghost of each implementation."""
-    if request.param == "python":
-        return durus.persistent.cached_or_ghost_py
-    return c_extension("durus._persistent").cached_or_ghost
+    return implementation("cached_or_ghost", request.param == "python")
 
 
 def test_cached_or_ghost_in_both_implementations(cached_or_ghost):
@@ -260,11 +266,10 @@ def test_cached_or_ghost_in_both_implementations(cached_or_ghost):
 def persistent_reference(request):
     """persistent_reference of each implementation (the Python one works on
     objects of either base; the C one knows only its own)."""
-    if request.param == "python":
-        return durus.persistent.persistent_reference_py
-    if durus.persistent.PersistentBase is durus.persistent.PersistentBase_py:
+    if (request.param == "c"
+            and durus.persistent.PersistentBase is durus.persistent.PersistentBase_py):
         pytest.skip("pure Python objects, which the C function does not take")
-    return c_extension("durus._persistent").persistent_reference
+    return implementation("persistent_reference", request.param == "python")
 
 
 def test_persistent_reference_in_both_implementations(persistent_reference):
@@ -543,9 +548,7 @@ def test_note_access_set_on_a_class_already_seen_is_called_in_both_implementatio
 @pytest.fixture(params=["py", "C"])
 def fill_instance_dict(request):
     """fill_instance_dict of each implementation."""
-    if request.param == "py":
-        return durus.persistent.fill_instance_dict_py
-    return c_extension("durus._persistent").fill_instance_dict
+    return implementation("fill_instance_dict", request.param == "py")
 
 
 class _Name(str):
